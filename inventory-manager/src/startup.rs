@@ -1,0 +1,188 @@
+//! Building and running inventory-manager: database, migrations, listener, gRPC server, background tasks.
+
+use std::{future::Future, net::SocketAddr, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{config::Config, grpc::InventoryGrpc, sweeper};
+
+/// inventory's migrations, embedded at compile time; they run at every start and are append-only.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
+
+/// How long startup waits for PostgreSQL to answer before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight RPCs before it stops waiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A built, not yet running inventory-manager: the database is migrated and the port is bound.
+#[derive(Debug)]
+pub struct Application {
+    /// Bound in `build` so callers (tests) can read the port before serving starts.
+    listener: TcpListener,
+    /// Shared by the RPCs, the sweeper and the health probe.
+    pool: PgPool,
+    /// Kept for the intervals and TTLs that `run_until_stopped` hands out.
+    config: Config,
+}
+
+impl Application {
+    /// Connects to (and if asked, creates) the database, runs migrations and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect(&config).await?;
+        MIGRATOR.run(&pool).await.context("running inventory migrations")?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
+        Ok(Self { listener, pool, config })
+    }
+
+    /// The address actually bound (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The database pool, for tests and tools that look at the stored state.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves gRPC, sweeps expired reservations and reports health until `shutdown` resolves.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, pool, config } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Migrations have run and the pool is connected: the service is ready.
+        health.set_serving::<InventoryServiceServer<InventoryGrpc>>().await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // So that clients can decode the google.rpc error details this service sends.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // grpcurl before 1.9 (the one PyPI ships) only speaks v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let inventory = InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sweeper = tokio::spawn(sweeper::run(pool.clone(), config.sweep_interval, stop_rx.clone()));
+        let prober = tokio::spawn(probe_database(pool.clone(), health, config.health_interval, stop_rx));
+
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down inventory-manager");
+            let _ = stopping_tx.send(());
+        };
+        let serve = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(InventoryServiceServer::new(inventory))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        tokio::pin!(serve);
+
+        // Once shutdown is asked for, in-flight RPCs get a bounded grace period.
+        let result = tokio::select! {
+            r = &mut serve => r,
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!("in-flight RPCs did not finish within the grace period");
+                Ok(())
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(sweeper, prober);
+        pool.close().await;
+        result.context("gRPC server failed")
+    }
+}
+
+/// Keeps the health status true to the database: NOT_SERVING while it does not answer.
+async fn probe_database(pool: PgPool, health: HealthReporter, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let service = <InventoryServiceServer<InventoryGrpc> as NamedService>::NAME;
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let ok = tokio::time::timeout(interval, sqlx::query("SELECT 1").execute(&pool)).await.is_ok_and(|r| r.is_ok());
+        if ok != serving {
+            serving = ok;
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            tracing::warn!(?status, "database health changed");
+            health.set_service_status("", status).await;
+            health.set_service_status(service, status).await;
+        }
+    }
+}
+
+/// Opens the pool, creating the database first if the config asks, and waiting for PostgreSQL to come up.
+async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&config.database_url).context("parsing INVENTORY_DATABASE_URL")?;
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            if config.create_database {
+                create_database_if_missing(&options).await?;
+            }
+            PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+                .await
+                .context("connecting to the inventory database")
+        };
+        match attempt.await {
+            Ok(pool) => return Ok(pool),
+            Err(err) if tokio::time::Instant::now() < deadline && is_transient(&err) => {
+                tracing::warn!(error = %err, "PostgreSQL not reachable yet, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
+}
+
+/// Creates the configured database through the server's `postgres` database, tolerating a concurrent creator.
+pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let name = options.get_database().context("the database URL names no database")?.to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to the server's postgres database")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        // The name is quoted as an identifier, with embedded quotes doubled.
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // 42P04 duplicate_database, 23505 the race on pg_database's unique index: someone else made it.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("creating database {name}"))),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}

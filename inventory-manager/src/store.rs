@@ -1,0 +1,385 @@
+//! Stock operations on PostgreSQL: each is one transaction, and the database's CHECKs keep the counters honest.
+//!
+//! Lock order, everywhere: a reservation row first, then stock rows in product-id order. Keeping to it
+//! is what makes concurrent multi-line reservations, commits, roll-backs and the sweeper deadlock-free.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::domain::{
+    Line, Lines, OnHand, PriceCents, Product, ProductId, ProductName, Quantity, Reservation, ReservationId,
+    ReservationStatus,
+};
+use crate::error::InventoryError;
+
+type Result<T> = std::result::Result<T, InventoryError>;
+
+/// Creates a product or updates its catalogue data and on-hand count.
+#[tracing::instrument(skip(pool, name), fields(product_id = %id))]
+pub async fn upsert_product(
+    pool: &PgPool,
+    id: &ProductId,
+    name: &ProductName,
+    price: PriceCents,
+    on_hand: OnHand,
+) -> Result<Product> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO products (product_id, name, price_cents) VALUES ($1, $2, $3)
+         ON CONFLICT (product_id) DO UPDATE
+           SET name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, updated_at = now()",
+    )
+    .bind(id.as_str())
+    .bind(name.as_str())
+    .bind(price.get())
+    .execute(&mut *tx)
+    .await?;
+    // ON CONFLICT locks the existing row even when the WHERE refuses the update, so the reserved
+    // count read below is the one that refused it.
+    let updated = sqlx::query(
+        "INSERT INTO stock (product_id, on_hand) VALUES ($1, $2)
+         ON CONFLICT (product_id) DO UPDATE
+           SET on_hand = EXCLUDED.on_hand, updated_at = now()
+           WHERE stock.reserved <= EXCLUDED.on_hand",
+    )
+    .bind(id.as_str())
+    .bind(on_hand.get())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM stock WHERE product_id = $1")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(InventoryError::OnHandBelowReserved { product_id: id.clone(), on_hand: on_hand.get(), reserved });
+    }
+    let product = fetch_product(&mut *tx, id).await?.ok_or_else(|| InventoryError::UnknownProduct(id.clone()))?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    product_id: String,
+    name: String,
+    price_cents: i64,
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+}
+
+impl From<ProductRow> for Product {
+    fn from(r: ProductRow) -> Self {
+        Product {
+            product_id: r.product_id,
+            name: r.name,
+            price_cents: r.price_cents,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            available: r.available,
+        }
+    }
+}
+
+async fn fetch_product<'e>(
+    exec: impl sqlx::Executor<'e, Database = Postgres>,
+    id: &ProductId,
+) -> Result<Option<Product>> {
+    let row: Option<ProductRow> = sqlx::query_as(
+        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
+         FROM products p JOIN stock s USING (product_id) WHERE p.product_id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(exec)
+    .await?;
+    Ok(row.map(Product::from))
+}
+
+/// One product with its counters.
+pub async fn get_product(pool: &PgPool, id: &ProductId) -> Result<Product> {
+    fetch_product(pool, id).await?.ok_or_else(|| InventoryError::UnknownProduct(id.clone()))
+}
+
+/// A page of the catalogue in product-id order, after `after` (exclusive); the flag says whether more follow.
+pub async fn list_products(pool: &PgPool, after: Option<&str>, page_size: u32) -> Result<(Vec<Product>, bool)> {
+    let rows: Vec<ProductRow> = sqlx::query_as(
+        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
+         FROM products p JOIN stock s USING (product_id)
+         WHERE p.product_id > $1 ORDER BY p.product_id LIMIT $2",
+    )
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(page_size) + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() > page_size as usize;
+    Ok((rows.into_iter().take(page_size as usize).map(Product::from).collect(), more))
+}
+
+/// Holds stock for every line or for none; the same id with the same lines returns the existing reservation.
+#[tracing::instrument(skip(pool, lines), fields(reservation_id = %id))]
+pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Duration) -> Result<Reservation> {
+    let (product_ids, quantities) = lines.columns();
+    let mut tx = pool.begin().await?;
+    // One round trip writes the header and its lines. A concurrent insert of the same id waits here
+    // for the other transaction to end, so racing duplicates resolve to one reservation.
+    let created: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "WITH r AS (
+             INSERT INTO reservations (reservation_id, expires_at)
+             VALUES ($1, now() + make_interval(secs => $2::float8))
+             ON CONFLICT (reservation_id) DO NOTHING
+             RETURNING reservation_id, created_at, expires_at
+         ), l AS (
+             INSERT INTO reservation_lines (reservation_id, product_id, quantity)
+             SELECT r.reservation_id, x.product_id, x.quantity
+             FROM r CROSS JOIN UNNEST($3::text[], $4::bigint[]) AS x (product_id, quantity)
+         )
+         SELECT created_at, expires_at FROM r",
+    )
+    .bind(id.as_str())
+    .bind(ttl.as_secs_f64())
+    .bind(&product_ids)
+    .bind(&quantities)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let Some((created_at, expires_at)) = created else {
+        tx.rollback().await?;
+        let existing = get_reservation(pool, id).await?;
+        return if existing.lines == *lines {
+            Ok(existing)
+        } else {
+            Err(InventoryError::ReservationConflict(id.clone()))
+        };
+    };
+
+    // The stock rows are touched last and in lock order, so the hot locks are held for as short a time as possible.
+    for line in lines.iter() {
+        let held = sqlx::query(
+            "UPDATE stock SET reserved = reserved + $2, updated_at = now()
+             WHERE product_id = $1 AND available >= $2",
+        )
+        .bind(line.product_id.as_str())
+        .bind(line.quantity.get())
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            let available: Option<i64> = sqlx::query_scalar("SELECT available FROM stock WHERE product_id = $1")
+                .bind(line.product_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match available {
+                None => InventoryError::UnknownProduct(line.product_id.clone()),
+                Some(available) => InventoryError::InsufficientStock {
+                    product_id: line.product_id.clone(),
+                    requested: line.quantity.get(),
+                    available,
+                },
+            });
+        }
+    }
+    tx.commit().await?;
+    tracing::debug!("reservation held");
+    Ok(Reservation {
+        reservation_id: id.clone(),
+        status: ReservationStatus::Held,
+        lines: lines.clone(),
+        created_at,
+        expires_at,
+        committed_at: None,
+        rolled_back_at: None,
+        expired_at: None,
+    })
+}
+
+/// What to do with a held reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Commit,
+    RollBack,
+}
+
+/// Turns a held reservation into a sale. Committing a committed one is a no-op.
+#[tracing::instrument(skip(pool), fields(reservation_id = %id))]
+pub async fn commit(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
+    settle(pool, id, Settle::Commit).await
+}
+
+/// Releases a held reservation. Rolling back a rolled-back or expired one is a no-op.
+#[tracing::instrument(skip(pool), fields(reservation_id = %id))]
+pub async fn roll_back(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
+    settle(pool, id, Settle::RollBack).await
+}
+
+async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Reservation> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, bool)> =
+        sqlx::query_as("SELECT status, expires_at <= now() FROM reservations WHERE reservation_id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((status, due)) = row else {
+        return Err(InventoryError::UnknownReservation(id.clone()));
+    };
+    let status = ReservationStatus::from_db(&status)?;
+    let not_held = |status| InventoryError::ReservationNotHeld {
+        id: id.clone(),
+        status,
+        action: match action {
+            Settle::Commit => "committed",
+            Settle::RollBack => "rolled back",
+        },
+    };
+    match (status, action) {
+        (ReservationStatus::Committed, Settle::Commit)
+        | (ReservationStatus::RolledBack | ReservationStatus::Expired, Settle::RollBack) => {
+            tx.commit().await?;
+            return get_reservation(pool, id).await;
+        }
+        (ReservationStatus::Committed, Settle::RollBack)
+        | (ReservationStatus::RolledBack | ReservationStatus::Expired, Settle::Commit) => {
+            return Err(not_held(status));
+        }
+        (ReservationStatus::Held, Settle::Commit) if due => {
+            // Its time ran out before the sweeper got to it: expire it now, so what is reported is also what is stored.
+            release(&mut tx, std::slice::from_ref(id), ReservationStatus::Expired).await?;
+            tx.commit().await?;
+            return Err(not_held(ReservationStatus::Expired));
+        }
+        (ReservationStatus::Held, Settle::Commit) => {
+            let lines = lines_of(&mut tx, id).await?;
+            for line in lines.iter() {
+                sqlx::query(
+                    "UPDATE stock SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now()
+                     WHERE product_id = $1",
+                )
+                .bind(line.product_id.as_str())
+                .bind(line.quantity.get())
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE reservations SET status = 'committed', committed_at = now() WHERE reservation_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        (ReservationStatus::Held, Settle::RollBack) => {
+            release(&mut tx, std::slice::from_ref(id), ReservationStatus::RolledBack).await?;
+        }
+    }
+    tx.commit().await?;
+    get_reservation(pool, id).await
+}
+
+async fn lines_of(tx: &mut Transaction<'_, Postgres>, id: &ReservationId) -> Result<Lines> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Lines::from_stored(rows.into_iter().map(stored_line).collect::<Result<_>>()?))
+}
+
+fn stored_line((product_id, quantity): (String, i64)) -> Result<Line> {
+    Ok(Line { product_id: ProductId::parse(product_id)?, quantity: Quantity::parse(quantity)? })
+}
+
+/// Gives back the stock of held reservations (already locked by the caller) and marks them `to`.
+async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[ReservationId], to: ReservationStatus) -> Result<()> {
+    let ids: Vec<&str> = ids.iter().map(ReservationId::as_str).collect();
+    let totals: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT product_id, sum(quantity)::bigint FROM reservation_lines
+         WHERE reservation_id = ANY($1) GROUP BY product_id ORDER BY product_id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (product_id, quantity) in totals {
+        sqlx::query("UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1")
+            .bind(&product_id)
+            .bind(quantity)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !matches!(to, ReservationStatus::RolledBack | ReservationStatus::Expired) {
+        return Err(anyhow::anyhow!("release cannot end in {to}").into());
+    }
+    sqlx::query(
+        "UPDATE reservations
+         SET status = $2,
+             rolled_back_at = CASE WHEN $2 = 'rolled_back' THEN now() END,
+             expired_at = CASE WHEN $2 = 'expired' THEN now() END
+         WHERE reservation_id = ANY($1) AND status = 'held'",
+    )
+    .bind(&ids)
+    .bind(to.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Releases up to `batch` held reservations whose time ran out; returns how many it expired.
+///
+/// `SKIP LOCKED` lets several inventory instances sweep side by side, and leaves alone a reservation
+/// that a commit or roll-back is settling right now.
+pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT reservation_id FROM reservations
+         WHERE status = 'held' AND expires_at <= now()
+         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(i64::from(batch))
+    .fetch_all(&mut *tx)
+    .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids = due.into_iter().map(ReservationId::parse).collect::<Result<Vec<_>>>()?;
+    release(&mut tx, &ids, ReservationStatus::Expired).await?;
+    tx.commit().await?;
+    tracing::info!(count = ids.len(), "expired reservations released");
+    Ok(ids.len())
+}
+
+#[derive(sqlx::FromRow)]
+struct ReservationRow {
+    reservation_id: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    committed_at: Option<DateTime<Utc>>,
+    rolled_back_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
+    product_ids: Vec<String>,
+    quantities: Vec<i64>,
+}
+
+/// A reservation with its lines.
+pub async fn get_reservation(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
+    let row: Option<ReservationRow> = sqlx::query_as(
+        "SELECT r.reservation_id, r.status, r.created_at, r.expires_at, r.committed_at, r.rolled_back_at, r.expired_at,
+                array_agg(l.product_id ORDER BY l.product_id) AS product_ids,
+                array_agg(l.quantity ORDER BY l.product_id) AS quantities
+         FROM reservations r JOIN reservation_lines l USING (reservation_id)
+         WHERE r.reservation_id = $1
+         GROUP BY r.reservation_id",
+    )
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let row = row.ok_or_else(|| InventoryError::UnknownReservation(id.clone()))?;
+    let lines = row.product_ids.into_iter().zip(row.quantities).map(stored_line).collect::<Result<_>>()?;
+    Ok(Reservation {
+        reservation_id: ReservationId::parse(row.reservation_id)?,
+        status: ReservationStatus::from_db(&row.status)?,
+        lines: Lines::from_stored(lines),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        committed_at: row.committed_at,
+        rolled_back_at: row.rolled_back_at,
+        expired_at: row.expired_at,
+    })
+}

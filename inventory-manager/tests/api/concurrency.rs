@@ -1,0 +1,119 @@
+//! Many clients at once: never oversell, never deadlock, always conserve stock.
+
+use futures::future::join_all;
+use tonic::Code;
+
+use crate::helpers::{reserve_request, spawn_inventory};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_single_unit_reservations_get_exactly_the_stock() {
+    const UNITS: i64 = 25;
+    const BUYERS: usize = 120;
+    let mut inv = spawn_inventory().await;
+    inv.product("scarce", UNITS).await;
+
+    let attempts = (0..BUYERS).map(|i| {
+        let mut client = inv.client.clone();
+        tokio::spawn(async move { client.reserve(reserve_request(&format!("buyer-{i}"), &[("scarce", 1)], 0)).await })
+    });
+    let mut won = 0;
+    for result in join_all(attempts).await {
+        match result.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    assert_eq!(won, UNITS, "exactly the units on hand were reserved");
+    let s = inv.stock("scarce").await;
+    assert_eq!((s.on_hand, s.reserved, s.available), (UNITS, UNITS, 0));
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'held'")
+        .fetch_one(&inv.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, UNITS);
+    inv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_multi_line_reservations_in_opposite_orders_never_deadlock() {
+    const UNITS: i64 = 30;
+    const BUYERS: usize = 80;
+    let mut inv = spawn_inventory().await;
+    for p in ["x", "y", "z"] {
+        inv.product(p, UNITS).await;
+    }
+    let attempts = (0..BUYERS).map(|i| {
+        let mut client = inv.client.clone();
+        // Half ask x→y→z, half z→y→x: a server locking in request order would deadlock here.
+        let lines: &[(&str, i64)] =
+            if i % 2 == 0 { &[("x", 1), ("y", 1), ("z", 1)] } else { &[("z", 1), ("y", 1), ("x", 1)] };
+        let request = reserve_request(&format!("multi-{i}"), lines, 0);
+        tokio::spawn(async move { client.reserve(request).await })
+    });
+    let mut won = 0;
+    for result in join_all(attempts).await {
+        match result.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "no deadlock or internal error: {status:?}")
+            }
+        }
+    }
+    assert_eq!(won, UNITS);
+
+    // Settle them concurrently, half commit and half roll back, again without deadlocks.
+    let settles = (0..BUYERS).map(|i| {
+        let mut client = inv.client.clone();
+        let id = format!("multi-{i}");
+        tokio::spawn(async move {
+            if i % 2 == 0 {
+                client
+                    .commit_reservation(ordermesh_proto::inventory::v1::CommitReservationRequest { reservation_id: id })
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .roll_back_reservation(ordermesh_proto::inventory::v1::RollBackReservationRequest {
+                        reservation_id: id,
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        })
+    });
+    for result in join_all(settles).await {
+        if let Err(status) = result.unwrap() {
+            assert_eq!(status.code(), Code::NotFound, "only the losers of the first round are unknown: {status:?}");
+        }
+    }
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'committed'")
+        .fetch_one(&inv.pool)
+        .await
+        .unwrap();
+    for p in ["x", "y", "z"] {
+        let s = inv.stock(p).await;
+        assert_eq!(s.reserved, 0, "{p}: every hold settled");
+        assert_eq!(s.on_hand, UNITS - committed, "{p}: stock conserved, sold = committed");
+    }
+    inv.stop().await;
+}
+
+#[tokio::test]
+async fn the_database_itself_refuses_broken_counters() {
+    let inv = spawn_inventory().await;
+    sqlx::query("INSERT INTO products (product_id, name, price_cents) VALUES ('p', 'P', 1)")
+        .execute(&inv.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO stock (product_id, on_hand) VALUES ('p', 3)").execute(&inv.pool).await.unwrap();
+    for sql in [
+        "UPDATE stock SET reserved = 4 WHERE product_id = 'p'",
+        "UPDATE stock SET on_hand = -1 WHERE product_id = 'p'",
+        "UPDATE stock SET reserved = -1 WHERE product_id = 'p'",
+        "INSERT INTO products (product_id, name, price_cents) VALUES ('neg', 'N', -5)",
+    ] {
+        let err = sqlx::query(sql).execute(&inv.pool).await.expect_err(sql);
+        assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("23514"), "{sql}: {err}");
+    }
+    inv.stop().await;
+}
