@@ -1,1 +1,15 @@
-//! cart-manager: not built yet; it arrives with the end-to-end mesh issue.
+//! cart-manager: the RabbitMQ worker that owns carts and turns a cart into an order.
+//!
+//! `handler` decodes jobs from `cart-manager.jobs` and replies; `cart` holds the domain operations
+//! on the database; `inventory` is the gRPC client for products and stock; `error` the one error enum.
+
+pub mod cart;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod inventory;
+pub mod startup;
+
+pub use config::Config;
+pub use error::CartError;
+pub use startup::Application;

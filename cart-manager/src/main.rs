@@ -1,6 +1,12 @@
-//! Entry point of cart-manager, which is not built yet.
+//! cart-manager's binary: configuration from the environment, then work until Ctrl-C or SIGTERM.
 
-fn main() {
-    eprintln!("cart-manager is not built yet: only inventory-manager runs so far");
-    std::process::exit(2);
+use cart_manager::{Application, Config};
+use ordermesh_lifecycle::{init_logs, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logs();
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting cart-manager");
+    Application::build(config).await?.run_until_stopped(shutdown_signal()).await
 }

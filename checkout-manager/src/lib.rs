@@ -1,1 +1,19 @@
-//! checkout-manager: not built yet; it arrives with the end-to-end mesh issue.
+//! checkout-manager: the saga orchestrator. Every decision about an order's next step is made here.
+//!
+//! `orders` stores orders and applies each step's result (guarded by a version, so no lock is held
+//! across a network call); `saga` decides and performs the steps; `driver` runs due steps;
+//! `payment` is the `PaymentGateway` trait and the simulated provider; `handler` is the AMQP transport.
+
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod handler;
+pub mod inventory;
+pub mod orders;
+pub mod payment;
+pub mod saga;
+pub mod startup;
+
+pub use config::Config;
+pub use error::CheckoutError;
+pub use startup::Application;

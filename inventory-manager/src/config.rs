@@ -1,6 +1,8 @@
 //! inventory-manager's typed configuration, read once from the environment (or any map, in tests).
 
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use ordermesh_lifecycle::{parse_var as parse, redact};
 
 /// Everything inventory-manager needs to start.
 #[derive(Clone)]
@@ -35,16 +37,6 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("health_interval", &self.health_interval)
             .finish()
-    }
-}
-
-/// Hides the password of a `scheme://user:password@host/...` URL.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let rest = &url[scheme_end..];
-    match (rest.find('@'), rest.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
-        _ => url.to_owned(),
     }
 }
 
@@ -103,15 +95,6 @@ impl Config {
     }
 }
 
-fn parse<T: FromStr>(lookup: &impl Fn(&str) -> Option<String>, key: &str) -> anyhow::Result<Option<T>>
-where
-    T::Err: fmt::Display,
-{
-    lookup(key)
-        .map(|raw| raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{key}={raw:?} is not valid: {e}")))
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -138,8 +121,6 @@ mod tests {
 
     #[test]
     fn passwords_never_print() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         let config = Config { database_url: "postgres://u:secret@h/db".into(), ..Config::default() };
         assert!(!format!("{config:?}").contains("secret"));
     }

@@ -10,7 +10,6 @@ pub mod grpc;
 pub mod startup;
 pub mod store;
 pub mod sweeper;
-pub mod telemetry;
 
 pub use config::Config;
 pub use error::InventoryError;

@@ -1,14 +1,11 @@
 //! Building and running inventory-manager: database, migrations, listener, gRPC server, background tasks.
 
-use std::{future::Future, net::SocketAddr, str::FromStr, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
+use ordermesh_lifecycle::{DatabaseSettings, connect_and_migrate};
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
-use sqlx::{
-    Connection, PgConnection, PgPool,
-    migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, migrate::Migrator};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -19,8 +16,6 @@ use crate::{config::Config, grpc::InventoryGrpc, sweeper};
 /// inventory's migrations, embedded at compile time; they run at every start and are append-only.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
 
-/// How long startup waits for PostgreSQL to answer before giving up.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight RPCs before it stops waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -38,8 +33,12 @@ pub struct Application {
 impl Application {
     /// Connects to (and if asked, creates) the database, runs migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = connect(&config).await?;
-        MIGRATOR.run(&pool).await.context("running inventory migrations")?;
+        let settings = DatabaseSettings {
+            url: config.database_url.clone(),
+            create: config.create_database,
+            max_connections: config.max_connections,
+        };
+        let pool = connect_and_migrate(&settings, &MIGRATOR).await.context("preparing the inventory database")?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
@@ -128,61 +127,4 @@ async fn probe_database(pool: PgPool, health: HealthReporter, interval: Duration
             health.set_service_status(service, status).await;
         }
     }
-}
-
-/// Opens the pool, creating the database first if the config asks, and waiting for PostgreSQL to come up.
-async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&config.database_url).context("parsing INVENTORY_DATABASE_URL")?;
-    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            if config.create_database {
-                create_database_if_missing(&options).await?;
-            }
-            PgPoolOptions::new()
-                .max_connections(config.max_connections)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
-                .await
-                .context("connecting to the inventory database")
-        };
-        match attempt.await {
-            Ok(pool) => return Ok(pool),
-            Err(err) if tokio::time::Instant::now() < deadline && is_transient(&err) => {
-                tracing::warn!(error = %err, "PostgreSQL not reachable yet, retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
-}
-
-/// Creates the configured database through the server's `postgres` database, tolerating a concurrent creator.
-pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
-    let name = options.get_database().context("the database URL names no database")?.to_owned();
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
-        .await
-        .context("connecting to the server's postgres database")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
-    if !exists {
-        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        // The name is quoted as an identifier, with embedded quotes doubled.
-        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
-            Ok(_) => tracing::info!(database = %name, "created database"),
-            // 42P04 duplicate_database, 23505 the race on pg_database's unique index: someone else made it.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("creating database {name}"))),
-        }
-    }
-    admin.close().await?;
-    Ok(())
 }

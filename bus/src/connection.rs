@@ -1,0 +1,146 @@
+//! One AMQP connection per process, kept alive by a supervisor that reconnects with backoff.
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::watch;
+
+use crate::topology::Topology;
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// No connection to RabbitMQ right now; the supervisor is reconnecting.
+    #[error("RabbitMQ is unreachable")]
+    Unavailable,
+    /// The broker refused (nacked) a publish.
+    #[error("RabbitMQ refused the message")]
+    Nacked,
+    /// A protocol or I/O error on the channel.
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A handle on the process's RabbitMQ connection; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The current connection, `None` while (re)connecting.
+    current: watch::Receiver<Option<Arc<Connection>>>,
+    /// The names this process uses.
+    topology: Topology,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("topology", &self.inner.topology).field("connected", &self.is_connected()).finish()
+    }
+}
+
+/// How often the supervisor checks that the connection is still up.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Bus {
+    /// Starts the supervisor and returns at once: the process may start before RabbitMQ does.
+    /// The topology is declared on every (re)connect. The supervisor stops when `stop` becomes true.
+    pub fn start(url: String, topology: Topology, mut stop: watch::Receiver<bool>) -> Self {
+        let (tx, rx) = watch::channel(None);
+        let declare = topology.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                match connect(&url, &declare).await {
+                    Ok(conn) => {
+                        let conn = Arc::new(conn);
+                        tracing::info!("connected to RabbitMQ");
+                        backoff = Duration::from_millis(100);
+                        let _ = tx.send(Some(conn.clone()));
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                                _ = stop.changed() => {}
+                            }
+                            if *stop.borrow() {
+                                let _ = tx.send(None);
+                                let _ = conn.close(200, "shutting down".into()).await;
+                                return;
+                            }
+                            if !conn.status().connected() {
+                                break;
+                            }
+                        }
+                        tracing::warn!("lost the RabbitMQ connection; reconnecting");
+                        let _ = tx.send(None);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "RabbitMQ not reachable, retrying in {backoff:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            let _ = tx.send(None);
+        });
+        Self { inner: Arc::new(Inner { current: rx, topology }) }
+    }
+
+    /// The names this process uses.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.current.borrow().as_ref().is_some_and(|c| c.status().connected())
+    }
+
+    /// A new channel on the current connection, or `Unavailable` at once if there is none.
+    pub async fn channel(&self) -> Result<Channel, BusError> {
+        let conn = self.inner.current.borrow().clone().ok_or(BusError::Unavailable)?;
+        if !conn.status().connected() {
+            return Err(BusError::Unavailable);
+        }
+        conn.create_channel().await.map_err(|e| {
+            tracing::debug!(error = %e, "could not open a channel");
+            BusError::Unavailable
+        })
+    }
+
+    /// Waits until a connection is up (or `stop` fires), then opens a channel on it.
+    pub async fn wait_for_channel(&self, stop: &mut watch::Receiver<bool>) -> Option<Channel> {
+        let mut current = self.inner.current.clone();
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            if let Ok(channel) = self.channel().await {
+                return Some(channel);
+            }
+            tokio::select! {
+                _ = current.changed() => {}
+                _ = stop.changed() => {}
+                // A connection can be up in the watch and still refuse a channel for a moment.
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+async fn connect(url: &str, topology: &Topology) -> lapin::Result<Connection> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(conn)
+}

@@ -1,0 +1,130 @@
+//! Publishing with publisher confirms on a shared channel, reopened after a reconnect.
+
+use futures::future::try_join_all;
+use lapin::{
+    BasicProperties, Channel,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use ordermesh_messages::Envelope;
+use tokio::sync::Mutex;
+
+use crate::connection::{Bus, BusError};
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Exchange name ("" for the default exchange, i.e. straight to a queue).
+    pub exchange: String,
+    /// Routing key (the queue's name on the default exchange).
+    pub routing_key: String,
+    /// The message.
+    pub envelope: Envelope,
+    /// Extra headers (the dead-letter reason, for one).
+    pub headers: FieldTable,
+}
+
+impl Outgoing {
+    /// A message straight to `queue`.
+    pub fn to_queue(queue: &str, envelope: Envelope) -> Self {
+        Self { exchange: String::new(), routing_key: queue.to_owned(), envelope, headers: FieldTable::default() }
+    }
+}
+
+/// Persistent JSON message properties carrying the envelope's ids.
+pub fn properties(envelope: &Envelope) -> BasicProperties {
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(envelope.message_id.to_string().into())
+        .with_type(envelope.kind.as_str().into());
+    if let Some(id) = &envelope.correlation_id {
+        props = props.with_correlation_id(id.as_str().into());
+    }
+    props
+}
+
+/// A confirm-mode channel shared by a process's publishers.
+#[derive(Debug)]
+pub struct Publisher {
+    bus: Bus,
+    channel: Mutex<Option<Channel>>,
+}
+
+impl Publisher {
+    /// A publisher on `bus`; the channel is opened on first use.
+    pub fn new(bus: Bus) -> Self {
+        Self { bus, channel: Mutex::new(None) }
+    }
+
+    async fn confirm_channel(&self) -> Result<Channel, BusError> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.bus.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Publishes one message and waits for the broker's confirm.
+    pub async fn publish(&self, message: Outgoing) -> Result<(), BusError> {
+        self.publish_all(std::slice::from_ref(&message)).await
+    }
+
+    /// Publishes a batch, then awaits all confirms together: one round trip's wait for the lot.
+    pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BusError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let channel = self.confirm_channel().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let props = properties(&m.envelope).with_headers(m.headers.clone());
+            let confirm = channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.envelope.to_vec(),
+                    props,
+                )
+                .await
+                .map_err(|e| self.forget(e))?;
+            confirms.push(confirm);
+        }
+        let confirmations = try_join_all(confirms).await.map_err(|e| self.forget(e))?;
+        if confirmations.iter().any(|c| c.is_nack()) {
+            return Err(BusError::Nacked);
+        }
+        Ok(())
+    }
+
+    /// Publishes bytes as they are (used to move an undecodable message to a dead-letter queue).
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BusError> {
+        let channel = self.confirm_channel().await?;
+        let confirm = channel
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, properties)
+            .await
+            .map_err(|e| self.forget(e))?
+            .await
+            .map_err(|e| self.forget(e))?;
+        if confirm.is_nack() { Err(BusError::Nacked) } else { Ok(()) }
+    }
+
+    /// A failed channel is dropped so the next publish opens a fresh one.
+    fn forget(&self, err: lapin::Error) -> BusError {
+        if let Ok(mut slot) = self.channel.try_lock() {
+            *slot = None;
+        }
+        tracing::warn!(error = %err, "publish failed");
+        BusError::Unavailable
+    }
+}

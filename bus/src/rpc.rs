@@ -1,0 +1,158 @@
+//! Request/reply over RabbitMQ's direct reply-to: any number of callers and workers side by side,
+//! each reply routed back to the channel that asked by its correlation id.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::{
+    Channel,
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use ordermesh_messages::Envelope;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::{connection::Bus, publisher::properties};
+
+/// RabbitMQ's pseudo-queue for direct replies.
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Why a call got no reply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RpcError {
+    /// RabbitMQ is unreachable, or refused the request.
+    #[error("RabbitMQ is unreachable")]
+    Unavailable,
+    /// The request was queued but nobody answered before the deadline.
+    #[error("no reply within the deadline")]
+    Timeout,
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<String, oneshot::Sender<Envelope>>>>;
+
+#[derive(Clone)]
+struct ReplyChannel {
+    channel: Channel,
+    /// Calls waiting on this channel; dropped with it, so they fail fast when it dies.
+    pending: Pending,
+}
+
+/// Sends requests and waits for their replies; cheap to share behind an `Arc`.
+pub struct RpcClient {
+    bus: Bus,
+    current: Mutex<Option<ReplyChannel>>,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient").field("bus", &self.bus).finish()
+    }
+}
+
+impl RpcClient {
+    /// A client on `bus`; its reply channel is opened on first use and after every reconnect.
+    pub fn new(bus: Bus) -> Self {
+        Self { bus, current: Mutex::new(None) }
+    }
+
+    async fn reply_channel(&self) -> Result<ReplyChannel, RpcError> {
+        let mut slot = self.current.lock().await;
+        if let Some(rc) = slot.as_ref().filter(|rc| rc.channel.status().connected()) {
+            return Ok(rc.clone());
+        }
+        let channel = self.bus.channel().await.map_err(|_| RpcError::Unavailable)?;
+        let setup = async {
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channel
+                .basic_consume(
+                    REPLY_TO.into(),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+        };
+        let mut replies = setup.await.map_err(|e| {
+            tracing::warn!(error = %e, "could not open the reply channel");
+            RpcError::Unavailable
+        })?;
+        let pending: Pending = Arc::default();
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                let Some(id) = delivery.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned()) else {
+                    continue;
+                };
+                let waiter = routes.lock().expect("pending map lock").remove(&id);
+                match (waiter, Envelope::from_slice(&delivery.data)) {
+                    (Some(tx), Ok(reply)) => {
+                        let _ = tx.send(reply);
+                    }
+                    (Some(_), Err(reason)) => tracing::warn!(%reason, "undecodable reply"),
+                    // The caller gave up already (its deadline passed).
+                    (None, _) => tracing::debug!(correlation_id = %id, "late reply dropped"),
+                }
+            }
+            // The channel is gone: fail the calls still waiting on it instead of letting them time out.
+            routes.lock().expect("pending map lock").clear();
+        });
+        let rc = ReplyChannel { channel, pending };
+        *slot = Some(rc.clone());
+        Ok(rc)
+    }
+
+    /// Sends `request` to `queue` and waits at most `deadline` for the reply.
+    ///
+    /// The request expires in the queue at the deadline, so a worker that comes back late does not
+    /// act on a request whose caller has already been told it timed out.
+    pub async fn call(&self, queue: &str, request: Envelope, deadline: Duration) -> Result<Envelope, RpcError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let rc = tokio::time::timeout_at(until, self.reply_channel()).await.map_err(|_| RpcError::Timeout)??;
+        let id = request.message_id.to_string();
+        let (tx, rx) = oneshot::channel();
+        rc.pending.lock().expect("pending map lock").insert(id.clone(), tx);
+        let forget = Forget { pending: &rc.pending, id: &id };
+
+        let props = properties(&request)
+            .with_reply_to(REPLY_TO.into())
+            .with_correlation_id(id.as_str().into())
+            .with_expiration(deadline.as_millis().max(1).to_string().into());
+        let publish = async {
+            rc.channel
+                .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &request.to_vec(), props)
+                .await?
+                .await
+        };
+        match tokio::time::timeout_at(until, publish).await {
+            Err(_) => return Err(RpcError::Timeout),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "request publish failed");
+                *self.current.lock().await = None;
+                return Err(RpcError::Unavailable);
+            }
+            Ok(Ok(confirm)) if confirm.is_nack() => return Err(RpcError::Unavailable),
+            Ok(Ok(_)) => {}
+        }
+        let result = match tokio::time::timeout_at(until, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RpcError::Unavailable),
+            Err(_) => Err(RpcError::Timeout),
+        };
+        drop(forget);
+        result
+    }
+}
+
+/// Removes a call's entry however the call ends, so abandoned calls do not pile up.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.pending.lock() {
+            map.remove(self.id);
+        }
+    }
+}

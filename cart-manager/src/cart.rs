@@ -1,0 +1,209 @@
+//! Cart operations on cart-manager's database. Each write is one transaction; checkout hands the
+//! order to checkout-manager through the outbox in the same transaction that empties the cart.
+
+use chrono::Utc;
+use futures::future::try_join_all;
+use ordermesh_bus::{Topology, outbox};
+use ordermesh_messages::{
+    ClientId, Envelope, OrderId, ProductId, Quantity, kinds,
+    payloads::{CartItem, CartView, OrderLine, PlaceOrder},
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{error::CartError, inventory::Inventory};
+
+type Result<T> = std::result::Result<T, CartError>;
+
+/// The most units of one product a cart may hold (inventory's per-line bound).
+pub const MAX_UNITS_PER_PRODUCT: i64 = 1_000_000;
+
+/// Adds `quantity` units, keeping the cart's total for the product within what inventory has available.
+///
+/// `message_id` makes it idempotent: a redelivered request is recognised and not added again.
+pub async fn add_item(
+    pool: &PgPool,
+    inventory: &Inventory,
+    message_id: Uuid,
+    client: &ClientId,
+    product: &ProductId,
+    quantity: Quantity,
+) -> Result<i64> {
+    let info = inventory.product(product).await?;
+    let limit = info.available.min(MAX_UNITS_PER_PRODUCT);
+    let mut tx = pool.begin().await?;
+    let fresh = sqlx::query("INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    let in_cart = || async {
+        sqlx::query_scalar::<_, i64>("SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2")
+            .bind(client.as_str())
+            .bind(product.as_str())
+            .fetch_optional(pool)
+            .await
+            .map(Option::unwrap_or_default)
+    };
+    if !fresh {
+        tx.rollback().await?;
+        return Ok(in_cart().await?);
+    }
+    // One conditional upsert: the check and the add cannot be split by a concurrent add.
+    let total: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO cart_items AS c (client_id, product_id, quantity)
+         SELECT $1, $2, $3 WHERE $3 <= $4
+         ON CONFLICT (client_id, product_id) DO UPDATE
+           SET quantity = c.quantity + EXCLUDED.quantity, updated_at = now()
+           WHERE c.quantity + EXCLUDED.quantity <= $4
+         RETURNING quantity",
+    )
+    .bind(client.as_str())
+    .bind(product.as_str())
+    .bind(quantity.get())
+    .bind(limit)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(total) = total else {
+        tx.rollback().await?;
+        return Err(CartError::NotEnoughStock {
+            product_id: product.clone(),
+            in_cart: in_cart().await?,
+            adding: quantity.get(),
+            available: info.available,
+        });
+    };
+    tx.commit().await?;
+    Ok(total)
+}
+
+/// Takes a product out of the cart entirely.
+pub async fn remove_item(pool: &PgPool, client: &ClientId, product: &ProductId) -> Result<()> {
+    let removed = sqlx::query("DELETE FROM cart_items WHERE client_id = $1 AND product_id = $2")
+        .bind(client.as_str())
+        .bind(product.as_str())
+        .execute(pool)
+        .await?;
+    if removed.rows_affected() == 0 {
+        return Err(CartError::NotInCart(product.clone()));
+    }
+    Ok(())
+}
+
+async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT product_id, quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id")
+        .bind(client.as_str())
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The cart with current prices from inventory (a product gone from the catalogue shows at 0).
+pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Result<CartView> {
+    let rows = items(pool, client).await?;
+    let items = try_join_all(rows.into_iter().map(|(product_id, quantity)| async move {
+        let product_id = ProductId::parse(product_id).map_err(|e| anyhow::anyhow!("stored product id: {e}"))?;
+        let unit_price_cents = match inventory.product(&product_id).await {
+            Ok(info) => info.price_cents,
+            Err(CartError::UnknownProduct(_)) => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(CartItem { product_id, quantity, unit_price_cents })
+    }))
+    .await?;
+    let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
+    Ok(CartView { client_id: client.clone(), items, total_cents })
+}
+
+/// How often checkout re-reads a cart that changed while it was being priced.
+const CHECKOUT_ATTEMPTS: usize = 3;
+
+/// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
+/// under its idempotency key and queue `order.place` in the outbox, all in one transaction.
+pub async fn checkout(
+    pool: &PgPool,
+    inventory: &Inventory,
+    topology: &Topology,
+    client: &ClientId,
+    idempotency_key: &str,
+) -> Result<OrderId> {
+    for _ in 0..CHECKOUT_ATTEMPTS {
+        if let Some(order_id) = existing_checkout(pool, client, idempotency_key).await? {
+            return Ok(order_id);
+        }
+        let cart = items(pool, client).await?;
+        if cart.is_empty() {
+            return Err(CartError::EmptyCart);
+        }
+        // Prices are read before the transaction: no row lock is held across a network call.
+        let lines = try_join_all(cart.iter().map(|(product_id, quantity)| async move {
+            let product_id =
+                ProductId::parse(product_id.clone()).map_err(|e| anyhow::anyhow!("stored product id: {e}"))?;
+            let info = inventory.product(&product_id).await?;
+            Ok::<_, CartError>(OrderLine { product_id, quantity: *quantity, unit_price_cents: info.price_cents })
+        }))
+        .await?;
+        let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
+
+        let mut tx = pool.begin().await?;
+        let mut taken: Vec<(String, i64)> =
+            sqlx::query_as("DELETE FROM cart_items WHERE client_id = $1 RETURNING product_id, quantity")
+                .bind(client.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        taken.sort();
+        if taken != cart {
+            // The cart changed (or another checkout took it) since it was priced: start over.
+            tx.rollback().await?;
+            continue;
+        }
+        let order_id = OrderId::generate();
+        let recorded = sqlx::query(
+            "INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (client_id, idempotency_key) DO NOTHING",
+        )
+        .bind(client.as_str())
+        .bind(idempotency_key)
+        .bind(order_id.as_str())
+        .bind(total_cents)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            // A racing retry with the same key won; its order is the answer.
+            tx.rollback().await?;
+            continue;
+        }
+        let order = PlaceOrder {
+            order_id: order_id.clone(),
+            client_id: client.clone(),
+            lines,
+            total_cents,
+            created_at: Utc::now(),
+        };
+        let envelope = Envelope::new(kinds::ORDER_PLACE, &order).correlated(order_id.as_str());
+        outbox::enqueue(&mut tx, "", &topology.checkout_jobs(), &envelope).await?;
+        tx.commit().await?;
+        tracing::info!(%client, %order_id, total_cents, "cart checked out");
+        return Ok(order_id);
+    }
+    Err(CartError::Internal(anyhow::anyhow!("the cart kept changing during checkout")))
+}
+
+async fn existing_checkout(pool: &PgPool, client: &ClientId, key: &str) -> Result<Option<OrderId>> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2")
+            .bind(client.as_str())
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    id.map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))
+        .transpose()
+}
+
+/// Forgets processed message ids older than a day: redeliveries come within minutes, not days.
+pub async fn prune_processed(pool: &PgPool) -> Result<u64> {
+    Ok(sqlx::query("DELETE FROM processed_messages WHERE processed_at < now() - interval '1 day'")
+        .execute(pool)
+        .await?
+        .rows_affected())
+}

@@ -1,0 +1,64 @@
+//! The one error enum of cart-manager and its one mapping to a reply error.
+
+use ordermesh_messages::{ErrorCode, ProductId, ReplyError};
+
+/// Everything that can go wrong with a cart.
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    /// No such product in the catalogue.
+    #[error("unknown product {0}")]
+    UnknownProduct(ProductId),
+    /// The cart would hold more than inventory has available.
+    #[error(
+        "not enough stock for product {product_id}: the cart holds {in_cart}, adding {adding} would exceed the {available} available"
+    )]
+    NotEnoughStock {
+        /// The product.
+        product_id: ProductId,
+        /// Units already in the cart.
+        in_cart: i64,
+        /// Units asked to add.
+        adding: i64,
+        /// Units inventory reports available.
+        available: i64,
+    },
+    /// Checkout of a cart with nothing in it.
+    #[error("the cart is empty")]
+    EmptyCart,
+    /// Removing a product the cart does not hold.
+    #[error("product {0} is not in the cart")]
+    NotInCart(ProductId),
+    /// inventory-manager did not answer in time.
+    #[error("inventory is unavailable: {0}")]
+    InventoryUnavailable(String),
+    /// The database did not answer.
+    #[error("the cart database is unavailable")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Anything else: logged in full, shown opaque.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for CartError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::DatabaseUnavailable(err),
+            other => Self::Internal(anyhow::Error::new(other).context("cart database query failed")),
+        }
+    }
+}
+
+impl From<&CartError> for ReplyError {
+    fn from(err: &CartError) -> Self {
+        let code = match err {
+            CartError::UnknownProduct(_) | CartError::NotInCart(_) => ErrorCode::NotFound,
+            CartError::NotEnoughStock { .. } | CartError::EmptyCart => ErrorCode::Conflict,
+            CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) => ErrorCode::Unavailable,
+            CartError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                return ReplyError::new(ErrorCode::Internal, "internal error");
+            }
+        };
+        ReplyError::new(code, err.to_string())
+    }
+}

@@ -1,0 +1,74 @@
+//! The AMQP transport of cart-manager: decode a job, call the domain, reply.
+
+use std::sync::Arc;
+
+use ordermesh_bus::{Incoming, Outcome, Topology};
+use ordermesh_messages::{
+    Envelope, ReplyError, kinds,
+    payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, RemoveItem},
+};
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::{cart, error::CartError, inventory::Inventory};
+
+/// What a job handler needs.
+#[derive(Debug, Clone)]
+pub struct CartContext {
+    /// cart's database.
+    pub pool: PgPool,
+    /// inventory-manager.
+    pub inventory: Inventory,
+    /// Queue names (checkout's queue for the outbox).
+    pub topology: Topology,
+    /// Wakes the outbox relay after a checkout commits.
+    pub outbox_wake: Arc<Notify>,
+}
+
+/// Reply to `cart.add_item`: how many units the cart now holds.
+#[derive(Debug, Serialize)]
+struct Added {
+    quantity_in_cart: i64,
+}
+
+/// Handles one job from `cart-manager.jobs`.
+pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
+    let envelope = &incoming.envelope;
+    let reply = match envelope.kind.as_str() {
+        kinds::CART_ADD_ITEM => match envelope.payload::<AddItem>() {
+            Ok(r) => respond(
+                cart::add_item(&ctx.pool, &ctx.inventory, envelope.message_id, &r.client_id, &r.product_id, r.quantity)
+                    .await
+                    .map(|quantity_in_cart| Added { quantity_in_cart }),
+            ),
+            Err(reason) => return Outcome::DeadLetter(reason),
+        },
+        kinds::CART_REMOVE_ITEM => match envelope.payload::<RemoveItem>() {
+            Ok(r) => respond(cart::remove_item(&ctx.pool, &r.client_id, &r.product_id).await),
+            Err(reason) => return Outcome::DeadLetter(reason),
+        },
+        kinds::CART_GET => match envelope.payload::<GetCart>() {
+            Ok(r) => respond(cart::view(&ctx.pool, &ctx.inventory, &r.client_id).await),
+            Err(reason) => return Outcome::DeadLetter(reason),
+        },
+        kinds::CART_CHECKOUT => match envelope.payload::<Checkout>() {
+            Ok(r) => {
+                let result =
+                    cart::checkout(&ctx.pool, &ctx.inventory, &ctx.topology, &r.client_id, &r.idempotency_key).await;
+                if result.is_ok() {
+                    ctx.outbox_wake.notify_one();
+                }
+                respond(result.map(|order_id| CheckoutAccepted { order_id }))
+            }
+            Err(reason) => return Outcome::DeadLetter(reason),
+        },
+        other => return Outcome::DeadLetter(format!("unknown message type {other:?}")),
+    };
+    Outcome::Reply(reply)
+}
+
+fn respond<T: Serialize>(result: Result<T, CartError>) -> Envelope {
+    let reply: Result<T, ReplyError> = result.map_err(|e| ReplyError::from(&e));
+    Envelope::new(kinds::REPLY, &reply)
+}

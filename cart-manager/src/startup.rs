@@ -1,0 +1,87 @@
+//! Building and running cart-manager: database, RabbitMQ, the job consumer and the outbox relay.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use ordermesh_bus::{Bus, Handler, Publisher, outbox, spawn_consumer};
+use ordermesh_lifecycle::connect_and_migrate;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    cart,
+    config::Config,
+    handler::{self, CartContext},
+    inventory::Inventory,
+};
+
+/// cart's migrations, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/cart");
+
+/// A built, not yet running cart-manager.
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+}
+
+impl Application {
+    /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the cart database")?;
+        Ok(Self { config, pool })
+    }
+
+    /// The database pool, for tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Consumes cart jobs and relays the outbox until `shutdown` resolves.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { config, pool } = self;
+        let (stop_tx, stop) = watch::channel(false);
+        let bus = Bus::start(config.amqp_url.clone(), config.topology.clone(), stop.clone());
+        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let wake = Arc::new(Notify::new());
+        let ctx = CartContext {
+            pool: pool.clone(),
+            inventory: Inventory::new(&config.inventory_url, config.inventory_timeout)?,
+            topology: config.topology.clone(),
+            outbox_wake: wake.clone(),
+        };
+        let handler: Handler = Arc::new(move |incoming| {
+            let ctx = ctx.clone();
+            Box::pin(async move { handler::handle(&ctx, incoming).await })
+        });
+        let consumer = spawn_consumer(
+            bus.clone(),
+            publisher.clone(),
+            config.topology.cart_jobs(),
+            config.prefetch,
+            handler,
+            stop.clone(),
+        );
+        let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, wake, config.outbox_poll, stop.clone()));
+        let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
+
+        shutdown.await;
+        tracing::info!("shutting down cart-manager");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(consumer, relay, pruner) }).await;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+async fn prune(pool: PgPool, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = cart::prune_processed(&pool).await {
+            tracing::warn!(error = %e, "pruning processed messages failed");
+        }
+    }
+}

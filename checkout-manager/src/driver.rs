@@ -1,0 +1,48 @@
+//! The saga driver: claims orders whose next step is due and advances them, a few at a time.
+//!
+//! New orders and payment results wake it at once; the poll finds retries whose backoff ended,
+//! payment timeouts, and orders whose previous driver died (their lease ran out).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::saga::Saga;
+
+/// Runs until `stop` turns true; finishes the orders in hand before returning.
+pub async fn run(saga: Saga, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let batch = i64::try_from(saga.settings.concurrency.saturating_mul(2)).unwrap_or(64);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match crate::orders::claim_due(&saga.pool, batch, saga.settings.lease).await {
+            Ok(orders) if !orders.is_empty() => {
+                let claimed = orders.len();
+                futures::stream::iter(orders)
+                    .for_each_concurrent(saga.settings.concurrency, |order| {
+                        let saga = &saga;
+                        async move {
+                            let id = order.order_id.clone();
+                            if let Err(e) = saga.advance(order).await {
+                                // The lease runs out and the step is tried again.
+                                tracing::warn!(order_id = %id, error = %e, "saga step failed");
+                            }
+                        }
+                    })
+                    .await;
+                if claimed as i64 == batch {
+                    continue;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "claiming due orders failed"),
+        }
+        tokio::select! {
+            _ = saga.driver_wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

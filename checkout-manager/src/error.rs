@@ -1,0 +1,44 @@
+//! The one error enum of checkout-manager and its one mapping to a reply error.
+
+use ordermesh_messages::{ErrorCode, OrderId, ReplyError};
+
+/// What can go wrong outside the saga's own expected outcomes (which are order statuses, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// No order with that id.
+    #[error("unknown order {0}")]
+    UnknownOrder(OrderId),
+    /// A message that can never be handled (its reason goes to the dead-letter queue).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// The database did not answer; the work is retried.
+    #[error("the checkout database is unavailable")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Anything else: logged in full, shown opaque.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for CheckoutError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::DatabaseUnavailable(err),
+            other => Self::Internal(anyhow::Error::new(other).context("checkout database query failed")),
+        }
+    }
+}
+
+impl From<&CheckoutError> for ReplyError {
+    fn from(err: &CheckoutError) -> Self {
+        let code = match err {
+            CheckoutError::UnknownOrder(_) => ErrorCode::NotFound,
+            CheckoutError::InvalidMessage(_) => ErrorCode::InvalidInput,
+            CheckoutError::DatabaseUnavailable(_) => ErrorCode::Unavailable,
+            CheckoutError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                return ReplyError::new(ErrorCode::Internal, "internal error");
+            }
+        };
+        ReplyError::new(code, err.to_string())
+    }
+}

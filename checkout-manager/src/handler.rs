@@ -1,0 +1,90 @@
+//! The AMQP transport of checkout-manager: new orders, order reads and payment results.
+
+use ordermesh_bus::{Incoming, Outcome};
+use ordermesh_messages::{
+    Envelope, ReplyError, kinds,
+    payloads::{GetOrder, PaymentResult, PlaceOrder},
+};
+
+use crate::{error::CheckoutError, orders, saga::Saga};
+
+/// `checkout-manager.jobs`: `order.place`.
+pub async fn on_job(saga: &Saga, incoming: Incoming) -> Outcome {
+    if incoming.envelope.kind != kinds::ORDER_PLACE {
+        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
+    }
+    let order: PlaceOrder = match incoming.envelope.payload() {
+        Ok(o) => o,
+        Err(reason) => return Outcome::DeadLetter(reason),
+    };
+    if let Err(reason) = check_order(&order) {
+        return Outcome::DeadLetter(reason);
+    }
+    match orders::place(&saga.pool, &saga.topology, &order).await {
+        Ok(created) => {
+            if created {
+                saga.outbox_wake.notify_one();
+                saga.driver_wake.notify_one();
+            }
+            Outcome::Ack
+        }
+        Err(e) => transient(e),
+    }
+}
+
+fn check_order(order: &PlaceOrder) -> Result<(), String> {
+    if order.lines.is_empty() {
+        return Err("an order needs at least one line".into());
+    }
+    let mut products: Vec<_> = order.lines.iter().map(|l| &l.product_id).collect();
+    products.sort();
+    if products.windows(2).any(|w| w[0] == w[1]) {
+        return Err("an order lists a product twice".into());
+    }
+    if order.lines.iter().any(|l| l.quantity <= 0 || l.unit_price_cents < 0) {
+        return Err("order lines need a positive quantity and a price of 0 or more".into());
+    }
+    let total: Option<i64> = order
+        .lines
+        .iter()
+        .try_fold(0i64, |acc, l| l.quantity.checked_mul(l.unit_price_cents).and_then(|x| acc.checked_add(x)));
+    if total != Some(order.total_cents) {
+        return Err(format!("total_cents {} does not match the lines", order.total_cents));
+    }
+    Ok(())
+}
+
+/// `checkout-manager.queries`: `order.get`.
+pub async fn on_query(saga: &Saga, incoming: Incoming) -> Outcome {
+    if incoming.envelope.kind != kinds::ORDER_GET {
+        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
+    }
+    let request: GetOrder = match incoming.envelope.payload() {
+        Ok(r) => r,
+        Err(reason) => return Outcome::DeadLetter(reason),
+    };
+    let reply = orders::view(&saga.pool, &request.order_id).await.map_err(|e| ReplyError::from(&e));
+    Outcome::Reply(Envelope::new(kinds::REPLY, &reply))
+}
+
+/// `checkout-manager.payment-results`: `payment.result`.
+pub async fn on_payment_result(saga: &Saga, incoming: Incoming) -> Outcome {
+    if incoming.envelope.kind != kinds::PAYMENT_RESULT {
+        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
+    }
+    let result: PaymentResult = match incoming.envelope.payload() {
+        Ok(r) => r,
+        Err(reason) => return Outcome::DeadLetter(reason),
+    };
+    match saga.on_payment_result(&result).await {
+        Ok(()) => Outcome::Ack,
+        Err(e) => transient(e),
+    }
+}
+
+fn transient(e: CheckoutError) -> Outcome {
+    match e {
+        CheckoutError::InvalidMessage(reason) => Outcome::DeadLetter(reason),
+        other => Outcome::Retry(other.to_string()),
+    }
+}

@@ -1,0 +1,502 @@
+//! Orders on checkout-manager's database: creation, claiming due work, and applying a step's result.
+//!
+//! A step's result is written only if the order's `version` is still the one the step started from:
+//! nothing is locked while the saga talks to inventory or the payment provider, and a result that
+//! lost a race (to a payment result, or to another instance) is simply dropped and the step re-run.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ordermesh_bus::{Topology, outbox};
+use ordermesh_messages::{
+    ClientId, Envelope, OrderId, ProductId, kinds,
+    payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, TimelineEntry},
+};
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::CheckoutError;
+
+type Result<T> = std::result::Result<T, CheckoutError>;
+
+/// An order's public status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created; stock not yet held.
+    Pending,
+    /// Stock held.
+    Reserved,
+    /// A charge was requested.
+    PaymentPending,
+    /// Paid, stock committed. Final.
+    Confirmed,
+    /// Not enough stock. Final.
+    Rejected,
+    /// Payment declined, stock released. Final.
+    PaymentDeclined,
+    /// Gave up after retries, stock released. Final.
+    Failed,
+}
+
+impl Status {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Reserved => "RESERVED",
+            Self::PaymentPending => "PAYMENT_PENDING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Rejected => "REJECTED",
+            Self::PaymentDeclined => "PAYMENT_DECLINED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "PENDING" => Self::Pending,
+            "RESERVED" => Self::Reserved,
+            "PAYMENT_PENDING" => Self::PaymentPending,
+            "CONFIRMED" => Self::Confirmed,
+            "REJECTED" => Self::Rejected,
+            "PAYMENT_DECLINED" => Self::PaymentDeclined,
+            "FAILED" => Self::Failed,
+            other => return Err(anyhow::anyhow!("unknown order status {other:?}").into()),
+        })
+    }
+
+    /// Whether the saga is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Rejected | Self::PaymentDeclined | Self::Failed)
+    }
+
+    /// The event published when an order enters this status.
+    pub fn event_kind(self) -> &'static str {
+        use kinds::events::*;
+        match self {
+            Self::Pending => ORDER_CREATED,
+            Self::Reserved => ORDER_RESERVED,
+            Self::PaymentPending => ORDER_PAYMENT_PENDING,
+            Self::Confirmed => ORDER_CONFIRMED,
+            Self::Rejected => ORDER_REJECTED,
+            Self::PaymentDeclined => ORDER_PAYMENT_DECLINED,
+            Self::Failed => ORDER_FAILED,
+        }
+    }
+}
+
+/// The saga's next step for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Hold stock for every line.
+    Reserve,
+    /// Ask the provider for a charge.
+    RequestPayment,
+    /// Wait for the charge's result (the driver only wakes for a timeout).
+    AwaitPayment,
+    /// Turn the hold into a sale.
+    Commit,
+    /// Release the hold (and refund, if due), then end in `roll_back_to`.
+    RollBack,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::RequestPayment => "request_payment",
+            Self::AwaitPayment => "await_payment",
+            Self::Commit => "commit",
+            Self::RollBack => "roll_back",
+            Self::Done => "done",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "reserve" => Self::Reserve,
+            "request_payment" => Self::RequestPayment,
+            "await_payment" => Self::AwaitPayment,
+            "commit" => Self::Commit,
+            "roll_back" => Self::RollBack,
+            "done" => Self::Done,
+            other => return Err(anyhow::anyhow!("unknown saga step {other:?}").into()),
+        })
+    }
+}
+
+/// One order line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The product.
+    pub product_id: String,
+    /// Units.
+    pub quantity: i64,
+    /// Unit price at checkout.
+    pub unit_price_cents: i64,
+}
+
+/// An order as the saga works on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// The id (also the reservation id and the payment id).
+    pub order_id: String,
+    /// The buyer.
+    pub client_id: String,
+    /// Public status.
+    pub status: Status,
+    /// Next step.
+    pub step: Step,
+    /// Where a roll-back ends.
+    pub roll_back_to: Option<Status>,
+    /// Whether a charge must be given back before the order ends unpaid.
+    pub refund_due: bool,
+    /// Amount charged.
+    pub total_cents: i64,
+    /// Charge attempts so far.
+    pub payment_attempts: i32,
+    /// Failed tries of the current step.
+    pub step_attempts: i32,
+    /// Why the order ended as it did, or why the current step is being retried.
+    pub reason: String,
+    /// Optimistic-concurrency guard.
+    pub version: i64,
+    /// What was ordered, in product order.
+    pub lines: Vec<Line>,
+}
+
+/// The result of a step: the order's next state and what to record about it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// New status.
+    pub status: Status,
+    /// New next step.
+    pub step: Step,
+    /// Where a roll-back ends.
+    pub roll_back_to: Option<Status>,
+    /// Whether a refund is due.
+    pub refund_due: bool,
+    /// Charge attempts.
+    pub payment_attempts: i32,
+    /// Failed tries of the (new) current step.
+    pub step_attempts: i32,
+    /// Reason shown with the status.
+    pub reason: String,
+    /// When the driver should run the next step; `None` for a final status.
+    pub next_action_in: Option<Duration>,
+    /// The timeline entry: step, outcome, detail.
+    pub timeline: (&'static str, &'static str, String),
+}
+
+impl Change {
+    /// A change that keeps everything of `order` but what the caller then sets.
+    pub fn from(order: &Order, timeline: (&'static str, &'static str, String)) -> Self {
+        Self {
+            status: order.status,
+            step: order.step,
+            roll_back_to: order.roll_back_to,
+            refund_due: order.refund_due,
+            payment_attempts: order.payment_attempts,
+            step_attempts: order.step_attempts,
+            reason: order.reason.clone(),
+            next_action_in: Some(Duration::ZERO),
+            timeline,
+        }
+    }
+
+    /// Moves to `step` now, with a fresh attempt count.
+    pub fn then(mut self, status: Status, step: Step) -> Self {
+        self.status = status;
+        self.step = step;
+        self.step_attempts = 0;
+        self.next_action_in = Some(Duration::ZERO);
+        self
+    }
+
+    /// Ends the saga in `status` with `reason`.
+    pub fn finish(mut self, status: Status, reason: impl Into<String>) -> Self {
+        self.status = status;
+        self.step = Step::Done;
+        self.reason = reason.into();
+        self.next_action_in = None;
+        self
+    }
+}
+
+/// Stores a new order (status PENDING, reserve due now) and its `order.created` event.
+/// Returns false when the order already exists: a redelivered `order.place` changes nothing.
+pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at)
+         VALUES ($1, $2, 'PENDING', 'reserve', $3, now(), $4, now())
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order.order_id.as_str())
+    .bind(order.client_id.as_str())
+    .bind(order.total_cents)
+    .bind(order.created_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(false);
+    }
+    let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
+    let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
+    let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
+         SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[])",
+    )
+    .bind(order.order_id.as_str())
+    .bind(&products)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    record(
+        &mut tx,
+        topology,
+        order.order_id.as_str(),
+        order.client_id.as_str(),
+        Status::Pending,
+        "",
+        order.total_cents,
+        ("created", "ok", String::new()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Appends a timeline entry and, with it, the status event to the outbox.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    conn: &mut PgConnection,
+    topology: &Topology,
+    order_id: &str,
+    client_id: &str,
+    status: Status,
+    reason: &str,
+    total_cents: i64,
+    (step, outcome, detail): (&str, &str, String),
+) -> Result<()> {
+    let at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4) RETURNING at",
+    )
+    .bind(order_id)
+    .bind(step)
+    .bind(outcome)
+    .bind(&detail)
+    .fetch_one(&mut *conn)
+    .await?;
+    let event = OrderEvent {
+        order_id: OrderId::parse(order_id).map_err(|e| anyhow::anyhow!("{e}"))?,
+        client_id: ClientId::parse(client_id).map_err(|e| anyhow::anyhow!("{e}"))?,
+        status: status.as_str().to_owned(),
+        reason: reason.to_owned(),
+        total_cents,
+        at,
+    };
+    let envelope = Envelope::new(status.event_kind(), &event).correlated(order_id);
+    outbox::enqueue(conn, &topology.order_events(), status.event_kind(), &envelope).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    order_id: String,
+    client_id: String,
+    status: String,
+    step: String,
+    roll_back_to: Option<String>,
+    refund_due: bool,
+    total_cents: i64,
+    payment_attempts: i32,
+    step_attempts: i32,
+    reason: String,
+    version: i64,
+}
+
+async fn with_lines(pool: &PgPool, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.order_id.as_str()).collect();
+    let lines: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT order_id, product_id, quantity, unit_price_cents FROM order_lines
+         WHERE order_id = ANY($1) ORDER BY order_id, product_id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Order {
+                lines: lines
+                    .iter()
+                    .filter(|l| l.0 == r.order_id)
+                    .map(|l| Line { product_id: l.1.clone(), quantity: l.2, unit_price_cents: l.3 })
+                    .collect(),
+                status: Status::parse(&r.status)?,
+                step: Step::parse(&r.step)?,
+                roll_back_to: r.roll_back_to.as_deref().map(Status::parse).transpose()?,
+                order_id: r.order_id,
+                client_id: r.client_id,
+                refund_due: r.refund_due,
+                total_cents: r.total_cents,
+                payment_attempts: r.payment_attempts,
+                step_attempts: r.step_attempts,
+                reason: r.reason,
+                version: r.version,
+            })
+        })
+        .collect()
+}
+
+/// Takes up to `limit` orders whose next step is due, leasing them for `lease` so no other driver
+/// takes them meanwhile; if this instance dies, the lease runs out and another picks them up.
+pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "UPDATE orders o SET next_action_at = now() + make_interval(secs => $2), version = o.version + 1
+         FROM (SELECT order_id FROM orders WHERE next_action_at <= now()
+               ORDER BY next_action_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+         WHERE o.order_id = due.order_id
+         RETURNING o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
+                   o.payment_attempts, o.step_attempts, o.reason, o.version",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    with_lines(pool, rows).await
+}
+
+/// One order by id.
+pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
+    let row: Option<OrderRow> = sqlx::query_as(
+        "SELECT order_id, client_id, status, step, roll_back_to, refund_due, total_cents, payment_attempts,
+                step_attempts, reason, version
+         FROM orders WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(with_lines(pool, row.into_iter().collect()).await?.pop())
+}
+
+/// Writes `change` if the order is still at `order.version`; returns the updated order, or `None` if
+/// someone changed it first (the caller then drops its result).
+pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Change) -> Result<Option<Order>> {
+    let mut tx = pool.begin().await?;
+    let delay_ms: Option<i64> = change.next_action_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let updated = sqlx::query(
+        "UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,
+                step_attempts = $8, reason = $9,
+                next_action_at = CASE WHEN $10::bigint IS NULL THEN NULL
+                                      ELSE now() + make_interval(secs => $10::bigint / 1000.0) END,
+                version = version + 1, updated_at = now()
+         WHERE order_id = $1 AND version = $2",
+    )
+    .bind(&order.order_id)
+    .bind(order.version)
+    .bind(change.status.as_str())
+    .bind(change.step.as_str())
+    .bind(change.roll_back_to.map(Status::as_str))
+    .bind(change.refund_due)
+    .bind(change.payment_attempts)
+    .bind(change.step_attempts)
+    .bind(&change.reason)
+    .bind(delay_ms)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
+        return Ok(None);
+    }
+    if change.status != order.status {
+        record(
+            &mut tx,
+            topology,
+            &order.order_id,
+            &order.client_id,
+            change.status,
+            &change.reason,
+            order.total_cents,
+            change.timeline,
+        )
+        .await?;
+    } else {
+        let (step, outcome, detail) = change.timeline;
+        sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4)")
+            .bind(&order.order_id)
+            .bind(step)
+            .bind(outcome)
+            .bind(&detail)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if change.status.is_final() {
+        tracing::info!(order_id = %order.order_id, status = change.status.as_str(), reason = %change.reason, "order final");
+    }
+    Ok(Some(Order {
+        status: change.status,
+        step: change.step,
+        roll_back_to: change.roll_back_to,
+        refund_due: change.refund_due,
+        payment_attempts: change.payment_attempts,
+        step_attempts: change.step_attempts,
+        reason: change.reason,
+        version: order.version + 1,
+        ..order.clone()
+    }))
+}
+
+/// The order as shown to clients, with its timeline.
+pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
+    let row: Option<(String, String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT client_id, status, reason, total_cents, created_at, updated_at FROM orders WHERE order_id = $1",
+    )
+    .bind(order_id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let Some((client_id, status, _reason, total_cents, created_at, updated_at)) = row else {
+        return Err(CheckoutError::UnknownOrder(order_id.clone()));
+    };
+    let lines: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY product_id",
+    )
+    .bind(order_id.as_str())
+    .fetch_all(pool)
+    .await?;
+    let steps: Vec<(String, String, String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT step, outcome, detail, at FROM order_steps WHERE order_id = $1 ORDER BY id")
+            .bind(order_id.as_str())
+            .fetch_all(pool)
+            .await?;
+    let status = Status::parse(&status)?;
+    let bad = |e: ordermesh_messages::IdError| CheckoutError::Internal(anyhow::anyhow!("stored id: {e}"));
+    Ok(OrderView {
+        order_id: order_id.clone(),
+        client_id: ClientId::parse(client_id).map_err(bad)?,
+        status: status.as_str().to_owned(),
+        is_final: status.is_final(),
+        lines: lines
+            .into_iter()
+            .map(|(p, quantity, unit_price_cents)| {
+                Ok(OrderLine { product_id: ProductId::parse(p).map_err(bad)?, quantity, unit_price_cents })
+            })
+            .collect::<Result<_>>()?,
+        total_cents,
+        created_at,
+        updated_at,
+        timeline: steps
+            .into_iter()
+            .map(|(step, outcome, detail, at)| TimelineEntry { step, outcome, detail, at })
+            .collect(),
+    })
+}

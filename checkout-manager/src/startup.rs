@@ -1,0 +1,135 @@
+//! Building and running checkout-manager: database, RabbitMQ consumers, the saga driver, the outbox
+//! relay and (unless turned off) the simulated payment provider.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use ordermesh_bus::{Bus, Handler, Incoming, Outcome, Publisher, outbox, spawn_consumer};
+use ordermesh_lifecycle::connect_and_migrate;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    config::Config,
+    driver, handler,
+    inventory::Inventory,
+    payment::{QueuedPaymentGateway, Simulator},
+    saga::Saga,
+};
+
+/// checkout's migrations, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/checkout");
+
+/// A built, not yet running checkout-manager.
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+}
+
+fn handler_of<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Arc::new(move |incoming| Box::pin(f(incoming)))
+}
+
+impl Application {
+    /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the checkout database")?;
+        Ok(Self { config, pool })
+    }
+
+    /// The database pool, for tests (balances, stored orders).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs the saga until `shutdown` resolves.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { config, pool } = self;
+        let topology = config.topology.clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let bus = Bus::start(config.amqp_url.clone(), topology.clone(), stop.clone());
+        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let outbox_wake = Arc::new(Notify::new());
+        let saga = Saga {
+            pool: pool.clone(),
+            inventory: Inventory::new(&config.inventory_url, config.saga.inventory_timeout)?,
+            payments: Arc::new(QueuedPaymentGateway {
+                publisher: publisher.clone(),
+                queue: topology.payment_requests(),
+            }),
+            topology: topology.clone(),
+            settings: config.saga.clone(),
+            outbox_wake: outbox_wake.clone(),
+            driver_wake: Arc::new(Notify::new()),
+        };
+
+        let mut tasks = Vec::new();
+        let consume = |queue: String, handler: Handler| {
+            spawn_consumer(bus.clone(), publisher.clone(), queue, config.prefetch, handler, stop.clone())
+        };
+        let s = saga.clone();
+        tasks.push(consume(
+            topology.checkout_jobs(),
+            handler_of(move |m| {
+                let s = s.clone();
+                async move { handler::on_job(&s, m).await }
+            }),
+        ));
+        let s = saga.clone();
+        tasks.push(consume(
+            topology.checkout_queries(),
+            handler_of(move |m| {
+                let s = s.clone();
+                async move { handler::on_query(&s, m).await }
+            }),
+        ));
+        let s = saga.clone();
+        tasks.push(consume(
+            topology.payment_results(),
+            handler_of(move |m| {
+                let s = s.clone();
+                async move { handler::on_payment_result(&s, m).await }
+            }),
+        ));
+        if config.simulator.enabled {
+            let simulator = Simulator {
+                pool: pool.clone(),
+                publisher: publisher.clone(),
+                results_queue: topology.payment_results(),
+                settings: config.simulator.clone(),
+            };
+            // A slow provider answers many charges at once: its latency must not limit throughput.
+            tasks.push(spawn_consumer(
+                bus.clone(),
+                publisher.clone(),
+                topology.payment_requests(),
+                config.prefetch.saturating_mul(4),
+                handler_of(move |m| {
+                    let simulator = simulator.clone();
+                    async move { simulator.handle(m).await }
+                }),
+                stop.clone(),
+            ));
+        }
+        tasks.push(tokio::spawn(outbox::run_relay(
+            pool.clone(),
+            publisher.clone(),
+            outbox_wake,
+            config.poll,
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
+
+        shutdown.await;
+        tracing::info!("shutting down checkout-manager");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(tasks)).await;
+        pool.close().await;
+        Ok(())
+    }
+}

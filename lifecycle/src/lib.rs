@@ -1,0 +1,162 @@
+//! Starting and stopping an ordermesh process: log setup, shutdown signals, and getting a database
+//! pool even on a fresh machine (create the database if missing, wait for PostgreSQL to come up).
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global log subscriber: readable lines filtered by `RUST_LOG` (default `info`). Call once.
+pub fn init_logs() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,lapin=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// How a service reaches its own database.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; may hold a password, so it is never printed.
+    pub url: String,
+    /// Create the database when missing, so a fresh machine needs no manual step.
+    pub create: bool,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact(&self.url))
+            .field("create", &self.create)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host/...` URL.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    match (rest.find('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// How long startup waits for PostgreSQL to answer before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Opens the pool (creating the database first if asked, waiting for PostgreSQL to come up) and runs `migrator`.
+pub async fn connect_and_migrate(settings: &DatabaseSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&settings.url).context("parsing the database URL")?;
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    let pool = loop {
+        let attempt = async {
+            if settings.create {
+                create_database_if_missing(&options).await?;
+            }
+            PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+                .await
+                .context("connecting to the database")
+        };
+        match attempt.await {
+            Ok(pool) => break pool,
+            Err(err) if tokio::time::Instant::now() < deadline && is_transient(&err) => {
+                tracing::warn!(error = %err, "PostgreSQL not reachable yet, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    // sqlx takes an advisory lock, so instances starting together migrate once.
+    migrator.run(&pool).await.context("running migrations")?;
+    Ok(pool)
+}
+
+fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
+}
+
+/// Creates the URL's database through the server's `postgres` database, tolerating a concurrent creator.
+pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let name = options.get_database().context("the database URL names no database")?.to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to the server's postgres database")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        // The name is quoted as an identifier, with embedded quotes doubled.
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // 42P04 duplicate_database, 23505 the race on pg_database's unique index: someone else made it.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("creating database {name}"))),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Reads an optional variable through `lookup` and parses it, naming the variable in the error.
+pub fn parse_var<T: FromStr>(lookup: &impl Fn(&str) -> Option<String>, key: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    lookup(key)
+        .map(|raw| raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{key}={raw:?} is not valid: {e}")))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        let s = DatabaseSettings { url: "postgres://u:secret@h/db".into(), create: true, max_connections: 1 };
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = parse_var::<u32>(&|_| Some("lots".into()), "X_POOL").unwrap_err();
+        assert!(err.to_string().contains("X_POOL"));
+        assert_eq!(parse_var::<u32>(&|_| None, "X_POOL").unwrap(), None);
+    }
+}

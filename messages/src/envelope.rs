@@ -1,0 +1,128 @@
+//! The one envelope every message travels in, and the error shape of every reply.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// Version of the envelope layout; a consumer dead-letters a version it does not know.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+/// `{v, message_id, type, correlation_id, time, payload}`: small, self-describing, versioned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// Envelope version, [`ENVELOPE_VERSION`].
+    pub v: u16,
+    /// Unique per message; handlers use it to recognise a redelivery.
+    pub message_id: Uuid,
+    /// The message type, see [`crate::kinds`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Ties a reply, or every message of one order, to what caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// When the message was made.
+    pub time: DateTime<Utc>,
+    /// The type-specific body.
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// Wraps a payload with a fresh message id.
+    pub fn new(kind: &str, payload: &impl Serialize) -> Self {
+        Self {
+            v: ENVELOPE_VERSION,
+            message_id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            correlation_id: None,
+            time: Utc::now(),
+            payload: serde_json::to_value(payload).expect("payloads are plain data and always serialise"),
+        }
+    }
+
+    /// The same with a correlation id.
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+
+    /// Decodes an envelope from bytes, checking its version.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        let envelope: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a valid envelope: {e}"))?;
+        if envelope.v != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", envelope.v));
+        }
+        Ok(envelope)
+    }
+
+    /// Encodes the envelope.
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+
+    /// Decodes the payload as `T`.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, String> {
+        T::deserialize(&self.payload).map_err(|e| format!("invalid {} payload: {e}", self.kind))
+    }
+}
+
+/// Why a request failed, in terms every caller can map (the gateway maps them to HTTP statuses).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed.
+    InvalidInput,
+    /// Something it names does not exist.
+    NotFound,
+    /// It conflicts with the current state (not enough stock, an empty cart).
+    Conflict,
+    /// A dependency did not answer; retrying later may work.
+    Unavailable,
+    /// A bug or unexpected failure.
+    Internal,
+}
+
+/// The error half of a reply: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ReplyError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl ReplyError {
+    /// Builds an error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// A reply payload: serialised as `{"Ok": body}` or `{"Err": {"code", "message"}}`.
+pub type Reply<T> = Result<T, ReplyError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_check_their_version() {
+        let e = Envelope::new("cart.get", &serde_json::json!({"client_id": "c"})).correlated("abc");
+        let back = Envelope::from_slice(&e.to_vec()).unwrap();
+        assert_eq!(back, e);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "cart.get");
+
+        let mut future = json.clone();
+        future["v"] = 2.into();
+        assert!(Envelope::from_slice(&serde_json::to_vec(&future).unwrap()).unwrap_err().contains("version"));
+        assert!(Envelope::from_slice(b"{").is_err());
+    }
+
+    #[test]
+    fn replies_have_one_shape() {
+        let err: Reply<u8> = Err(ReplyError::new(ErrorCode::NotFound, "no such product"));
+        let json = serde_json::to_value(&err).unwrap();
+        assert_eq!(json, serde_json::json!({"Err": {"code": "not_found", "message": "no such product"}}));
+    }
+}

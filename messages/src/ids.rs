@@ -1,0 +1,161 @@
+//! Validated ids and quantities, shared by every service: once parsed, a value is known good.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest id any service accepts, as in the prototype's schema.
+pub const MAX_ID_CHARS: usize = 100;
+/// The most units one add-to-cart may ask for.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// Why a wire value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct IdError {
+    /// The field as the client named it.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn check_id(field: &'static str, raw: &str) -> Result<(), IdError> {
+    let len = raw.chars().count();
+    let reason = if raw.trim().is_empty() {
+        "must not be empty or blank".to_owned()
+    } else if len > MAX_ID_CHARS {
+        format!("must be at most {MAX_ID_CHARS} characters, got {len}")
+    } else if raw.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(IdError { field, reason })
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates a wire value: 1 to 100 characters, not blank, no control characters.
+            pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+                let raw = raw.into();
+                check_id($field, &raw)?;
+                Ok(Self(raw))
+            }
+
+            /// The id as sent and stored.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                Self::parse(raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A shopper: the owner of one cart.
+    ClientId,
+    "clientID"
+);
+id_type!(
+    /// A catalogue product.
+    ProductId,
+    "productID"
+);
+id_type!(
+    /// An order, made by cart-manager at checkout (a UUIDv7, so ids sort by creation).
+    OrderId,
+    "orderID"
+);
+
+impl OrderId {
+    /// A new, time-ordered order id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+}
+
+/// Units of one product asked for in one add: an integer from 1 to [`MAX_QUANTITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Quantity(i64);
+
+impl Quantity {
+    /// Validates a wire value.
+    pub fn parse(raw: i64) -> Result<Self, IdError> {
+        if (1..=MAX_QUANTITY).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(IdError {
+                field: "quantity",
+                reason: format!("must be an integer from 1 to {MAX_QUANTITY}, got {raw}"),
+            })
+        }
+    }
+
+    /// The count.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = IdError;
+    fn try_from(raw: i64) -> Result<Self, IdError> {
+        Self::parse(raw)
+    }
+}
+
+impl From<Quantity> for i64 {
+    fn from(q: Quantity) -> i64 {
+        q.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_prototype_schema() {
+        assert!(ClientId::parse("alice").is_ok());
+        assert!(ClientId::parse("").is_err());
+        assert!(ClientId::parse("   ").is_err());
+        assert!(ProductId::parse("x".repeat(100)).is_ok());
+        assert_eq!(ProductId::parse("x".repeat(101)).unwrap_err().field, "productID");
+        assert!(serde_json::from_str::<ClientId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn quantities_are_whole_and_bounded() {
+        for ok in ["1", "10000"] {
+            assert!(serde_json::from_str::<Quantity>(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0", "-1", "10001", "1.5", "2.0", "\"3\"", "1e30", "99999999999999999999"] {
+            assert!(serde_json::from_str::<Quantity>(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The payload of each message type.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientId, OrderId, ProductId, Quantity};
+
+/// `cart.add_item`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AddItem {
+    /// Whose cart.
+    pub client_id: ClientId,
+    /// What to add.
+    pub product_id: ProductId,
+    /// How many units to add to what the cart already holds.
+    pub quantity: Quantity,
+}
+
+/// `cart.remove_item`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RemoveItem {
+    /// Whose cart.
+    pub client_id: ClientId,
+    /// Which product to take out entirely.
+    pub product_id: ProductId,
+}
+
+/// `cart.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GetCart {
+    /// Whose cart.
+    pub client_id: ClientId,
+}
+
+/// `cart.checkout`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkout {
+    /// Whose cart.
+    pub client_id: ClientId,
+    /// The client's `Idempotency-Key`, or the gateway's request id: a retry with the same key gets the same order.
+    pub idempotency_key: String,
+}
+
+/// Reply to `cart.checkout`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckoutAccepted {
+    /// The order the cart became.
+    pub order_id: OrderId,
+}
+
+/// One product in a cart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CartItem {
+    /// The product.
+    pub product_id: ProductId,
+    /// Units in the cart.
+    pub quantity: i64,
+    /// Current unit price, from inventory.
+    pub unit_price_cents: i64,
+}
+
+/// Reply to the cart requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CartView {
+    /// Whose cart.
+    pub client_id: ClientId,
+    /// In product order.
+    pub items: Vec<CartItem>,
+    /// Sum of quantity × current unit price.
+    pub total_cents: i64,
+}
+
+/// One line of an order, priced when the cart was checked out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrderLine {
+    /// The product.
+    pub product_id: ProductId,
+    /// Units ordered.
+    pub quantity: i64,
+    /// Unit price at checkout.
+    pub unit_price_cents: i64,
+}
+
+/// `order.place`: the cart snapshot checkout-manager runs the saga for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlaceOrder {
+    /// Made by cart-manager at checkout.
+    pub order_id: OrderId,
+    /// The buyer.
+    pub client_id: ClientId,
+    /// At least one line, each product once.
+    pub lines: Vec<OrderLine>,
+    /// Sum of the lines.
+    pub total_cents: i64,
+    /// When the checkout happened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `order.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GetOrder {
+    /// Which order.
+    pub order_id: OrderId,
+}
+
+/// One step of an order's saga, as shown in its timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    /// `created`, `reserve`, `payment`, `commit`, `roll_back`, `refund`.
+    pub step: String,
+    /// `ok`, `rejected`, `declined`, `retry`, `failed`, ...
+    pub outcome: String,
+    /// Why, for a person (the product short of stock, the decline reason).
+    pub detail: String,
+    /// When the step's result was stored.
+    pub at: DateTime<Utc>,
+}
+
+/// Reply to `order.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrderView {
+    /// The order.
+    pub order_id: OrderId,
+    /// The buyer.
+    pub client_id: ClientId,
+    /// `PENDING`, `RESERVED`, `PAYMENT_PENDING`, `CONFIRMED`, `REJECTED`, `PAYMENT_DECLINED`, `FAILED`.
+    pub status: String,
+    /// Whether the status is final.
+    pub is_final: bool,
+    /// What was ordered.
+    pub lines: Vec<OrderLine>,
+    /// What is charged.
+    pub total_cents: i64,
+    /// When the order was created.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Every saga step, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// `payment.charge`: take `amount_cents` from a client. `payment_id` is the provider's idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChargeRequest {
+    /// Idempotency key at the provider: one charge per id, whatever the number of attempts.
+    pub payment_id: String,
+    /// The order paid for.
+    pub order_id: OrderId,
+    /// Who pays.
+    pub client_id: ClientId,
+    /// How much, in cents.
+    pub amount_cents: i64,
+    /// Which attempt this is (1-based), echoed in the result.
+    pub attempt: i32,
+}
+
+/// `payment.refund`: give back a successful charge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RefundRequest {
+    /// The charge to give back.
+    pub payment_id: String,
+    /// The order it was for.
+    pub order_id: OrderId,
+}
+
+/// What became of a charge attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    /// Money taken.
+    Succeeded,
+    /// Refused by the provider (insufficient funds, ...); not retried.
+    Declined {
+        /// The provider's reason.
+        reason: String,
+    },
+    /// The provider failed; nothing was taken; may be retried.
+    TechnicalFailure {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// `payment.result`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PaymentResult {
+    /// The charge.
+    pub payment_id: String,
+    /// The order it was for.
+    pub order_id: OrderId,
+    /// The attempt this answers.
+    pub attempt: i32,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: PaymentOutcome,
+}
+
+/// Every `order.*` event on the order-events exchange.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrderEvent {
+    /// The order.
+    pub order_id: OrderId,
+    /// The buyer.
+    pub client_id: ClientId,
+    /// The new status.
+    pub status: String,
+    /// Why, where the status says something went wrong.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The order's total.
+    pub total_cents: i64,
+    /// When the change was stored.
+    pub at: DateTime<Utc>,
+}
