@@ -1,1 +1,16 @@
-//! api-gateway: not built yet; it arrives with the end-to-end mesh issue.
+//! api-gateway: the HTTP front door. Each request becomes a job on RabbitMQ (or a catalogue read on
+//! inventory's gRPC) and is answered within a deadline: never a hang, never a 500 for a caller's mistake.
+//!
+//! `routes` holds the handlers and the OpenAPI document, `extract` the JSON and query extractors that
+//! answer in the API's error shape, `error` the one error type and its mapping to HTTP status.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use routes::{ApiDoc, AppState, app};
+pub use startup::Application;

@@ -1,6 +1,14 @@
-//! Entry point of api-gateway, which is not built yet.
+//! api-gateway's binary: configuration from the environment, then serve until Ctrl-C or SIGTERM.
 
-fn main() {
-    eprintln!("api-gateway is not built yet: only inventory-manager runs so far");
-    std::process::exit(2);
+use api_gateway::{Application, Config};
+use ordermesh_lifecycle::{init_logs, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logs();
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting api-gateway");
+    let app = Application::build(config).await?;
+    tracing::info!(addr = %app.local_addr(), "api-gateway listening; Swagger UI at /documentation");
+    app.run_until_stopped(shutdown_signal()).await
 }

@@ -1,1 +1,100 @@
-//! placeholder
+//! The whole ordermesh in one process, for development and demos: inventory-manager, cart-manager,
+//! checkout-manager and api-gateway, each configured from the environment as its own binary would be.
+
+use std::future::Future;
+
+use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+
+/// The demo catalogue loaded into an empty inventory: id, name, price in cents, units on hand.
+pub const DEMO_CATALOGUE: &[(&str, &str, i64, i64)] = &[
+    ("mug", "Coffee mug", 1_250, 100),
+    ("tshirt", "T-shirt", 1_999, 50),
+    ("poster", "Poster", 899, 20),
+    ("hoodie", "Hoodie", 4_500, 10),
+    ("sticker", "Sticker pack", 350, 500),
+    ("lamp", "Desk lamp", 60_000, 3),
+];
+
+/// Configuration of every service, each read from the environment as its binary reads it.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// inventory-manager.
+    pub inventory: inventory_manager::Config,
+    /// cart-manager.
+    pub cart: cart_manager::Config,
+    /// checkout-manager.
+    pub checkout: checkout_manager::Config,
+    /// api-gateway.
+    pub gateway: api_gateway::Config,
+}
+
+impl MeshConfig {
+    /// Reads every service's variables from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            inventory: inventory_manager::Config::from_env()?,
+            cart: cart_manager::Config::from_env()?,
+            checkout: checkout_manager::Config::from_env()?,
+            gateway: api_gateway::Config::from_env()?,
+        })
+    }
+}
+
+/// Loads [`DEMO_CATALOGUE`] if the catalogue is empty; returns whether it did.
+pub async fn seed_demo_catalogue(inventory_url: String) -> anyhow::Result<bool> {
+    let mut client = InventoryServiceClient::connect(inventory_url).await?;
+    let page =
+        client.list_products(pb::ListProductsRequest { page_size: 1, page_token: String::new() }).await?.into_inner();
+    if !page.products.is_empty() {
+        return Ok(false);
+    }
+    for (id, name, price_cents, on_hand) in DEMO_CATALOGUE {
+        client
+            .upsert_product(pb::UpsertProductRequest {
+                product_id: (*id).into(),
+                name: (*name).into(),
+                price_cents: *price_cents,
+                on_hand: *on_hand,
+            })
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Starts the four services and runs them until `shutdown` resolves, then stops them all.
+pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let inventory = inventory_manager::Application::build(config.inventory).await?;
+    let inventory_url = format!("http://{}", inventory.local_addr());
+    let cart = cart_manager::Application::build(config.cart).await?;
+    let checkout = checkout_manager::Application::build(config.checkout).await?;
+    let gateway = api_gateway::Application::build(config.gateway).await?;
+    let gateway_addr = gateway.local_addr();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let services = [
+        tokio::spawn(inventory.run_until_stopped(stopped(stop_rx.clone()))),
+        tokio::spawn(cart.run_until_stopped(stopped(stop_rx.clone()))),
+        tokio::spawn(checkout.run_until_stopped(stopped(stop_rx.clone()))),
+        tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone()))),
+    ];
+    match seed_demo_catalogue(inventory_url).await {
+        Ok(true) => tracing::info!(products = DEMO_CATALOGUE.len(), "loaded the demo catalogue"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not load the demo catalogue"),
+    }
+    tracing::info!("ordermesh is up: http://{gateway_addr}  (Swagger UI: http://{gateway_addr}/documentation)");
+    shutdown.await;
+    tracing::info!("stopping ordermesh");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for service in services {
+        if let Err(e) = service.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            tracing::error!(error = %e, "a service stopped with an error");
+            result = Err(e);
+        }
+    }
+    result
+}

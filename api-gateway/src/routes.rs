@@ -1,0 +1,506 @@
+//! The HTTP routes, each documented for OpenAPI from the code itself so the spec cannot drift.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::{delete, get, post},
+};
+use chrono::{DateTime, Utc};
+use ordermesh_bus::{Bus, RpcClient, Topology};
+use ordermesh_messages::{
+    ClientId, Envelope, OrderId, ProductId, Quantity, ReplyError, kinds,
+    payloads::{AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderView, RemoveItem},
+};
+use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tonic::transport::Channel;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    error::{ApiError, StatusBody},
+    extract::{ApiJson, ApiQuery},
+};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// How often a waiting order read asks again.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Request/reply over RabbitMQ.
+    pub rpc: Arc<RpcClient>,
+    /// The RabbitMQ connection (for readiness).
+    pub bus: Bus,
+    /// Queue names.
+    pub topology: Topology,
+    /// Catalogue reads.
+    pub inventory: InventoryServiceClient<Channel>,
+    /// Deadline for each downstream request.
+    pub request_timeout: Duration,
+    /// Bound of `waitSeconds`.
+    pub max_wait: Duration,
+}
+
+impl AppState {
+    /// Sends a job to `queue` and decodes its reply as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        queue: String,
+        kind: &str,
+        payload: &impl Serialize,
+    ) -> Result<T, ApiError> {
+        let reply = self
+            .rpc
+            .call(&queue, Envelope::new(kind, payload), self.request_timeout)
+            .await
+            .map_err(|e| ApiError::from_rpc(e, service))?;
+        let result: Result<T, ReplyError> =
+            reply.payload().map_err(|e| ApiError::Internal(format!("undecodable reply from {service}: {e}")))?;
+        Ok(result?)
+    }
+
+    fn grpc<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.request_timeout);
+        request
+    }
+}
+
+/// The whole HTTP surface, without a socket: tests can call `app(state).oneshot(request)`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/addToCart", post(add_to_cart))
+        .route("/checkOutCart", post(check_out_cart))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/cart/{client_id}", get(get_cart))
+        .route("/cart/{client_id}/items/{product_id}", delete(remove_cart_item))
+        .route("/products", get(list_products))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(SwaggerUi::new("/documentation").url("/documentation/openapi.json", ApiDoc::openapi()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// The OpenAPI document, served at `/documentation/openapi.json`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "ordermesh api-gateway",
+        description = "Carts, checkout and order status of ordermesh. Every error is `{status: \"failure\", error}`."
+    ),
+    paths(add_to_cart, check_out_cart, get_order, get_cart, remove_cart_item, list_products, healthz, readyz),
+    components(schemas(
+        AddToCartRequest,
+        CheckOutCartRequest,
+        StatusBody,
+        CheckoutBody,
+        OrderBody,
+        OrderItem,
+        TimelineItem,
+        CartBody,
+        CartLine,
+        ProductsBody,
+        ProductItem,
+        ReadyBody
+    ))
+)]
+pub struct ApiDoc;
+
+/// `POST /addToCart` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddToCartRequest {
+    /// The shopper, 1–100 characters.
+    #[serde(rename = "clientID")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, example = "alice")]
+    pub client_id: ClientId,
+    /// The product, 1–100 characters.
+    #[serde(rename = "productID")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, example = "mug")]
+    pub product_id: ProductId,
+    /// Units to add: an integer from 1 to 10000.
+    #[schema(value_type = i64, minimum = 1, maximum = 10000, example = 2)]
+    pub quantity: Quantity,
+}
+
+/// `POST /checkOutCart` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckOutCartRequest {
+    /// The shopper, 1–100 characters.
+    #[serde(rename = "clientID")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, example = "alice")]
+    pub client_id: ClientId,
+}
+
+/// Answer to an accepted checkout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutBody {
+    /// `accepted`.
+    #[schema(example = "accepted")]
+    pub status: String,
+    /// Empty.
+    pub error: String,
+    /// The new order; poll `GET /orders/{orderID}`.
+    #[serde(rename = "orderID")]
+    pub order_id: String,
+}
+
+/// One line of an order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderItem {
+    /// The product.
+    #[serde(rename = "productID")]
+    pub product_id: String,
+    /// Units.
+    pub quantity: i64,
+    /// Unit price at checkout, in cents.
+    #[serde(rename = "unitPriceCents")]
+    pub unit_price_cents: i64,
+}
+
+/// One saga step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineItem {
+    /// `created`, `reserve`, `payment`, `commit`, `roll_back`, `refund`.
+    pub step: String,
+    /// `ok`, `rejected`, `declined`, `retry`, `failed`, `requested`.
+    pub outcome: String,
+    /// Why, for a person.
+    pub detail: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// An order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderBody {
+    /// The order.
+    #[serde(rename = "orderID")]
+    pub order_id: String,
+    /// The buyer.
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// `PENDING`, `RESERVED`, `PAYMENT_PENDING`, then final `CONFIRMED`, `REJECTED`, `PAYMENT_DECLINED` or `FAILED`.
+    #[schema(example = "CONFIRMED")]
+    pub status: String,
+    /// What was ordered.
+    pub items: Vec<OrderItem>,
+    /// Amount charged, in cents.
+    #[serde(rename = "totalCents")]
+    pub total_cents: i64,
+    /// When the order was created.
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+    /// Every saga step, oldest first.
+    pub timeline: Vec<TimelineItem>,
+}
+
+impl From<OrderView> for OrderBody {
+    fn from(o: OrderView) -> Self {
+        Self {
+            order_id: o.order_id.to_string(),
+            client_id: o.client_id.to_string(),
+            status: o.status,
+            items: o
+                .lines
+                .into_iter()
+                .map(|l| OrderItem {
+                    product_id: l.product_id.to_string(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: o.total_cents,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            timeline: o
+                .timeline
+                .into_iter()
+                .map(|t| TimelineItem { step: t.step, outcome: t.outcome, detail: t.detail, at: t.at })
+                .collect(),
+        }
+    }
+}
+
+/// One product in a cart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartLine {
+    /// The product.
+    #[serde(rename = "productID")]
+    pub product_id: String,
+    /// Units in the cart.
+    pub quantity: i64,
+    /// Current unit price, in cents.
+    #[serde(rename = "unitPriceCents")]
+    pub unit_price_cents: i64,
+}
+
+/// A cart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartBody {
+    /// The shopper.
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// In product order.
+    pub items: Vec<CartLine>,
+    /// At current prices, in cents.
+    #[serde(rename = "totalCents")]
+    pub total_cents: i64,
+}
+
+impl From<CartView> for CartBody {
+    fn from(c: CartView) -> Self {
+        Self {
+            client_id: c.client_id.to_string(),
+            items: c
+                .items
+                .into_iter()
+                .map(|i| CartLine {
+                    product_id: i.product_id.to_string(),
+                    quantity: i.quantity,
+                    unit_price_cents: i.unit_price_cents,
+                })
+                .collect(),
+            total_cents: c.total_cents,
+        }
+    }
+}
+
+/// A catalogue product.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductItem {
+    /// The product.
+    #[serde(rename = "productID")]
+    pub product_id: String,
+    /// Display name.
+    pub name: String,
+    /// Unit price, in cents.
+    #[serde(rename = "priceCents")]
+    pub price_cents: i64,
+    /// Units that can be ordered now.
+    pub available: i64,
+}
+
+/// The catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductsBody {
+    /// In product id order.
+    pub products: Vec<ProductItem>,
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// Whether RabbitMQ is connected.
+    pub rabbitmq: bool,
+    /// Whether inventory answers.
+    pub inventory: bool,
+}
+
+/// `waitSeconds` of `GET /orders/{orderID}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// Answer as soon as the order is final, or after this many seconds (0–30).
+    #[serde(rename = "waitSeconds")]
+    #[param(minimum = 0, maximum = 30)]
+    pub wait_seconds: Option<u64>,
+}
+
+fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messages::IdError>) -> Result<T, ApiError> {
+    parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Add units of a product to a client's cart.
+#[utoipa::path(post, path = "/addToCart", request_body = AddToCartRequest, responses(
+    (status = 200, description = "Added", body = StatusBody),
+    (status = 400, description = "Invalid input: malformed JSON, missing or unknown fields, a quantity that is not an integer from 1 to 10000, an id not 1–100 characters", body = StatusBody),
+    (status = 404, description = "Unknown product", body = StatusBody),
+    (status = 409, description = "The cart would hold more than is available", body = StatusBody),
+    (status = 413, description = "Body over 64 KiB", body = StatusBody),
+    (status = 415, description = "Not a JSON body", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn add_to_cart(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AddToCartRequest>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let job = AddItem { client_id: body.client_id, product_id: body.product_id, quantity: body.quantity };
+    let _: serde_json::Value =
+        state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_ADD_ITEM, &job).await?;
+    Ok(Json(StatusBody::success()))
+}
+
+/// Turn the client's cart into an order; the saga then runs asynchronously.
+#[utoipa::path(post, path = "/checkOutCart", request_body = CheckOutCartRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters; a retried checkout with the same key returns the same order")),
+    responses(
+    (status = 202, description = "Order created and handed to the saga", body = CheckoutBody),
+    (status = 400, description = "Invalid input", body = StatusBody),
+    (status = 404, description = "A product in the cart no longer exists", body = StatusBody),
+    (status = 409, description = "The cart is empty", body = StatusBody),
+    (status = 413, description = "Body over 64 KiB", body = StatusBody),
+    (status = 415, description = "Not a JSON body", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn check_out_cart(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CheckOutCartRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key =
+                value.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable ASCII".into()))?;
+            if key.is_empty() || key.len() > 200 {
+                return Err(ApiError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
+            }
+            format!("key:{key}")
+        }
+        // Without a key, a redelivery of this one request still makes one order.
+        None => format!("request:{}", uuid::Uuid::now_v7()),
+    };
+    let job = Checkout { client_id: body.client_id, idempotency_key };
+    let accepted: CheckoutAccepted =
+        state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_CHECKOUT, &job).await?;
+    let body =
+        CheckoutBody { status: "accepted".into(), error: String::new(), order_id: accepted.order_id.to_string() };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// An order with its status and saga timeline.
+#[utoipa::path(get, path = "/orders/{orderID}", params(("orderID" = String, Path, description = "The order id from checkout"), WaitParams), responses(
+    (status = 200, description = "The order", body = OrderBody),
+    (status = 400, description = "Invalid id or waitSeconds", body = StatusBody),
+    (status = 404, description = "Unknown order", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    ApiQuery(params): ApiQuery<WaitParams>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let order_id = parse(order_id, OrderId::parse)?;
+    let wait = Duration::from_secs(params.wait_seconds.unwrap_or(0));
+    if wait > state.max_wait {
+        return Err(ApiError::BadRequest(format!("waitSeconds must be at most {}", state.max_wait.as_secs())));
+    }
+    let until = tokio::time::Instant::now() + wait;
+    let request = GetOrder { order_id };
+    loop {
+        let order: OrderView =
+            state.call("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request).await?;
+        if order.is_final || tokio::time::Instant::now() + WAIT_POLL > until {
+            return Ok(Json(order.into()));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+/// A client's cart at current prices.
+#[utoipa::path(get, path = "/cart/{clientID}", params(("clientID" = String, Path)), responses(
+    (status = 200, description = "The cart (empty if the client has none)", body = CartBody),
+    (status = 400, description = "Invalid id", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn get_cart(State(state): State<AppState>, Path(client_id): Path<String>) -> Result<Json<CartBody>, ApiError> {
+    let job = GetCart { client_id: parse(client_id, ClientId::parse)? };
+    let cart: CartView = state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_GET, &job).await?;
+    Ok(Json(cart.into()))
+}
+
+/// Take a product out of a client's cart.
+#[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", params(("clientID" = String, Path), ("productID" = String, Path)), responses(
+    (status = 200, description = "Removed", body = StatusBody),
+    (status = 400, description = "Invalid id", body = StatusBody),
+    (status = 404, description = "The product is not in the cart", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn remove_cart_item(
+    State(state): State<AppState>,
+    Path((client_id, product_id)): Path<(String, String)>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let job =
+        RemoveItem { client_id: parse(client_id, ClientId::parse)?, product_id: parse(product_id, ProductId::parse)? };
+    let _: serde_json::Value =
+        state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_REMOVE_ITEM, &job).await?;
+    Ok(Json(StatusBody::success()))
+}
+
+/// The catalogue with prices and available quantities.
+#[utoipa::path(get, path = "/products", responses(
+    (status = 200, description = "Every product", body = ProductsBody),
+    (status = 503, description = "Inventory is unreachable", body = StatusBody),
+    (status = 504, description = "Inventory did not answer in time", body = StatusBody),
+))]
+async fn list_products(State(state): State<AppState>) -> Result<Json<ProductsBody>, ApiError> {
+    let mut products = Vec::new();
+    let mut page_token = String::new();
+    // Bounded: at most 20 pages of 500.
+    for _ in 0..20 {
+        let page = state
+            .inventory
+            .clone()
+            .list_products(state.grpc(pb::ListProductsRequest { page_size: 500, page_token }))
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::DeadlineExceeded => ApiError::Timeout("inventory-manager"),
+                _ => ApiError::Unavailable(format!("inventory-manager is unreachable: {}", s.message())),
+            })?
+            .into_inner();
+        products.extend(page.products.into_iter().map(|p| ProductItem {
+            product_id: p.product_id,
+            name: p.name,
+            price_cents: p.price_cents,
+            available: p.available,
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(Json(ProductsBody { products }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = StatusBody)))]
+async fn healthz() -> Json<StatusBody> {
+    Json(StatusBody::success())
+}
+
+/// Readiness: RabbitMQ is connected and inventory answers.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready", body = ReadyBody),
+    (status = 503, description = "Not ready", body = ReadyBody),
+))]
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let rabbitmq = state.bus.is_connected();
+    let mut request = tonic::Request::new(pb::ListProductsRequest { page_size: 1, page_token: String::new() });
+    request.set_timeout(Duration::from_secs(1));
+    let inventory = state.inventory.clone().list_products(request).await.is_ok();
+    let ready = rabbitmq && inventory;
+    let body = ReadyBody { status: if ready { "ready" } else { "unavailable" }.into(), rabbitmq, inventory };
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}

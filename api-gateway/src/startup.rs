@@ -1,0 +1,66 @@
+//! Building and running api-gateway: the listener, the RabbitMQ connection and the HTTP server.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use ordermesh_bus::{Bus, RpcClient};
+use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::Channel;
+
+use crate::{
+    config::Config,
+    routes::{AppState, app},
+};
+
+/// A built, not yet serving api-gateway: the port is bound and RabbitMQ is being connected.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    stop: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Binds the listener and starts connecting to RabbitMQ in the background (it may start later).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let bus = Bus::start(config.amqp_url.clone(), config.topology.clone(), stop_rx);
+        let channel =
+            Channel::from_shared(config.inventory_url.clone())?.connect_timeout(Duration::from_secs(2)).connect_lazy();
+        let state = AppState {
+            rpc: Arc::new(RpcClient::new(bus.clone())),
+            bus,
+            topology: config.topology.clone(),
+            inventory: InventoryServiceClient::new(channel),
+            request_timeout: config.request_timeout,
+            max_wait: config.max_wait,
+        };
+        Ok(Self { listener, state, stop })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves HTTP until `shutdown` resolves, then lets in-flight requests finish (bounded).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, state, stop } = self;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down api-gateway");
+            let _ = stopping_tx.send(());
+        });
+        let result = tokio::select! {
+            r = server => r.context("HTTP server failed"),
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(Duration::from_secs(10)).await } => Ok(()),
+        };
+        let _ = stop.send(true);
+        result
+    }
+}
