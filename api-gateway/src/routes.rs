@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use ordermesh_bus::{Bus, RpcClient, Topology};
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, Quantity, ReplyError, kinds,
-    payloads::{AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderView, RemoveItem},
+    payloads::{AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderView, PlaceOrder, RemoveItem},
 };
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -237,6 +237,30 @@ impl From<OrderView> for OrderBody {
     }
 }
 
+impl OrderBody {
+    /// An order checked out but not yet taken in by the saga.
+    fn pending(o: PlaceOrder) -> Self {
+        Self {
+            order_id: o.order_id.to_string(),
+            client_id: o.client_id.to_string(),
+            status: "PENDING".into(),
+            items: o
+                .lines
+                .into_iter()
+                .map(|l| OrderItem {
+                    product_id: l.product_id.to_string(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: o.total_cents,
+            created_at: o.created_at,
+            updated_at: o.created_at,
+            timeline: Vec::new(),
+        }
+    }
+}
+
 /// One product in a cart.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CartLine {
@@ -408,10 +432,22 @@ async fn get_order(
     let until = tokio::time::Instant::now() + wait;
     let request = GetOrder { order_id };
     loop {
-        let order: OrderView =
-            state.call("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request).await?;
-        if order.is_final || tokio::time::Instant::now() + WAIT_POLL > until {
-            return Ok(Json(order.into()));
+        let order = state
+            .call::<OrderView>("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request)
+            .await;
+        let body = match order {
+            Ok(order) if order.is_final => return Ok(Json(order.into())),
+            Ok(order) => order.into(),
+            // Accepted by cart-manager but not yet taken in by checkout-manager: it exists, and is PENDING.
+            Err(ApiError::NotFound(_)) => {
+                let placed: PlaceOrder =
+                    state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_GET_CHECKOUT, &request).await?;
+                OrderBody::pending(placed)
+            }
+            Err(e) => return Err(e),
+        };
+        if tokio::time::Instant::now() + WAIT_POLL > until {
+            return Ok(Json(body));
         }
         tokio::time::sleep(WAIT_POLL).await;
     }

@@ -146,6 +146,22 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Deletes every queue and exchange of this topology (test teardown).
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        for queue in self.work_queues() {
+            for q in [Self::dead_letter_queue(&queue), queue.clone()] {
+                channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+            }
+            channel
+                .exchange_delete(Self::dead_letter_exchange(&queue).as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        channel.exchange_delete(self.order_events().as_str().into(), ExchangeDeleteOptions::default()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

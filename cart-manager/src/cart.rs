@@ -158,21 +158,6 @@ pub async fn checkout(
             continue;
         }
         let order_id = OrderId::generate();
-        let recorded = sqlx::query(
-            "INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (client_id, idempotency_key) DO NOTHING",
-        )
-        .bind(client.as_str())
-        .bind(idempotency_key)
-        .bind(order_id.as_str())
-        .bind(total_cents)
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
-            // A racing retry with the same key won; its order is the answer.
-            tx.rollback().await?;
-            continue;
-        }
         let order = PlaceOrder {
             order_id: order_id.clone(),
             client_id: client.clone(),
@@ -180,6 +165,24 @@ pub async fn checkout(
             total_cents,
             created_at: Utc::now(),
         };
+        let snapshot = serde_json::to_value(&order).map_err(anyhow::Error::from)?;
+        let recorded = sqlx::query(
+            "INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (client_id, idempotency_key) DO NOTHING",
+        )
+        .bind(client.as_str())
+        .bind(idempotency_key)
+        .bind(order_id.as_str())
+        .bind(total_cents)
+        .bind(&snapshot)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            // A racing retry with the same key won; its order is the answer.
+            tx.rollback().await?;
+            continue;
+        }
         let envelope = Envelope::new(kinds::ORDER_PLACE, &order).correlated(order_id.as_str());
         outbox::enqueue(&mut tx, "", &topology.checkout_jobs(), &envelope).await?;
         tx.commit().await?;
@@ -197,6 +200,20 @@ async fn existing_checkout(pool: &PgPool, client: &ClientId, key: &str) -> Resul
             .fetch_optional(pool)
             .await?;
     id.map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))
+        .transpose()
+}
+
+/// The order as it was checked out (what checkout-manager was handed), if this cart-manager made it.
+pub async fn checkout_snapshot(pool: &PgPool, order_id: &OrderId) -> Result<Option<PlaceOrder>> {
+    let snapshot: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT order_snapshot FROM checkouts WHERE order_id = $1")
+            .bind(order_id.as_str())
+            .fetch_optional(pool)
+            .await?;
+    snapshot
+        .map(|s| {
+            serde_json::from_value(s).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order snapshot: {e}")))
+        })
         .transpose()
 }
 

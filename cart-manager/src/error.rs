@@ -25,6 +25,9 @@ pub enum CartError {
     /// Checkout of a cart with nothing in it.
     #[error("the cart is empty")]
     EmptyCart,
+    /// No checkout made that order.
+    #[error("unknown order {0}")]
+    UnknownOrder(ordermesh_messages::OrderId),
     /// Removing a product the cart does not hold.
     #[error("product {0} is not in the cart")]
     NotInCart(ProductId),
@@ -51,7 +54,7 @@ impl From<sqlx::Error> for CartError {
 impl From<&CartError> for ReplyError {
     fn from(err: &CartError) -> Self {
         let code = match err {
-            CartError::UnknownProduct(_) | CartError::NotInCart(_) => ErrorCode::NotFound,
+            CartError::UnknownProduct(_) | CartError::NotInCart(_) | CartError::UnknownOrder(_) => ErrorCode::NotFound,
             CartError::NotEnoughStock { .. } | CartError::EmptyCart => ErrorCode::Conflict,
             CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) => ErrorCode::Unavailable,
             CartError::Internal(e) => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ordermesh_bus::{Incoming, Outcome, Topology};
 use ordermesh_messages::{
     Envelope, ReplyError, kinds,
-    payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, RemoveItem},
+    payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, GetOrder, RemoveItem},
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -61,6 +61,14 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                 }
                 respond(result.map(|order_id| CheckoutAccepted { order_id }))
             }
+            Err(reason) => return Outcome::DeadLetter(reason),
+        },
+        kinds::CART_GET_CHECKOUT => match envelope.payload::<GetOrder>() {
+            Ok(r) => respond(
+                cart::checkout_snapshot(&ctx.pool, &r.order_id)
+                    .await
+                    .and_then(|s| s.ok_or_else(|| CartError::UnknownOrder(r.order_id.clone()))),
+            ),
             Err(reason) => return Outcome::DeadLetter(reason),
         },
         other => return Outcome::DeadLetter(format!("unknown message type {other:?}")),

@@ -456,15 +456,23 @@ pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Ch
     }))
 }
 
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    client_id: String,
+    status: String,
+    total_cents: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
 /// The order as shown to clients, with its timeline.
 pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
-    let row: Option<(String, String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT client_id, status, reason, total_cents, created_at, updated_at FROM orders WHERE order_id = $1",
-    )
-    .bind(order_id.as_str())
-    .fetch_optional(pool)
-    .await?;
-    let Some((client_id, status, _reason, total_cents, created_at, updated_at)) = row else {
+    let row: Option<ViewRow> =
+        sqlx::query_as("SELECT client_id, status, total_cents, created_at, updated_at FROM orders WHERE order_id = $1")
+            .bind(order_id.as_str())
+            .fetch_optional(pool)
+            .await?;
+    let Some(ViewRow { client_id, status, total_cents, created_at, updated_at }) = row else {
         return Err(CheckoutError::UnknownOrder(order_id.clone()));
     };
     let lines: Vec<(String, i64, i64)> = sqlx::query_as(

@@ -1,6 +1,8 @@
 //! Starting and stopping an ordermesh process: log setup, shutdown signals, and getting a database
 //! pool even on a fresh machine (create the database if missing, wait for PostgreSQL to come up).
 
+pub mod testdb;
+
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;

@@ -8,6 +8,8 @@ pub const CART_REMOVE_ITEM: &str = "cart.remove_item";
 pub const CART_GET: &str = "cart.get";
 /// Gateway → cart-manager: turn the cart into an order. Reply: the order id.
 pub const CART_CHECKOUT: &str = "cart.checkout";
+/// Gateway → cart-manager: an order as checked out, for reads before checkout-manager has it. Reply: `PlaceOrder`.
+pub const CART_GET_CHECKOUT: &str = "cart.get_checkout";
 /// cart-manager → checkout-manager (through the outbox): a new order to run the saga for.
 pub const ORDER_PLACE: &str = "order.place";
 /// Gateway → checkout-manager: read an order. Reply: the order.

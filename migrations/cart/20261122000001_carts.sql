@@ -15,6 +15,8 @@ CREATE TABLE checkouts (
     idempotency_key TEXT NOT NULL,
     order_id        TEXT NOT NULL UNIQUE,
     total_cents     BIGINT NOT NULL,
+    -- The order as handed to checkout-manager, so it can be shown before checkout-manager has taken it in.
+    order_snapshot  JSONB NOT NULL,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (client_id, idempotency_key)
 );

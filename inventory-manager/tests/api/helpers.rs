@@ -1,22 +1,16 @@
 //! `spawn_inventory()`: a fresh database, the real server on port 0, a connected client, and teardown.
 
-use std::{str::FromStr, sync::Once, time::Duration};
+use std::{sync::Once, time::Duration};
 
 use inventory_manager::{Application, Config};
+use ordermesh_lifecycle::testdb;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, postgres::PgConnectOptions};
+use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, transport::Channel};
 
-/// The server every test database lives on; override with `TEST_DATABASE_URL` (any database name).
-fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// Test databases are named `om_test_inv_<unix seconds>_<random>` so stale ones can be found and dropped.
 const DB_PREFIX: &str = "om_test_inv_";
-/// A test database older than this was left by a failed run and is dropped by the next one.
-const STALE_AFTER_SECS: u64 = 3600;
 
 /// A running inventory-manager owned by one test.
 pub struct TestInventory {
@@ -39,17 +33,11 @@ pub async fn spawn_inventory() -> TestInventory {
 /// Starts inventory-manager after `tweak` has adjusted the test config.
 pub async fn spawn_inventory_with(tweak: impl FnOnce(&mut Config)) -> TestInventory {
     init_logs();
-    drop_stale_databases().await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let db_name = format!("{DB_PREFIX}{now}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let options = PgConnectOptions::from_str(&server_url()).unwrap().database(&db_name);
+    drop_stale_once().await;
+    let (database_url, db_name) = testdb::unique_database(DB_PREFIX);
 
-    let mut config = Config {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: options.to_url_lossy().to_string(),
-        max_connections: 8,
-        ..Config::default()
-    };
+    let mut config =
+        Config { listen_addr: "127.0.0.1:0".parse().unwrap(), database_url, max_connections: 8, ..Config::default() };
     tweak(&mut config);
     let app = Application::build(config).await.expect("inventory-manager builds");
     let addr = app.local_addr();
@@ -71,7 +59,7 @@ impl TestInventory {
             .expect("server stops within its grace period")
             .unwrap()
             .unwrap();
-        drop_database(&self.db_name).await;
+        testdb::drop_database(&self.db_name).await;
     }
 
     /// Creates a product with `on_hand` units at 1.00 each.
@@ -161,34 +149,8 @@ fn init_logs() {
     });
 }
 
-async fn admin() -> PgConnection {
-    PgConnection::connect(&server_url()).await.expect("test PostgreSQL server reachable")
-}
-
-async fn drop_database(name: &str) {
-    let mut conn = admin().await;
-    // FORCE ends the pool's lingering connections; the name is ours and quoted.
-    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("test database dropped");
-}
-
-/// Drops test databases left by runs that failed more than an hour ago; at most once per test process.
-async fn drop_stale_databases() {
+/// Drops what failed runs left behind, once per test process.
+async fn drop_stale_once() {
     static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    ONCE.get_or_init(|| async {
-        let mut conn = admin().await;
-        let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(DB_PREFIX)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        for name in names {
-            let born = name[DB_PREFIX.len()..].split('_').next().and_then(|s| s.parse::<u64>().ok());
-            if born.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER_SECS) {
-                drop_database(&name).await;
-            }
-        }
-    })
-    .await;
+    ONCE.get_or_init(|| testdb::drop_stale_databases(DB_PREFIX)).await;
 }

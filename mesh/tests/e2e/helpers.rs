@@ -1,0 +1,336 @@
+//! `spawn_mesh()`: a whole ordermesh for one test, with typed helpers and teardown.
+
+use std::{sync::Once, time::Duration};
+
+use ordermesh_bus::{DEFAULT_AMQP_URL, Topology};
+use ordermesh_lifecycle::{DatabaseSettings, testdb};
+use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+const DB_PREFIX: &str = "om_test_e2e_";
+
+/// A service running in the test's runtime, stoppable on its own.
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn<F>(run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        Self { stop, task }
+    }
+
+    /// Stops the service and waits for it (bounded).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+/// How to shape the mesh.
+pub struct Options {
+    /// cart-manager instances.
+    pub carts: usize,
+    /// api-gateway instances.
+    pub gateways: usize,
+    /// Gateway deadline.
+    pub request_timeout: Duration,
+    /// Adjusts checkout-manager's config (payment faults, retry pacing).
+    pub checkout: Box<dyn FnOnce(&mut checkout_manager::Config) + Send>,
+    /// Point the gateway at a broker that is not there.
+    pub gateway_amqp_url: Option<String>,
+    /// Point cart-manager and checkout-manager at an inventory that is not there.
+    pub inventory_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            carts: 1,
+            gateways: 1,
+            request_timeout: Duration::from_secs(5),
+            checkout: Box::new(|_| {}),
+            gateway_amqp_url: None,
+            inventory_url: None,
+        }
+    }
+}
+
+/// A running mesh owned by one test.
+pub struct TestMesh {
+    /// Base URLs of the gateways.
+    pub gateways: Vec<String>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// gRPC client of inventory.
+    pub inventory: InventoryServiceClient<Channel>,
+    /// checkout's database, to look at orders and payments.
+    pub checkout_db: PgPool,
+    /// The test's names.
+    pub topology: Topology,
+    /// cart-manager instances, stoppable one by one.
+    pub carts: Vec<Running>,
+    services: Vec<Running>,
+    databases: Vec<String>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber_init();
+        }
+    });
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    // The services' own subscriber setup; only when asked, so test output stays quiet.
+    ordermesh_lifecycle::init_logs();
+    Some(())
+}
+
+/// Starts a mesh with the default shape.
+pub async fn spawn_mesh() -> TestMesh {
+    spawn_mesh_with(Options::default()).await
+}
+
+/// Starts inventory, checkout, `carts` cart-managers and `gateways` gateways, all on fresh names.
+pub async fn spawn_mesh_with(options: Options) -> TestMesh {
+    init_logs();
+    static STALE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    STALE.get_or_init(|| testdb::drop_stale_databases(DB_PREFIX)).await;
+
+    let namespace = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let topology = Topology::ephemeral(namespace, Duration::from_secs(600));
+    let (inv_url, inv_db) = testdb::unique_database(DB_PREFIX);
+    let (cart_url, cart_db) = testdb::unique_database(DB_PREFIX);
+    let (chk_url, chk_db) = testdb::unique_database(DB_PREFIX);
+    let db = |url: String| DatabaseSettings { url, create: true, max_connections: 8 };
+
+    let inventory = inventory_manager::Application::build(inventory_manager::Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: inv_url,
+        max_connections: 8,
+        ..Default::default()
+    })
+    .await
+    .expect("inventory builds");
+    let real_inventory_url = format!("http://{}", inventory.local_addr());
+    let inventory_url = options.inventory_url.clone().unwrap_or_else(|| real_inventory_url.clone());
+    let mut services = vec![Running::spawn(|stop| inventory.run_until_stopped(stop))];
+
+    let mut checkout_config = checkout_manager::Config {
+        database: db(chk_url),
+        topology: topology.clone(),
+        inventory_url: inventory_url.clone(),
+        poll: Duration::from_millis(100),
+        ..Default::default()
+    };
+    checkout_config.saga.retry_base = Duration::from_millis(50);
+    checkout_config.saga.max_backoff = Duration::from_millis(500);
+    checkout_config.saga.payment_timeout = Duration::from_secs(3);
+    checkout_config.saga.inventory_timeout = Duration::from_millis(500);
+    checkout_config.simulator.latency = Duration::from_millis(5);
+    (options.checkout)(&mut checkout_config);
+    let checkout = checkout_manager::Application::build(checkout_config).await.expect("checkout builds");
+    let checkout_db = checkout.pool().clone();
+    services.push(Running::spawn(|stop| checkout.run_until_stopped(stop)));
+
+    let mut carts = Vec::new();
+    for _ in 0..options.carts {
+        let cart = cart_manager::Application::build(cart_manager::Config {
+            database: db(cart_url.clone()),
+            topology: topology.clone(),
+            inventory_url: inventory_url.clone(),
+            inventory_timeout: Duration::from_millis(500),
+            outbox_poll: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await
+        .expect("cart builds");
+        carts.push(Running::spawn(|stop| cart.run_until_stopped(stop)));
+    }
+
+    let mut gateways = Vec::new();
+    for _ in 0..options.gateways {
+        let gateway = api_gateway::Application::build(api_gateway::Config {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            amqp_url: options.gateway_amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.into()),
+            topology: topology.clone(),
+            inventory_url: inventory_url.clone(),
+            request_timeout: options.request_timeout,
+            ..Default::default()
+        })
+        .await
+        .expect("gateway builds");
+        gateways.push(format!("http://{}", gateway.local_addr()));
+        services.push(Running::spawn(|stop| gateway.run_until_stopped(stop)));
+    }
+
+    let channel = Channel::from_shared(real_inventory_url).unwrap().connect().await.expect("inventory reachable");
+    let mesh = TestMesh {
+        gateways,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        inventory: InventoryServiceClient::new(channel),
+        checkout_db,
+        topology,
+        carts,
+        services,
+        databases: vec![inv_db, cart_db, chk_db],
+    };
+    if options.gateway_amqp_url.is_none() {
+        mesh.wait_until_gateways_connected().await;
+        if options.carts > 0 {
+            mesh.wait_until_consuming().await;
+        }
+    }
+    mesh
+}
+
+impl TestMesh {
+    /// The first gateway's base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateways[0])
+    }
+
+    /// Waits until the workers have declared the topology and are consuming (they connect in the background).
+    async fn wait_until_consuming(&self) {
+        let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for queue in [self.topology.cart_jobs(), self.topology.checkout_jobs(), self.topology.payment_results()] {
+            loop {
+                let channel = conn.create_channel().await.unwrap();
+                let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+                if let Ok(q) = channel.queue_declare(queue.as_str().into(), passive, Default::default()).await
+                    && q.consumer_count() > 0
+                {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{queue} has no consumer after 15 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    /// Waits until every gateway reports its RabbitMQ connection up.
+    async fn wait_until_gateways_connected(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for gateway in &self.gateways {
+            loop {
+                let ready: Value =
+                    self.http.get(format!("{gateway}/readyz")).send().await.unwrap().json().await.unwrap();
+                if ready["rabbitmq"] == true {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "gateway {gateway} not connected after 15 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Stops everything, removes the test's queues and exchanges, and drops its databases.
+    pub async fn stop(self) {
+        for running in self.carts.into_iter().chain(self.services) {
+            running.stop().await;
+        }
+        if let Ok(conn) = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await {
+            if let Ok(channel) = conn.create_channel().await {
+                let _ = self.topology.delete(&channel).await;
+            }
+            let _ = conn.close(200, "ok".into()).await;
+        }
+        self.checkout_db.close().await;
+        for db in &self.databases {
+            testdb::drop_database(db).await;
+        }
+    }
+
+    /// Creates a product with `on_hand` units at `price_cents`.
+    pub async fn product(&self, id: &str, price_cents: i64, on_hand: i64) {
+        self.inventory
+            .clone()
+            .upsert_product(pb::UpsertProductRequest {
+                product_id: id.into(),
+                name: format!("Product {id}"),
+                price_cents,
+                on_hand,
+            })
+            .await
+            .expect("product upserted");
+    }
+
+    /// `(on_hand, reserved, available)` of a product.
+    pub async fn stock(&self, id: &str) -> (i64, i64, i64) {
+        let q = self
+            .inventory
+            .clone()
+            .get_available_quantity(pb::GetAvailableQuantityRequest { product_id: id.into() })
+            .await
+            .expect("stock readable")
+            .into_inner();
+        assert_eq!(q.available, q.on_hand - q.reserved);
+        assert!(q.reserved >= 0 && q.reserved <= q.on_hand, "{q:?}");
+        (q.on_hand, q.reserved, q.available)
+    }
+
+    /// POSTs JSON to a gateway path; returns status and body.
+    pub async fn post(&self, gateway: usize, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.gateways[gateway]))
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("gateway answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /addToCart`.
+    pub async fn add(&self, client: &str, product: &str, quantity: i64) -> (u16, Value) {
+        self.post(0, "/addToCart", json!({"clientID": client, "productID": product, "quantity": quantity})).await
+    }
+
+    /// `POST /checkOutCart`, expecting 202; returns the order id.
+    pub async fn checkout(&self, client: &str) -> String {
+        let (status, body) = self.post(0, "/checkOutCart", json!({"clientID": client})).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "accepted");
+        body["orderID"].as_str().expect("orderID").to_owned()
+    }
+
+    /// Waits (up to 30 s) for the order to be final and returns it.
+    pub async fn final_order(&self, order_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(&format!("/orders/{order_id}?waitSeconds=10")).await;
+            assert_eq!(status, 200, "{body}");
+            let s = body["status"].as_str().unwrap_or_default();
+            if ["CONFIRMED", "REJECTED", "PAYMENT_DECLINED", "FAILED"].contains(&s) {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "order {order_id} not final after 30 s: {body}");
+        }
+    }
+
+    /// How many rows of `table` the checkout database holds for an order (orders, payment_charges, ...).
+    pub async fn count(&self, sql: &'static str, order_id: &str) -> i64 {
+        sqlx::query_scalar(sql).bind(order_id).fetch_one(&self.checkout_db).await.expect(sql)
+    }
+}

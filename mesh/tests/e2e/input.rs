@@ -1,0 +1,111 @@
+//! Every input rule: a 4xx with the JSON error shape, never a 500 or a hang.
+
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_mesh;
+
+fn assert_failure(status: u16, body: &Value, expected: u16, what: &str) {
+    assert_eq!(status, expected, "{what}: {body}");
+    assert_eq!(body["status"], "failure", "{what}: {body}");
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_to_cart_rejects_bad_input_with_a_clear_4xx() {
+    let mesh = spawn_mesh().await;
+    mesh.product("mug", 100, 20_000).await;
+    let long = "x".repeat(101);
+    let cases = [
+        (json!({"clientID": "a", "productID": "mug"}), "missing quantity"),
+        (json!({"productID": "mug", "quantity": 1}), "missing clientID"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 0}), "zero"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": -1}), "negative"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 1.5}), "fractional"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 2.0}), "float"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": "3"}), "string"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 10_001}), "too many"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 1e30}), "huge"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": null}), "null"),
+        (json!({"clientID": "", "productID": "mug", "quantity": 1}), "empty client"),
+        (json!({"clientID": long, "productID": "mug", "quantity": 1}), "long client"),
+        (json!({"clientID": "a", "productID": 7, "quantity": 1}), "number as id"),
+        (json!({"clientID": "a", "productID": "mug", "quantity": 1, "extra": true}), "unknown field"),
+        (json!(["clientID"]), "array"),
+    ];
+    for (body, what) in cases {
+        let (status, answer) = mesh.post(0, "/addToCart", body).await;
+        assert_failure(status, &answer, 400, what);
+    }
+    // 1 and 10,000 are the bounds, both accepted.
+    assert_eq!(mesh.add("a", "mug", 1).await.0, 200);
+    assert_eq!(mesh.add("b", "mug", 10_000).await.0, 200);
+    let (status, answer) = mesh.add("a", "ghost", 1).await;
+    assert_failure(status, &answer, 404, "unknown product");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_content_types_sizes_and_routes() {
+    let mesh = spawn_mesh().await;
+    let http = &mesh.http;
+    let send = |path: &str, content_type: Option<&str>, body: Vec<u8>| {
+        let mut request = http.post(mesh.url(path)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, b) = send("/addToCart", Some("application/json"), b"{\"clientID\": ".to_vec()).await;
+    assert_failure(s, &b, 400, "truncated JSON");
+    let (s, b) = send("/addToCart", Some("application/json"), b"".to_vec()).await;
+    assert_failure(s, &b, 400, "empty body");
+    let (s, b) =
+        send("/addToCart", Some("text/plain"), br#"{"clientID":"a","productID":"m","quantity":1}"#.to_vec()).await;
+    assert_failure(s, &b, 415, "wrong content type");
+    let (s, b) = send("/addToCart", None, br#"{"clientID":"a","productID":"m","quantity":1}"#.to_vec()).await;
+    assert_failure(s, &b, 415, "no content type");
+    let mut big = br#"{"clientID":"a","productID":"m","quantity":1,"pad":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    big.extend(br#""}"#);
+    let (s, b) = send("/addToCart", Some("application/json"), big).await;
+    assert_failure(s, &b, 413, "oversize body");
+    let (s, b) = send("/checkOutCart", Some("application/json"), br#"{"clientID": 12}"#.to_vec()).await;
+    assert_failure(s, &b, 400, "checkout with a number");
+
+    let (s, b) = mesh.get("/no/such/route").await;
+    assert_failure(s, &b, 404, "unknown route");
+    let r = http.get(mesh.url("/addToCart")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let (s, b) = mesh.get("/orders/does-not-exist").await;
+    assert_failure(s, &b, 404, "unknown order");
+    let (s, b) = mesh.get(&format!("/orders/{}", "x".repeat(101))).await;
+    assert_failure(s, &b, 400, "over-long order id");
+    let (s, b) = mesh.get("/orders/abc?waitSeconds=-1").await;
+    assert_failure(s, &b, 400, "negative wait");
+    let (s, b) = mesh.get("/orders/abc?waitSeconds=31").await;
+    assert_failure(s, &b, 400, "wait over the bound");
+    let (s, b) = mesh.post(0, "/checkOutCart", json!({"clientID": "nobody"})).await;
+    assert_failure(s, &b, 409, "empty cart");
+    let r = http.delete(mesh.url("/cart/a/items/none")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cart_limits_follow_available_stock_and_items_can_be_removed() {
+    let mesh = spawn_mesh().await;
+    mesh.product("hoodie", 4500, 3).await;
+    assert_eq!(mesh.add("fay", "hoodie", 2).await.0, 200);
+    let (status, body) = mesh.add("fay", "hoodie", 2).await;
+    assert_failure(status, &body, 409, "cart would exceed available");
+    assert!(body["error"].as_str().unwrap().contains("hoodie"));
+    assert_eq!(mesh.add("fay", "hoodie", 1).await.0, 200, "exactly the available amount is fine");
+
+    let r = mesh.http.delete(mesh.url("/cart/fay/items/hoodie")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(mesh.get("/cart/fay").await.1["items"], json!([]));
+    mesh.stop().await;
+}
