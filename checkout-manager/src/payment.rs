@@ -160,8 +160,9 @@ impl Simulator {
         if let Some((outcome, reason)) = previous {
             tx.commit().await?;
             return Ok(match outcome.as_str() {
-                "declined" => PaymentOutcome::Declined { reason },
-                _ => PaymentOutcome::Succeeded,
+                "succeeded" => PaymentOutcome::Succeeded,
+                "refunded" => PaymentOutcome::Declined { reason: "the charge was refunded".into() },
+                _ => PaymentOutcome::Declined { reason },
             });
         }
         sqlx::query("INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2) ON CONFLICT DO NOTHING")

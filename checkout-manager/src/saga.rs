@@ -57,7 +57,9 @@ impl Saga {
                         .then(Status::PaymentPending, Step::AwaitPayment);
                     change.payment_attempts = attempt;
                     change.next_action_in = Some(self.settings.payment_timeout);
-                    let Some(next) = self.apply(&order, change).await? else { return Ok(()) };
+                    if self.apply(&order, change).await?.is_none() {
+                        return Ok(());
+                    }
                     let request = ChargeRequest {
                         payment_id: order.order_id.clone(),
                         order_id: parse_order_id(&order.order_id)?,
@@ -68,7 +70,6 @@ impl Saga {
                     if let Err(e) = self.payments.request_charge(request).await {
                         tracing::warn!(order_id = %order.order_id, error = %e, "charge request not sent; the timeout will resend it");
                     }
-                    let _ = next;
                     return Ok(());
                 }
                 Step::AwaitPayment => self.payment_timed_out(&order),
@@ -111,10 +112,10 @@ impl Saga {
             Ok(Held::Held) => {
                 Change::from(order, ("reserve", "ok", String::new())).then(Status::Reserved, Step::RequestPayment)
             }
-            // Only reachable if an earlier run got further than its record says: carry on from there.
-            Ok(Held::Committed) => {
-                Change::from(order, ("reserve", "ok", "already committed".into())).then(Status::Reserved, Step::Commit)
-            }
+            // Only reachable if an earlier run got further than its record says. Payment is idempotent at the
+            // provider, so asking again confirms only what was really paid.
+            Ok(Held::Committed) => Change::from(order, ("reserve", "ok", "already committed".into()))
+                .then(Status::Reserved, Step::RequestPayment),
             Ok(Held::Released) => {
                 Change::from(order, ("reserve", "failed", "the reservation expired before payment".into()))
                     .finish(Status::Failed, "the reservation expired before payment")
@@ -196,14 +197,19 @@ impl Saga {
                 tracing::warn!(order_id = %result.order_id, "payment result for an unknown order");
                 return Ok(());
             };
-            if order.step != Step::AwaitPayment {
-                let settled_unpaid = order.status != Status::Confirmed && order.step != Step::Commit;
-                if result.outcome == PaymentOutcome::Succeeded && settled_unpaid {
-                    tracing::warn!(order_id = %order.order_id, "late successful charge for an unpaid order; refunding");
+            let paying = order.status == Status::PaymentPending
+                && matches!(order.step, Step::AwaitPayment | Step::RequestPayment);
+            if !paying {
+                // Money taken for an order that is being rolled back or ended unpaid: give it back.
+                let unpaid =
+                    order.step == Step::RollBack || (order.status.is_final() && order.status != Status::Confirmed);
+                if result.outcome == PaymentOutcome::Succeeded && unpaid {
+                    tracing::warn!(order_id = %order.order_id, "successful charge for an order ending unpaid; refunding");
                     let refund =
                         RefundRequest { payment_id: result.payment_id.clone(), order_id: result.order_id.clone() };
                     self.payments.request_refund(refund).await.map_err(|e| anyhow::anyhow!(e))?;
                 }
+                // Otherwise a duplicate, or a result for an order already past payment.
                 return Ok(());
             }
             let change = match &result.outcome {
@@ -218,7 +224,12 @@ impl Saga {
                     change.reason = format!("payment declined: {reason}");
                     change
                 }
-                PaymentOutcome::TechnicalFailure { .. } if result.attempt != order.payment_attempts => return Ok(()),
+                // A stale attempt's failure, or one whose retry is already scheduled.
+                PaymentOutcome::TechnicalFailure { .. }
+                    if result.attempt != order.payment_attempts || order.step == Step::RequestPayment =>
+                {
+                    return Ok(());
+                }
                 PaymentOutcome::TechnicalFailure { reason }
                     if order.payment_attempts >= self.settings.max_payment_attempts =>
                 {
