@@ -5,6 +5,9 @@
 //! `cargo run --release -p ordermesh --example checkout_bench -- [orders=2000] [concurrency=64]`
 //! (`GATEWAY_URL` and `INVENTORY_URL` point elsewhere). Only loopback addresses are meant here.
 
+// The report on stdout is this tool's whole output.
+#![allow(clippy::print_stdout)]
+
 use std::{
     sync::{
         Arc,
