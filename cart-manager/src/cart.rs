@@ -91,11 +91,14 @@ pub async fn remove_item(pool: &PgPool, client: &ClientId, product: &ProductId) 
     Ok(())
 }
 
+/// A cart's lines in byte order of product id, the order `checkout` compares them in.
 async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT product_id, quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id")
-        .bind(client.as_str())
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT product_id, quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\"",
+    )
+    .bind(client.as_str())
+    .fetch_all(pool)
+    .await?)
 }
 
 /// The cart with current prices from inventory (a product gone from the catalogue shows at 0).

@@ -2,6 +2,8 @@
 //!
 //! Lock order, everywhere: a reservation row first, then stock rows in product-id order. Keeping to it
 //! is what makes concurrent multi-line reservations, commits, roll-backs and the sweeper deadlock-free.
+//! "Product-id order" is byte order: Rust's `String` order, and `COLLATE "C"` in SQL (the database's
+//! default collation would order mixed-case ids differently, and so lock in another order).
 
 use std::time::Duration;
 
@@ -274,7 +276,7 @@ async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Res
 
 async fn lines_of(tx: &mut Transaction<'_, Postgres>, id: &ReservationId) -> Result<Lines> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id",
+        "SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id COLLATE \"C\"",
     )
     .bind(id.as_str())
     .fetch_all(&mut **tx)
@@ -291,7 +293,7 @@ async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[ReservationId], to: 
     let ids: Vec<&str> = ids.iter().map(ReservationId::as_str).collect();
     let totals: Vec<(String, i64)> = sqlx::query_as(
         "SELECT product_id, sum(quantity)::bigint FROM reservation_lines
-         WHERE reservation_id = ANY($1) GROUP BY product_id ORDER BY product_id",
+         WHERE reservation_id = ANY($1) GROUP BY product_id ORDER BY product_id COLLATE \"C\"",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
@@ -361,8 +363,8 @@ struct ReservationRow {
 pub async fn get_reservation(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
     let row: Option<ReservationRow> = sqlx::query_as(
         "SELECT r.reservation_id, r.status, r.created_at, r.expires_at, r.committed_at, r.rolled_back_at, r.expired_at,
-                array_agg(l.product_id ORDER BY l.product_id) AS product_ids,
-                array_agg(l.quantity ORDER BY l.product_id) AS quantities
+                array_agg(l.product_id ORDER BY l.product_id COLLATE \"C\") AS product_ids,
+                array_agg(l.quantity ORDER BY l.product_id COLLATE \"C\") AS quantities
          FROM reservations r JOIN reservation_lines l USING (reservation_id)
          WHERE r.reservation_id = $1
          GROUP BY r.reservation_id",

@@ -98,6 +98,43 @@ async fn overlapping_multi_line_reservations_in_opposite_orders_never_deadlock()
     inv.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_case_ids_keep_one_lock_order_and_stay_idempotent() {
+    // Byte order and a linguistic collation disagree on these: "Zeta" < "alpha" < "beta" in bytes, but
+    // "alpha" < "beta" < "Zeta" in en_US, the default of many PostgreSQL installs (this machine's is C.UTF-8).
+    let mut inv = spawn_inventory().await;
+    sqlx::query(r#"ALTER TABLE reservation_lines ALTER COLUMN product_id TYPE text COLLATE "en-x-icu""#)
+        .execute(&inv.pool)
+        .await
+        .unwrap();
+    for p in ["alpha", "Zeta", "beta"] {
+        inv.product(p, 100).await;
+    }
+    let lines = [("alpha", 1), ("Zeta", 1), ("beta", 1)];
+    let first = inv.reserve("mixed", &lines).await.unwrap();
+    assert_eq!(inv.reserve("mixed", &lines).await.unwrap(), first, "the same lines are the same reservation");
+    let ids: Vec<_> = first.lines.iter().map(|l| l.product_id.as_str()).collect();
+    assert_eq!(ids, ["Zeta", "alpha", "beta"]);
+
+    // Reserves, commits and roll-backs over the same three rows at once: none may fail.
+    let work = (0..60).map(|i| {
+        let mut client = inv.client.clone();
+        tokio::spawn(async move {
+            let id = format!("m{i}");
+            client.reserve(reserve_request(&id, &[("beta", 1), ("Zeta", 1), ("alpha", 1)], 0)).await?;
+            let id = ordermesh_proto::inventory::v1::CommitReservationRequest { reservation_id: id };
+            client.commit_reservation(id).await.map(|_| ())
+        })
+    });
+    for result in join_all(work).await {
+        result.unwrap().expect("no deadlock or internal error");
+    }
+    for p in ["alpha", "Zeta", "beta"] {
+        assert_eq!(inv.stock(p).await.on_hand, 40);
+    }
+    inv.stop().await;
+}
+
 #[tokio::test]
 async fn the_database_itself_refuses_broken_counters() {
     let inv = spawn_inventory().await;
