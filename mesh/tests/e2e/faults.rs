@@ -184,3 +184,82 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
     }
     mesh.stop().await;
 }
+
+/// A TCP forwarder to the real broker that the test can start late and cut, as a broker start or restart looks to a client.
+struct BrokerLink {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BrokerLink {
+    fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { port, task: None }
+    }
+
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.task = Some(tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                links.spawn(async move {
+                    if let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every open connection (the JoinSet aborts its tasks when dropped).
+    fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn ready_within(mesh: &crate::helpers::TestMesh, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if mesh.get("/readyz").await.1["rabbitmq"] == true {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_connects_when_the_broker_comes_up_late_and_again_after_it_drops() {
+    let mut link = BrokerLink::new();
+    let mesh = spawn_mesh_with(Options {
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", link.port)),
+        ..Default::default()
+    })
+    .await;
+    mesh.product("mug", 100, 10).await;
+    assert_eq!(mesh.add("lee", "mug", 1).await.0, 503, "no broker yet");
+
+    link.up().await;
+    assert!(ready_within(&mesh, 15).await, "connected once the broker is reachable");
+    assert_eq!(mesh.add("lee", "mug", 1).await.0, 200);
+
+    link.down();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = mesh.add("lee", "mug", 1).await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body} after the link was cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    link.up().await;
+    assert!(ready_within(&mesh, 15).await, "reconnected after the broker came back");
+    assert_eq!(mesh.add("lee", "mug", 1).await.0, 200);
+    let order = mesh.final_order(&mesh.checkout("lee").await).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    link.down();
+    mesh.stop().await;
+}
