@@ -119,17 +119,13 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
         client_id: ClientId::parse("jo").unwrap(),
         lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 3, unit_price_cents: 700 }],
         total_cents: 2100,
-        created_at: chrono_now(),
+        created_at: chrono::Utc::now(),
     };
     publish_raw(&mesh.topology.checkout_jobs(), &Envelope::new(kinds::ORDER_PLACE, &again).to_vec()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.stock("mug").await, (7, 0, 7));
     mesh.stop().await;
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

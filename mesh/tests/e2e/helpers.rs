@@ -87,16 +87,11 @@ pub struct TestMesh {
 fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // The services' own log setup, only when asked, so test output stays quiet.
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber_init();
+            ordermesh_lifecycle::init_logs();
         }
     });
-}
-
-fn tracing_subscriber_init() -> Option<()> {
-    // The services' own subscriber setup; only when asked, so test output stays quiet.
-    ordermesh_lifecycle::init_logs();
-    Some(())
 }
 
 /// Starts a mesh with the default shape.
