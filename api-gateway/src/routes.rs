@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use ordermesh_bus::{Bus, RpcClient, Topology};
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, Quantity, ReplyError, kinds,
-    payloads::{AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderView, PlaceOrder, RemoveItem},
+    payloads::{
+        AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderLine, OrderView, PlaceOrder, RemoveItem,
+    },
 };
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -170,6 +172,12 @@ pub struct OrderItem {
     pub unit_price_cents: i64,
 }
 
+impl From<OrderLine> for OrderItem {
+    fn from(l: OrderLine) -> Self {
+        Self { product_id: l.product_id.to_string(), quantity: l.quantity, unit_price_cents: l.unit_price_cents }
+    }
+}
+
 /// One saga step.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineItem {
@@ -216,15 +224,7 @@ impl From<OrderView> for OrderBody {
             order_id: o.order_id.to_string(),
             client_id: o.client_id.to_string(),
             status: o.status,
-            items: o
-                .lines
-                .into_iter()
-                .map(|l| OrderItem {
-                    product_id: l.product_id.to_string(),
-                    quantity: l.quantity,
-                    unit_price_cents: l.unit_price_cents,
-                })
-                .collect(),
+            items: o.lines.into_iter().map(OrderItem::from).collect(),
             total_cents: o.total_cents,
             created_at: o.created_at,
             updated_at: o.updated_at,
@@ -244,15 +244,7 @@ impl OrderBody {
             order_id: o.order_id.to_string(),
             client_id: o.client_id.to_string(),
             status: "PENDING".into(),
-            items: o
-                .lines
-                .into_iter()
-                .map(|l| OrderItem {
-                    product_id: l.product_id.to_string(),
-                    quantity: l.quantity,
-                    unit_price_cents: l.unit_price_cents,
-                })
-                .collect(),
+            items: o.lines.into_iter().map(OrderItem::from).collect(),
             total_cents: o.total_cents,
             created_at: o.created_at,
             updated_at: o.created_at,
