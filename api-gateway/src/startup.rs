@@ -4,9 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, RpcClient};
-use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use ordermesh_proto::inventory::v1::lazy_client;
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::Channel;
 
 use crate::{
     config::Config,
@@ -29,13 +28,11 @@ impl Application {
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
         let (stop, stop_rx) = watch::channel(false);
         let bus = Bus::start(config.amqp_url.clone(), config.topology.clone(), stop_rx);
-        let channel =
-            Channel::from_shared(config.inventory_url.clone())?.connect_timeout(Duration::from_secs(2)).connect_lazy();
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),
             bus,
             topology: config.topology.clone(),
-            inventory: InventoryServiceClient::new(channel),
+            inventory: lazy_client(&config.inventory_url, Duration::from_secs(2))?,
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,
         };

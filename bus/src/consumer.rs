@@ -53,6 +53,15 @@ pub enum Outcome {
 /// A message handler: shared, cloned into every delivery's task.
 pub type Handler = Arc<dyn Fn(Incoming) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
+/// Wraps an async function of a delivery as a [`Handler`].
+pub fn handler_fn<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Arc::new(move |incoming| Box::pin(f(incoming)))
+}
+
 /// Consumes `queue` with `prefetch` deliveries in flight, until `stop` turns true.
 pub fn spawn_consumer(
     bus: Bus,

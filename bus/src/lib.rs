@@ -10,7 +10,7 @@ pub mod rpc;
 pub mod topology;
 
 pub use connection::{Bus, BusError};
-pub use consumer::{Handler, Incoming, Outcome, spawn_consumer};
+pub use consumer::{Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
 pub use topology::Topology;

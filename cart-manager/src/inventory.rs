@@ -27,8 +27,7 @@ pub struct Inventory {
 impl Inventory {
     /// A client for `url` (e.g. `http://127.0.0.1:50051`).
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(url.to_owned())?.connect_timeout(timeout).connect_lazy();
-        Ok(Self { client: InventoryServiceClient::new(channel), timeout })
+        Ok(Self { client: pb::lazy_client(url, timeout)?, timeout })
     }
 
     /// Price and availability of one product.

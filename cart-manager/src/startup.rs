@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Handler, Publisher, outbox, spawn_consumer};
+use ordermesh_bus::{Bus, Publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::connect_and_migrate;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
@@ -50,9 +50,9 @@ impl Application {
             topology: config.topology.clone(),
             outbox_wake: wake.clone(),
         };
-        let handler: Handler = Arc::new(move |incoming| {
+        let handler = handler_fn(move |incoming| {
             let ctx = ctx.clone();
-            Box::pin(async move { handler::handle(&ctx, incoming).await })
+            async move { handler::handle(&ctx, incoming).await }
         });
         let consumer = spawn_consumer(
             bus.clone(),

@@ -47,8 +47,7 @@ pub struct Inventory {
 impl Inventory {
     /// A client for `url`.
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(url.to_owned())?.connect_timeout(timeout).connect_lazy();
-        Ok(Self { client: InventoryServiceClient::new(channel), timeout })
+        Ok(Self { client: pb::lazy_client(url, timeout)?, timeout })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

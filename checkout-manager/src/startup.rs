@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Handler, Incoming, Outcome, Publisher, outbox, spawn_consumer};
+use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::connect_and_migrate;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
@@ -25,14 +25,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/checkout");
 pub struct Application {
     config: Config,
     pool: PgPool,
-}
-
-fn handler_of<F, Fut>(f: F) -> Handler
-where
-    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    Arc::new(move |incoming| Box::pin(f(incoming)))
 }
 
 impl Application {
@@ -75,7 +67,7 @@ impl Application {
         let s = saga.clone();
         tasks.push(consume(
             topology.checkout_jobs(),
-            handler_of(move |m| {
+            handler_fn(move |m| {
                 let s = s.clone();
                 async move { handler::on_job(&s, m).await }
             }),
@@ -83,7 +75,7 @@ impl Application {
         let s = saga.clone();
         tasks.push(consume(
             topology.checkout_queries(),
-            handler_of(move |m| {
+            handler_fn(move |m| {
                 let s = s.clone();
                 async move { handler::on_query(&s, m).await }
             }),
@@ -91,7 +83,7 @@ impl Application {
         let s = saga.clone();
         tasks.push(consume(
             topology.payment_results(),
-            handler_of(move |m| {
+            handler_fn(move |m| {
                 let s = s.clone();
                 async move { handler::on_payment_result(&s, m).await }
             }),
@@ -109,7 +101,7 @@ impl Application {
                 publisher.clone(),
                 topology.payment_requests(),
                 config.prefetch.saturating_mul(4),
-                handler_of(move |m| {
+                handler_fn(move |m| {
                     let simulator = simulator.clone();
                     async move { simulator.handle(m).await }
                 }),
