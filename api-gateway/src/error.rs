@@ -43,6 +43,9 @@ pub enum ApiError {
     /// Conflicts with current state (stock, empty cart).
     #[error("{0}")]
     Conflict(String),
+    /// The `Idempotency-Key` was already used for a different request.
+    #[error("{0}")]
+    KeyReused(String),
     /// Body over the limit.
     #[error("request body is larger than 64 KiB")]
     PayloadTooLarge,
@@ -53,7 +56,9 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     /// No reply within the request deadline.
-    #[error("no reply from {0} within the request deadline")]
+    #[error(
+        "no reply from {0} within the request deadline; the outcome is unknown: retry with the same Idempotency-Key"
+    )]
     Timeout(&'static str),
     /// A bug or unexpected failure; logged, shown opaque.
     #[error("internal error")]
@@ -68,6 +73,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,7 +85,9 @@ impl ApiError {
     /// Maps a failed request/reply to the service named `service`.
     pub fn from_rpc(err: RpcError, service: &'static str) -> Self {
         match err {
-            RpcError::Unavailable => Self::Unavailable(format!("{service} is unreachable: the message broker is down")),
+            RpcError::Unavailable => Self::Unavailable(format!(
+                "{service} cannot be reached right now (message broker unavailable); retry later"
+            )),
             RpcError::Timeout => Self::Timeout(service),
         }
     }
@@ -91,7 +99,12 @@ impl From<ReplyError> for ApiError {
             ErrorCode::InvalidInput => Self::BadRequest(e.message),
             ErrorCode::NotFound => Self::NotFound(e.message),
             ErrorCode::Conflict => Self::Conflict(e.message),
-            ErrorCode::Unavailable => Self::Unavailable(e.message),
+            ErrorCode::KeyReused => Self::KeyReused(e.message),
+            // The worker's own words name its dependencies: they go to the log, the client gets a sentence for it.
+            ErrorCode::Unavailable => {
+                tracing::warn!(detail = %e.message, "a downstream service is unavailable");
+                Self::Unavailable("a service this request needs is unavailable; retry later".into())
+            }
             ErrorCode::Internal => Self::Internal(e.message),
         }
     }

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
     routing::{delete, get, post},
@@ -12,20 +12,21 @@ use axum::{
 use chrono::{DateTime, Utc};
 use ordermesh_bus::{Bus, RpcClient, Topology};
 use ordermesh_messages::{
-    ClientId, Envelope, OrderId, ProductId, Quantity, ReplyError, kinds,
+    ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, ReplyError, kinds,
     payloads::{
-        AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, OrderLine, OrderView, PlaceOrder, RemoveItem,
+        AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, ItemAdded, OrderLine, OrderView, PlaceOrder,
+        RemoveItem,
     },
 };
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::transport::Channel;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     error::{ApiError, StatusBody},
-    extract::{ApiJson, ApiQuery},
+    extract::{ApiJson, ApiPath, RawQuery},
 };
 
 /// Largest request body accepted.
@@ -330,14 +331,11 @@ pub struct ReadyBody {
     pub inventory: bool,
 }
 
-/// `waitSeconds` of `GET /orders/{orderID}`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct WaitParams {
-    /// Answer as soon as the order is final, or after this many seconds (0–30).
-    #[serde(rename = "waitSeconds")]
-    #[param(minimum = 0, maximum = 30)]
-    pub wait_seconds: Option<u64>,
+/// The client's `Idempotency-Key` header, validated (1–200 printable ASCII characters).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable ASCII".into()))?;
+    IdempotencyKey::parse(text).map(Some).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messages::IdError>) -> Result<T, ApiError> {
@@ -345,11 +343,14 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
 }
 
 /// Add units of a product to a client's cart.
-#[utoipa::path(post, path = "/addToCart", request_body = AddToCartRequest, responses(
+#[utoipa::path(post, path = "/addToCart", request_body = AddToCartRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters, scoped per client: a retry with the same key and body gets the first answer and adds nothing again")),
+    responses(
     (status = 200, description = "Added", body = StatusBody),
-    (status = 400, description = "Invalid input: malformed JSON, missing or unknown fields, a quantity that is not an integer from 1 to 10000, an id not 1–100 characters", body = StatusBody),
+    (status = 400, description = "Invalid input: malformed JSON, not a JSON object, missing or unknown fields, a quantity that is not an integer from 1 to 10000, an id not 1–100 characters", body = StatusBody),
     (status = 404, description = "Unknown product", body = StatusBody),
     (status = 409, description = "The cart would hold more than is available", body = StatusBody),
+    (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable", body = StatusBody),
@@ -357,11 +358,16 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
 ))]
 async fn add_to_cart(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<AddToCartRequest>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let job = AddItem { client_id: body.client_id, product_id: body.product_id, quantity: body.quantity };
-    let _: serde_json::Value =
-        state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_ADD_ITEM, &job).await?;
+    let job = AddItem {
+        client_id: body.client_id,
+        product_id: body.product_id,
+        quantity: body.quantity,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let _: ItemAdded = state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_ADD_ITEM, &job).await?;
     Ok(Json(StatusBody::success()))
 }
 
@@ -383,15 +389,8 @@ async fn check_out_cart(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckOutCartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key =
-                value.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable ASCII".into()))?;
-            if key.is_empty() || key.len() > 200 {
-                return Err(ApiError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
-            }
-            format!("key:{key}")
-        }
+    let idempotency_key = match idempotency_key(&headers)? {
+        Some(key) => format!("key:{}", key.as_str()),
         // Without a key, a redelivery of this one request still makes one order.
         None => format!("request:{}", uuid::Uuid::now_v7()),
     };
@@ -404,7 +403,10 @@ async fn check_out_cart(
 }
 
 /// An order with its status and saga timeline.
-#[utoipa::path(get, path = "/orders/{orderID}", params(("orderID" = String, Path, description = "The order id from checkout"), WaitParams), responses(
+#[utoipa::path(get, path = "/orders/{orderID}", params(
+    ("orderID" = String, Path, description = "The order id from checkout"),
+    ("waitSeconds" = Option<u64>, Query, minimum = 0, maximum = 30, description = "Answer as soon as the order is final, or after this many seconds (0–30)"),
+), responses(
     (status = 200, description = "The order", body = OrderBody),
     (status = 400, description = "Invalid id or waitSeconds", body = StatusBody),
     (status = 404, description = "Unknown order", body = StatusBody),
@@ -413,14 +415,19 @@ async fn check_out_cart(
 ))]
 async fn get_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
-    ApiQuery(params): ApiQuery<WaitParams>,
+    ApiPath(order_id): ApiPath<String>,
+    query: RawQuery,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order_id = parse(order_id, OrderId::parse)?;
-    let wait = Duration::from_secs(params.wait_seconds.unwrap_or(0));
-    if wait > state.max_wait {
-        return Err(ApiError::BadRequest(format!("waitSeconds must be at most {}", state.max_wait.as_secs())));
-    }
+    query.only(&["waitSeconds"])?;
+    let max = state.max_wait.as_secs();
+    let wait = match query.get("waitSeconds") {
+        None => Duration::ZERO,
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(secs) if secs <= max => Duration::from_secs(secs),
+            _ => return Err(ApiError::BadRequest(format!("waitSeconds must be a whole number from 0 to {max}"))),
+        },
+    };
     let until = tokio::time::Instant::now() + wait;
     let request = GetOrder { order_id };
     loop {
@@ -452,26 +459,37 @@ async fn get_order(
     (status = 503, description = "A downstream service is unreachable", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
-async fn get_cart(State(state): State<AppState>, Path(client_id): Path<String>) -> Result<Json<CartBody>, ApiError> {
+async fn get_cart(
+    State(state): State<AppState>,
+    ApiPath(client_id): ApiPath<String>,
+) -> Result<Json<CartBody>, ApiError> {
     let job = GetCart { client_id: parse(client_id, ClientId::parse)? };
     let cart: CartView = state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_GET, &job).await?;
     Ok(Json(cart.into()))
 }
 
 /// Take a product out of a client's cart.
-#[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", params(("clientID" = String, Path), ("productID" = String, Path)), responses(
+#[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", params(
+    ("clientID" = String, Path), ("productID" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "As for addToCart: a retry with the same key answers 200 again instead of 404"),
+), responses(
     (status = 200, description = "Removed", body = StatusBody),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 404, description = "The product is not in the cart", body = StatusBody),
+    (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn remove_cart_item(
     State(state): State<AppState>,
-    Path((client_id, product_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiPath((client_id, product_id)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let job =
-        RemoveItem { client_id: parse(client_id, ClientId::parse)?, product_id: parse(product_id, ProductId::parse)? };
+    let job = RemoveItem {
+        client_id: parse(client_id, ClientId::parse)?,
+        product_id: parse(product_id, ProductId::parse)?,
+        idempotency_key: idempotency_key(&headers)?,
+    };
     let _: serde_json::Value =
         state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_REMOVE_ITEM, &job).await?;
     Ok(Json(StatusBody::success()))
@@ -495,7 +513,10 @@ async fn list_products(State(state): State<AppState>) -> Result<Json<ProductsBod
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::DeadlineExceeded => ApiError::Timeout("inventory-manager"),
-                _ => ApiError::Unavailable(format!("inventory-manager is unreachable: {}", s.message())),
+                _ => {
+                    tracing::warn!(code = ?s.code(), detail = %s.message(), "inventory ListProducts failed");
+                    ApiError::Unavailable("inventory-manager cannot be reached right now; retry later".into())
+                }
             })?
             .into_inner();
         products.extend(page.products.into_iter().map(|p| ProductItem {

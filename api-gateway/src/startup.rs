@@ -18,6 +18,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     stop: watch::Sender<bool>,
+    /// How long in-flight requests may finish after shutdown is asked for.
+    grace: Duration,
 }
 
 impl Application {
@@ -27,16 +29,16 @@ impl Application {
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
         let (stop, stop_rx) = watch::channel(false);
-        let bus = Bus::start(config.amqp_url.clone(), config.topology.clone(), stop_rx);
+        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop_rx);
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),
             bus,
             topology: config.topology.clone(),
-            inventory: lazy_client(&config.inventory_url, Duration::from_secs(2))?,
+            inventory: lazy_client(&config.shared.inventory_url, config.shared.inventory_timeout)?,
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,
         };
-        Ok(Self { listener, state, stop })
+        Ok(Self { listener, state, stop, grace: config.shutdown_grace })
     }
 
     /// The address actually bound.
@@ -46,7 +48,7 @@ impl Application {
 
     /// Serves HTTP until `shutdown` resolves, then lets in-flight requests finish (bounded).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, stop } = self;
+        let Self { listener, state, stop, grace } = self;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
             shutdown.await;
@@ -55,7 +57,10 @@ impl Application {
         });
         let result = tokio::select! {
             r = server => r.context("HTTP server failed"),
-            _ = async { let _ = stopping_rx.await; tokio::time::sleep(Duration::from_secs(10)).await } => Ok(()),
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "requests in flight did not finish within the grace period");
+                Ok(())
+            }
         };
         let _ = stop.send(true);
         result

@@ -16,6 +16,9 @@ pub enum BusError {
     /// The broker refused (nacked) a publish.
     #[error("RabbitMQ refused the message")]
     Nacked,
+    /// The broker did not confirm in time.
+    #[error("RabbitMQ did not confirm in time")]
+    Timeout,
     /// A protocol or I/O error on the channel.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
@@ -41,9 +44,16 @@ impl std::fmt::Debug for Bus {
 }
 
 /// How often the supervisor checks that the connection is still up.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
-/// The longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// The first wait after a failed connection attempt.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between two connection attempts. A refused connection costs next to nothing, and the
+/// first checkout after a broker restart must go through within a second, so this stays short.
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+/// Deadline of the whole connect (TCP, AMQP handshake, topology): a black-holed broker must not hang us.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of opening a channel (and putting it in confirm mode).
+pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Bus {
     /// Starts the supervisor and returns at once: the process may start before RabbitMQ does.
@@ -52,7 +62,8 @@ impl Bus {
         let (tx, rx) = watch::channel(None);
         let declare = topology.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = FIRST_BACKOFF;
+            let mut failures = 0u32;
             loop {
                 if *stop.borrow() {
                     break;
@@ -60,8 +71,9 @@ impl Bus {
                 match connect(&url, &declare).await {
                     Ok(conn) => {
                         let conn = Arc::new(conn);
-                        tracing::info!("connected to RabbitMQ");
-                        backoff = Duration::from_millis(100);
+                        tracing::info!(after_failures = failures, "connected to RabbitMQ");
+                        backoff = FIRST_BACKOFF;
+                        failures = 0;
                         let _ = tx.send(Some(conn.clone()));
                         loop {
                             tokio::select! {
@@ -81,7 +93,11 @@ impl Bus {
                         let _ = tx.send(None);
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "RabbitMQ not reachable, retrying in {backoff:?}");
+                        failures = failures.saturating_add(1);
+                        // Retries are frequent; the log says so on the 1st, 2nd, 4th, 8th ... failure.
+                        if failures.is_power_of_two() {
+                            tracing::warn!(error = %err, failures, "RabbitMQ not reachable, retrying every {MAX_BACKOFF:?}");
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = stop.changed() => {}
@@ -111,10 +127,17 @@ impl Bus {
         if !conn.status().connected() {
             return Err(BusError::Unavailable);
         }
-        conn.create_channel().await.map_err(|e| {
-            tracing::debug!(error = %e, "could not open a channel");
-            BusError::Unavailable
-        })
+        match tokio::time::timeout(CHANNEL_TIMEOUT, conn.create_channel()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not open a channel");
+                Err(BusError::Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!("opening a channel timed out");
+                Err(BusError::Unavailable)
+            }
+        }
     }
 
     /// Waits until a connection is up (or `stop` fires), then opens a channel on it.
@@ -131,16 +154,22 @@ impl Bus {
                 _ = current.changed() => {}
                 _ = stop.changed() => {}
                 // A connection can be up in the watch and still refuse a channel for a moment.
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
     }
 }
 
-async fn connect(url: &str, topology: &Topology) -> lapin::Result<Connection> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    topology.declare(&channel).await?;
-    let _ = channel.close(200, "declared".into()).await;
-    Ok(conn)
+async fn connect(url: &str, topology: &Topology) -> Result<Connection, String> {
+    let attempt = async {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        topology.declare(&channel).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok::<_, lapin::Error>(conn)
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
 }

@@ -2,8 +2,21 @@
 //!
 //! It survives RabbitMQ restarts by waiting for the bus to reconnect and consuming again; anything
 //! unacked at the break is redelivered, which is why every handler must be idempotent.
+//!
+//! Redelivery is bounded: a retry republishes the message with a counter header (classic queues do not
+//! count deliveries) and acks the original; past the limit it is dead-lettered with its last reason. A
+//! request whose sender's deadline has passed is dropped and counted, never dead-lettered: a dead-letter
+//! queue holds only what an operator must look at, and every message in one carries its reason.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use lapin::{
@@ -25,6 +38,41 @@ use crate::{
 pub const REASON_HEADER: &str = "x-ordermesh-reason";
 /// Header naming the queue a dead-lettered message came from.
 pub const ORIGIN_HEADER: &str = "x-ordermesh-original-queue";
+/// Header counting how often a message was handed back for a retry.
+pub const RETRIES_HEADER: &str = "x-ordermesh-retries";
+
+/// How a queue is consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// Deliveries in flight (and handled at once).
+    pub prefetch: u16,
+    /// Retries of one message before it is dead-lettered.
+    pub max_retries: u32,
+}
+
+impl ConsumerSettings {
+    /// `prefetch` in flight, the default retry bound.
+    pub fn new(prefetch: u16) -> Self {
+        Self { prefetch, max_retries: DEFAULT_MAX_RETRIES }
+    }
+}
+
+/// Retries of one message before it is dead-lettered, unless configured otherwise.
+pub const DEFAULT_MAX_RETRIES: u32 = 8;
+
+static EXPIRED_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests this process dropped because their sender's deadline had passed.
+pub fn expired_dropped() -> u64 {
+    EXPIRED_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Counts (and logs) a request dropped for its deadline: by the consumer before handling, or by a
+/// handler whose transaction found the deadline passed.
+pub fn count_expired(kind: &str) {
+    let dropped = EXPIRED_DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::info!(%kind, dropped_so_far = dropped, "request dropped: its sender's deadline passed before it was applied");
+}
 
 /// A decoded delivery handed to a handler.
 #[derive(Debug, Clone)]
@@ -35,6 +83,8 @@ pub struct Incoming {
     pub reply_to: Option<String>,
     /// Whether the broker delivered it before (the handler must not act twice).
     pub redelivered: bool,
+    /// How often it was handed back for a retry before this delivery.
+    pub retries: u32,
 }
 
 /// What to do with a delivery once handled.
@@ -44,7 +94,7 @@ pub enum Outcome {
     Ack,
     /// Done; send this reply to the sender first (a missing `reply_to` just acks).
     Reply(Envelope),
-    /// A passing failure (a dependency is down): requeue after a pause.
+    /// A passing failure (a dependency is down): hand it back after a pause, a bounded number of times.
     Retry(String),
     /// It can never be handled: move it to the dead-letter queue with this reason.
     DeadLetter(String),
@@ -62,15 +112,16 @@ where
     Arc::new(move |incoming| Box::pin(f(incoming)))
 }
 
-/// Consumes `queue` with `prefetch` deliveries in flight, until `stop` turns true.
+/// Consumes `queue` as `settings` say, until `stop` turns true.
 pub fn spawn_consumer(
     bus: Bus,
     publisher: Arc<Publisher>,
     queue: String,
-    prefetch: u16,
+    settings: ConsumerSettings,
     handler: Handler,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let ConsumerSettings { prefetch, max_retries } = settings;
     tokio::spawn(async move {
         loop {
             let Some(channel) = bus.wait_for_channel(&mut stop).await else { return };
@@ -90,7 +141,7 @@ pub fn spawn_consumer(
                 Ok(c) => c,
                 Err(err) => {
                     tracing::warn!(%queue, error = %err, "could not start consuming; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
@@ -116,7 +167,7 @@ pub fn spawn_consumer(
                     let queue = queue.clone();
                     async move {
                         match delivery {
-                            Ok(delivery) => handle_delivery(delivery, &queue, &handler, &publisher).await,
+                            Ok(delivery) => handle_delivery(delivery, &queue, max_retries, &handler, &publisher).await,
                             Err(err) => tracing::warn!(%queue, error = %err, "consumer error"),
                         }
                     }
@@ -132,15 +183,21 @@ pub fn spawn_consumer(
     })
 }
 
-async fn handle_delivery(delivery: Delivery, queue: &str, handler: &Handler, publisher: &Publisher) {
+async fn handle_delivery(delivery: Delivery, queue: &str, max_retries: u32, handler: &Handler, publisher: &Publisher) {
     let envelope = match Envelope::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(reason) => return dead_letter(delivery, queue, &reason, publisher).await,
     };
+    if envelope.is_expired() {
+        count_expired(&envelope.kind);
+        return ack(&delivery).await;
+    }
+    let retries = retries_of(&delivery);
     let incoming = Incoming {
         envelope,
         reply_to: delivery.properties.reply_to().as_ref().map(|s| s.as_str().to_owned()),
         redelivered: delivery.redelivered,
+        retries,
     };
     let reply_to = incoming.reply_to.clone();
     let correlation = incoming.envelope.message_id.to_string();
@@ -160,13 +217,31 @@ async fn handle_delivery(delivery: Delivery, queue: &str, handler: &Handler, pub
             }
             ack(&delivery).await;
         }
+        Outcome::Retry(reason) if retries >= max_retries => {
+            let reason = format!("gave up after {} attempts: {reason}", retries + 1);
+            dead_letter(delivery, queue, &reason, publisher).await;
+        }
         Outcome::Retry(reason) => {
-            tracing::warn!(%queue, %reason, "transient failure; requeueing");
-            let pause = if delivery.redelivered { Duration::from_secs(1) } else { Duration::from_millis(200) };
-            tokio::time::sleep(pause).await;
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            tracing::warn!(%queue, %reason, retries, "transient failure; retrying");
+            tokio::time::sleep(retry_pause(retries)).await;
+            retry(delivery, queue, retries + 1, publisher).await;
         }
         Outcome::DeadLetter(reason) => dead_letter(delivery, queue, &reason, publisher).await,
+    }
+}
+
+/// 100 ms, doubling per retry, at most 5 s.
+fn retry_pause(retries: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << retries.min(6))).min(Duration::from_secs(5))
+}
+
+fn retries_of(delivery: &Delivery) -> u32 {
+    let headers = delivery.properties.headers().as_ref();
+    match headers.and_then(|h| h.inner().get(RETRIES_HEADER)) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -176,8 +251,23 @@ async fn ack(delivery: &Delivery) {
     }
 }
 
+/// Hands the message back to its queue with the retry count raised (confirmed), then acks the original.
+/// If that publish fails the original is nacked back to the queue as it is: not counted, but not lost.
+async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publisher) {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
+    let props: BasicProperties = delivery.properties.clone().with_headers(headers);
+    match publisher.publish_raw("", queue, &delivery.data, props).await {
+        Ok(()) => ack(&delivery).await,
+        Err(_) => {
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
+}
+
 /// Republishes the raw message to the queue's dead-letter exchange with the reason, then acks it.
-/// If that fails the broker's own dead-lettering (nack without requeue) still keeps the message.
+/// If that publish fails the message goes back to its queue (after a pause) to be dead-lettered on a
+/// later delivery: the broker's own dead-lettering would lose the reason.
 async fn dead_letter(delivery: Delivery, queue: &str, reason: &str, publisher: &Publisher) {
     tracing::error!(%queue, %reason, "dead-lettering message");
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
@@ -186,8 +276,22 @@ async fn dead_letter(delivery: Delivery, queue: &str, reason: &str, publisher: &
     let props: BasicProperties = delivery.properties.clone().with_headers(headers);
     match publisher.publish_raw(&Topology::dead_letter_exchange(queue), "", &delivery.data, props).await {
         Ok(()) => ack(&delivery).await,
-        Err(_) => {
-            let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+        Err(err) => {
+            tracing::warn!(%queue, error = %err, "could not dead-letter; handing the message back");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_grow_and_are_capped() {
+        assert_eq!(retry_pause(0), Duration::from_millis(100));
+        assert_eq!(retry_pause(1), Duration::from_millis(200));
+        assert_eq!(retry_pause(30), Duration::from_secs(5));
     }
 }

@@ -10,10 +10,9 @@ pub mod rpc;
 pub mod topology;
 
 pub use connection::{Bus, BusError};
-pub use consumer::{Handler, Incoming, Outcome, handler_fn, spawn_consumer};
+pub use consumer::{ConsumerSettings, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
 pub use topology::Topology;
 
-/// The default broker on this machine.
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub use ordermesh_config::DEFAULT_AMQP_URL;

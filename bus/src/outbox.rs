@@ -4,6 +4,10 @@
 //! A crash before the commit loses both, a crash after it loses neither; a crash between publish
 //! and delete publishes twice, which consumers absorb by being idempotent. Every service that uses
 //! it has the same `outbox` table in its own database (see its migrations).
+//!
+//! The relay claims rows with a lease in one short statement, so no row lock or pooled connection is
+//! held while it waits for the broker; a relay that dies leaves its claim to run out. A row that does
+//! not decode is parked (`parked_at`, `parked_reason`) for the audit instead of blocking the rest.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,8 +18,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::publisher::{Outgoing, Publisher};
 
-/// Most messages one relay transaction publishes.
+/// Most messages one relay pass publishes.
 const BATCH: i64 = 200;
+/// How long a claimed row is left to its relay before another may publish it; well above the publish deadline.
+const CLAIM_SECS: f64 = 30.0;
 
 /// Adds a message to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -63,36 +69,60 @@ pub async fn run_relay(
             _ = wake.notified(), if failures == 0 => {}
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {
-                // One last pass so a clean shutdown leaves nothing behind.
-                let _ = relay_batch(&pool, &publisher).await;
+                // One last pass so a clean shutdown leaves nothing behind (what it cannot send stays for the next start).
+                match relay_batch(&pool, &publisher).await {
+                    Ok(n) => tracing::debug!(published = n, "outbox flushed at shutdown"),
+                    Err(err) => tracing::warn!(error = %err, "outbox not flushed at shutdown; rows stay for the next start"),
+                }
                 return;
             }
         }
     }
 }
 
-/// Publishes up to one batch; returns how many went out.
+/// Publishes up to one batch; returns how many rows it took care of (sent or parked).
 pub async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
-    // SKIP LOCKED lets several instances relay side by side without sending a row twice.
-    let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, exchange, routing_key, body FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    // SKIP LOCKED lets several relays claim side by side without taking the same row.
+    let mut rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+        "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
+         FROM (SELECT id FROM outbox
+               WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+         WHERE o.id = c.id
+         RETURNING o.id, o.exchange, o.routing_key, o.body",
     )
     .bind(BATCH)
-    .fetch_all(&mut *tx)
+    .bind(CLAIM_SECS)
+    .fetch_all(pool)
     .await?;
     if rows.is_empty() {
         return Ok(0);
     }
+    rows.sort_by_key(|r| r.0);
+    let handled = rows.len();
     let mut ids = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     for (id, exchange, routing_key, body) in rows {
-        ids.push(id);
-        let envelope = Envelope::from_slice(&body).map_err(anyhow::Error::msg)?;
-        messages.push(Outgoing { exchange, routing_key, envelope, headers: FieldTable::default() });
+        match Envelope::from_slice(&body) {
+            Ok(envelope) => {
+                ids.push(id);
+                messages.push(Outgoing { exchange, routing_key, envelope, headers: FieldTable::default() });
+            }
+            Err(reason) => {
+                tracing::error!(outbox_id = id, %reason, "outbox row cannot be decoded; parked for the audit");
+                sqlx::query("UPDATE outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(&reason)
+                    .execute(pool)
+                    .await?;
+            }
+        }
     }
-    publisher.publish_all(&messages).await?;
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(ids.len())
+    if let Err(err) = publisher.publish_all(&messages).await {
+        // Give the claim back so the next pass (here or elsewhere) need not wait for it to run out.
+        let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)").bind(&ids).execute(pool).await;
+        return Err(err.into());
+    }
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(pool).await?;
+    Ok(handled)
 }

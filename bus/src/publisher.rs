@@ -1,5 +1,7 @@
 //! Publishing with publisher confirms on a shared channel, reopened after a reconnect.
 
+use std::time::Duration;
+
 use futures::future::try_join_all;
 use lapin::{
     BasicProperties, Channel,
@@ -9,7 +11,10 @@ use lapin::{
 use ordermesh_messages::Envelope;
 use tokio::sync::Mutex;
 
-use crate::connection::{Bus, BusError};
+use crate::connection::{Bus, BusError, CHANNEL_TIMEOUT};
+
+/// Deadline of one publish, confirms included: a broker that stops confirming must not hang a caller.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -48,23 +53,40 @@ pub fn properties(envelope: &Envelope) -> BasicProperties {
 #[derive(Debug)]
 pub struct Publisher {
     bus: Bus,
-    channel: Mutex<Option<Channel>>,
+    /// The open channel; read without waiting, so publishing never queues behind a reconnect.
+    channel: std::sync::Mutex<Option<Channel>>,
+    /// Taken only by whoever opens a new channel, so a burst after a reconnect opens one, not hundreds.
+    opening: Mutex<()>,
 }
 
 impl Publisher {
     /// A publisher on `bus`; the channel is opened on first use.
     pub fn new(bus: Bus) -> Self {
-        Self { bus, channel: Mutex::new(None) }
+        Self { bus, channel: std::sync::Mutex::new(None), opening: Mutex::new(()) }
+    }
+
+    fn current(&self) -> Option<Channel> {
+        self.channel.lock().expect("publisher channel lock").clone().filter(|c| c.status().connected())
     }
 
     async fn confirm_channel(&self) -> Result<Channel, BusError> {
-        let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
-            return Ok(channel.clone());
+        if let Some(channel) = self.current() {
+            return Ok(channel);
+        }
+        if !self.bus.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        let _opening =
+            tokio::time::timeout(CHANNEL_TIMEOUT, self.opening.lock()).await.map_err(|_| BusError::Timeout)?;
+        // Someone else may have opened it while this caller waited.
+        if let Some(channel) = self.current() {
+            return Ok(channel);
         }
         let channel = self.bus.channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        *slot = Some(channel.clone());
+        tokio::time::timeout(CHANNEL_TIMEOUT, channel.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .map_err(|_| BusError::Timeout)??;
+        *self.channel.lock().expect("publisher channel lock") = Some(channel.clone());
         Ok(channel)
     }
 
@@ -74,10 +96,22 @@ impl Publisher {
     }
 
     /// Publishes a batch, then awaits all confirms together: one round trip's wait for the lot.
+    /// Bounded by [`PUBLISH_TIMEOUT`]; on a timeout some messages may have gone out (receivers are idempotent).
     pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BusError> {
         if messages.is_empty() {
             return Ok(());
         }
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_all_unbounded(messages)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.drop_channel();
+                tracing::warn!(count = messages.len(), "publish not confirmed within {PUBLISH_TIMEOUT:?}");
+                Err(BusError::Timeout)
+            }
+        }
+    }
+
+    async fn publish_all_unbounded(&self, messages: &[Outgoing]) -> Result<(), BusError> {
         let channel = self.confirm_channel().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
@@ -109,21 +143,29 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        let channel = self.confirm_channel().await?;
-        let confirm = channel
-            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, properties)
-            .await
-            .map_err(|e| self.forget(e))?
-            .await
-            .map_err(|e| self.forget(e))?;
-        if confirm.is_nack() { Err(BusError::Nacked) } else { Ok(()) }
+        let publish = async {
+            let channel = self.confirm_channel().await?;
+            let confirm = channel
+                .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, properties)
+                .await
+                .map_err(|e| self.forget(e))?
+                .await
+                .map_err(|e| self.forget(e))?;
+            if confirm.is_nack() { Err(BusError::Nacked) } else { Ok(()) }
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish).await.unwrap_or_else(|_| {
+            self.drop_channel();
+            Err(BusError::Timeout)
+        })
+    }
+
+    fn drop_channel(&self) {
+        *self.channel.lock().expect("publisher channel lock") = None;
     }
 
     /// A failed channel is dropped so the next publish opens a fresh one.
     fn forget(&self, err: lapin::Error) -> BusError {
-        if let Ok(mut slot) = self.channel.try_lock() {
-            *slot = None;
-        }
+        self.drop_channel();
         tracing::warn!(error = %err, "publish failed");
         BusError::Unavailable
     }

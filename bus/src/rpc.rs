@@ -12,7 +12,10 @@ use lapin::{
 use ordermesh_messages::Envelope;
 use tokio::sync::{Mutex, oneshot};
 
-use crate::{connection::Bus, publisher::properties};
+use crate::{
+    connection::{Bus, CHANNEL_TIMEOUT},
+    publisher::properties,
+};
 
 /// RabbitMQ's pseudo-queue for direct replies.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -40,7 +43,18 @@ struct ReplyChannel {
 /// Sends requests and waits for their replies; cheap to share behind an `Arc`.
 pub struct RpcClient {
     bus: Bus,
-    current: Mutex<Option<ReplyChannel>>,
+    /// The open reply channel, read without waiting so no call queues behind a reconnect.
+    current: std::sync::Mutex<Option<ReplyChannel>>,
+    /// Held only while a new reply channel is opened.
+    opening: Mutex<()>,
+}
+
+/// The part of a caller's deadline kept back from the worker, so that a worker which commits at the
+/// very end of its time still does so before the caller answers 504: a 504 then means "not applied
+/// unless its reply was lost", and a retry with the same idempotency key is safe either way.
+pub fn worker_deadline(deadline: Duration) -> Duration {
+    let margin = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    deadline.saturating_sub(margin)
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -52,13 +66,27 @@ impl std::fmt::Debug for RpcClient {
 impl RpcClient {
     /// A client on `bus`; its reply channel is opened on first use and after every reconnect.
     pub fn new(bus: Bus) -> Self {
-        Self { bus, current: Mutex::new(None) }
+        Self { bus, current: std::sync::Mutex::new(None), opening: Mutex::new(()) }
+    }
+
+    fn open_channel(&self) -> Option<ReplyChannel> {
+        self.current.lock().expect("reply channel lock").clone().filter(|rc| rc.channel.status().connected())
+    }
+
+    fn forget_channel(&self) {
+        *self.current.lock().expect("reply channel lock") = None;
     }
 
     async fn reply_channel(&self) -> Result<ReplyChannel, RpcError> {
-        let mut slot = self.current.lock().await;
-        if let Some(rc) = slot.as_ref().filter(|rc| rc.channel.status().connected()) {
-            return Ok(rc.clone());
+        if let Some(rc) = self.open_channel() {
+            return Ok(rc);
+        }
+        if !self.bus.is_connected() {
+            return Err(RpcError::Unavailable);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(rc) = self.open_channel() {
+            return Ok(rc);
         }
         let channel = self.bus.channel().await.map_err(|_| RpcError::Unavailable)?;
         let setup = async {
@@ -72,10 +100,17 @@ impl RpcClient {
                 )
                 .await
         };
-        let mut replies = setup.await.map_err(|e| {
-            tracing::warn!(error = %e, "could not open the reply channel");
-            RpcError::Unavailable
-        })?;
+        let mut replies = match tokio::time::timeout(CHANNEL_TIMEOUT, setup).await {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not open the reply channel");
+                return Err(RpcError::Unavailable);
+            }
+            Err(_) => {
+                tracing::warn!("opening the reply channel timed out");
+                return Err(RpcError::Unavailable);
+            }
+        };
         let pending: Pending = Arc::default();
         let routes = pending.clone();
         tokio::spawn(async move {
@@ -97,26 +132,26 @@ impl RpcClient {
             routes.lock().expect("pending map lock").clear();
         });
         let rc = ReplyChannel { channel, pending };
-        *slot = Some(rc.clone());
+        *self.current.lock().expect("reply channel lock") = Some(rc.clone());
         Ok(rc)
     }
 
     /// Sends `request` to `queue` and waits at most `deadline` for the reply.
     ///
-    /// The request expires in the queue at the deadline, so a worker that comes back late does not
-    /// act on a request whose caller has already been told it timed out.
+    /// The request carries its deadline (less a margin, see [`worker_deadline`]): a worker that takes
+    /// it up later drops it unanswered instead of acting for a caller that has already been told 504.
     pub async fn call(&self, queue: &str, request: Envelope, deadline: Duration) -> Result<Envelope, RpcError> {
         let until = tokio::time::Instant::now() + deadline;
+        let worker_until =
+            chrono::Utc::now() + chrono::Duration::from_std(worker_deadline(deadline)).unwrap_or(chrono::Duration::MAX);
+        let request = request.with_deadline(worker_until);
         let rc = tokio::time::timeout_at(until, self.reply_channel()).await.map_err(|_| RpcError::Timeout)??;
         let id = request.message_id.to_string();
         let (tx, rx) = oneshot::channel();
         rc.pending.lock().expect("pending map lock").insert(id.clone(), tx);
         let forget = Forget { pending: &rc.pending, id: &id };
 
-        let props = properties(&request)
-            .with_reply_to(REPLY_TO.into())
-            .with_correlation_id(id.as_str().into())
-            .with_expiration(deadline.as_millis().max(1).to_string().into());
+        let props = properties(&request).with_reply_to(REPLY_TO.into()).with_correlation_id(id.as_str().into());
         let publish = async {
             rc.channel
                 .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &request.to_vec(), props)
@@ -124,10 +159,14 @@ impl RpcClient {
                 .await
         };
         match tokio::time::timeout_at(until, publish).await {
-            Err(_) => return Err(RpcError::Timeout),
+            Err(_) => {
+                // The broker did not confirm within the whole deadline: the channel is suspect.
+                self.forget_channel();
+                return Err(RpcError::Timeout);
+            }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "request publish failed");
-                *self.current.lock().await = None;
+                self.forget_channel();
                 return Err(RpcError::Unavailable);
             }
             Ok(Ok(confirm)) if confirm.is_nack() => return Err(RpcError::Unavailable),

@@ -1,14 +1,15 @@
 //! Cart operations on cart-manager's database. Each write is one transaction; checkout hands the
 //! order to checkout-manager through the outbox in the same transaction that empties the cart.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
-    ClientId, Envelope, OrderId, ProductId, Quantity, kinds,
-    payloads::{CartItem, CartView, OrderLine, PlaceOrder},
+    ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
+    payloads::{CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
 };
-use sqlx::PgPool;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{error::CartError, inventory::Inventory};
@@ -18,38 +19,101 @@ type Result<T> = std::result::Result<T, CartError>;
 /// The most units of one product a cart may hold (inventory's per-line bound).
 pub const MAX_UNITS_PER_PRODUCT: i64 = 1_000_000;
 
+/// Who asked, and how to recognise the same request again.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The job's message id: a redelivery of the very same job carries it again.
+    pub message_id: Uuid,
+    /// The client's `Idempotency-Key`, which also covers the client's own retries (new jobs).
+    pub idempotency_key: Option<&'a IdempotencyKey>,
+    /// After this the caller no longer waits: nothing may be committed (checked inside the transaction).
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl Request<'_> {
+    fn key(&self) -> String {
+        match self.idempotency_key {
+            Some(key) => format!("key:{}", key.as_str()),
+            None => format!("message:{}", self.message_id),
+        }
+    }
+}
+
+/// The last statement before a commit: refuses to commit for a caller that has stopped waiting.
+/// The caller's own deadline is later than this one by a margin (see `bus::rpc::worker_deadline`), so
+/// what commits here is answered before the caller gives up, unless the reply itself is lost.
+async fn before_deadline(conn: &mut PgConnection, deadline: Option<DateTime<Utc>>) -> Result<()> {
+    let Some(deadline) = deadline else { return Ok(()) };
+    let in_time: bool = sqlx::query_scalar("SELECT clock_timestamp() < $1").bind(deadline).fetch_one(conn).await?;
+    if in_time { Ok(()) } else { Err(CartError::Expired) }
+}
+
+/// The stored answer of an applied request with this key, if any; a different body under the same key is refused.
+async fn replay<T: DeserializeOwned>(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<T>> {
+    let row: Option<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT fingerprint, response FROM cart_requests WHERE client_id = $1 AND request_key = $2")
+            .bind(client.as_str())
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+    match row {
+        None => Ok(None),
+        Some((stored, _)) if stored != fingerprint => Err(CartError::KeyReused),
+        Some((_, response)) => serde_json::from_value(response)
+            .map(Some)
+            .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
+    }
+}
+
+/// Records an applied request with its answer, in the transaction that applied it. Returns false if a
+/// racing copy of the same request recorded first (its transaction is then the one that counts).
+async fn remember(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    key: &str,
+    fingerprint: &str,
+    response: &impl Serialize,
+) -> Result<bool> {
+    let response = serde_json::to_value(response).map_err(anyhow::Error::from)?;
+    Ok(sqlx::query(
+        "INSERT INTO cart_requests (client_id, request_key, fingerprint, response) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (client_id, request_key) DO NOTHING",
+    )
+    .bind(client.as_str())
+    .bind(key)
+    .bind(fingerprint)
+    .bind(response)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
 /// Adds `quantity` units, keeping the cart's total for the product within what inventory has available.
 ///
-/// `message_id` makes it idempotent: a redelivered request is recognised and not added again.
+/// Idempotent on the request's key: a repeat with the same body gets the first answer and adds nothing.
 pub async fn add_item(
     pool: &PgPool,
     inventory: &Inventory,
-    message_id: Uuid,
+    request: &Request<'_>,
     client: &ClientId,
     product: &ProductId,
     quantity: Quantity,
-) -> Result<i64> {
+) -> Result<ItemAdded> {
+    let key = request.key();
+    let fingerprint = serde_json::json!({"op": "add_item", "productID": product, "quantity": quantity}).to_string();
+    if let Some(answer) = replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await? {
+        return Ok(answer);
+    }
+    // Read before the transaction: no row lock is held across a network call.
     let info = inventory.product(product).await?;
     let limit = info.available.min(MAX_UNITS_PER_PRODUCT);
     let mut tx = pool.begin().await?;
-    let fresh = sqlx::query("INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(message_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
-    let in_cart = || async {
-        sqlx::query_scalar::<_, i64>("SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2")
-            .bind(client.as_str())
-            .bind(product.as_str())
-            .fetch_optional(pool)
-            .await
-            .map(Option::unwrap_or_default)
-    };
-    if !fresh {
-        tx.rollback().await?;
-        return Ok(in_cart().await?);
-    }
     // One conditional upsert: the check and the add cannot be split by a concurrent add.
     let total: Option<i64> = sqlx::query_scalar(
         "INSERT INTO cart_items AS c (client_id, product_id, quantity)
@@ -67,27 +131,55 @@ pub async fn add_item(
     .await?;
     let Some(total) = total else {
         tx.rollback().await?;
+        let in_cart =
+            sqlx::query_scalar::<_, i64>("SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2")
+                .bind(client.as_str())
+                .bind(product.as_str())
+                .fetch_optional(pool)
+                .await?
+                .unwrap_or_default();
         return Err(CartError::NotEnoughStock {
             product_id: product.clone(),
-            in_cart: in_cart().await?,
+            in_cart,
             adding: quantity.get(),
             available: info.available,
         });
     };
+    let answer = ItemAdded { quantity_in_cart: total };
+    if !remember(&mut tx, client, &key, &fingerprint, &answer).await? {
+        // A copy of this request got there first; its answer is the answer, and this add never happened.
+        tx.rollback().await?;
+        return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
+            .await?
+            .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));
+    }
+    before_deadline(&mut tx, request.deadline).await?;
     tx.commit().await?;
-    Ok(total)
+    Ok(answer)
 }
 
-/// Takes a product out of the cart entirely.
-pub async fn remove_item(pool: &PgPool, client: &ClientId, product: &ProductId) -> Result<()> {
+/// Takes a product out of the cart entirely; idempotent on the request's key like [`add_item`].
+pub async fn remove_item(pool: &PgPool, request: &Request<'_>, client: &ClientId, product: &ProductId) -> Result<()> {
+    let key = request.key();
+    let fingerprint = serde_json::json!({"op": "remove_item", "productID": product}).to_string();
+    let mut tx = pool.begin().await?;
+    if replay::<()>(&mut tx, client, &key, &fingerprint).await?.is_some() {
+        return Ok(());
+    }
     let removed = sqlx::query("DELETE FROM cart_items WHERE client_id = $1 AND product_id = $2")
         .bind(client.as_str())
         .bind(product.as_str())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if removed.rows_affected() == 0 {
         return Err(CartError::NotInCart(product.clone()));
     }
+    if !remember(&mut tx, client, &key, &fingerprint, &()).await? {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    before_deadline(&mut tx, request.deadline).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -129,6 +221,7 @@ pub async fn checkout(
     topology: &Topology,
     client: &ClientId,
     idempotency_key: &str,
+    deadline: Option<DateTime<Utc>>,
 ) -> Result<OrderId> {
     for _ in 0..CHECKOUT_ATTEMPTS {
         if let Some(order_id) = existing_checkout(pool, client, idempotency_key).await? {
@@ -188,6 +281,7 @@ pub async fn checkout(
         }
         let envelope = Envelope::new(kinds::ORDER_PLACE, &order).correlated(order_id.as_str());
         outbox::enqueue(&mut tx, "", &topology.checkout_jobs(), &envelope).await?;
+        before_deadline(&mut tx, deadline).await?;
         tx.commit().await?;
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
         return Ok(order_id);
@@ -220,9 +314,9 @@ pub async fn checkout_snapshot(pool: &PgPool, order_id: &OrderId) -> Result<Opti
         .transpose()
 }
 
-/// Forgets processed message ids older than a day: redeliveries come within minutes, not days.
+/// Forgets applied requests older than a day: redeliveries and client retries come within minutes, not days.
 pub async fn prune_processed(pool: &PgPool) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM processed_messages WHERE processed_at < now() - interval '1 day'")
+    Ok(sqlx::query("DELETE FROM cart_requests WHERE created_at < now() - interval '1 day'")
         .execute(pool)
         .await?
         .rows_affected())

@@ -1,72 +1,82 @@
-//! cart-manager's typed configuration, read once from the environment (or a map, in tests).
+//! cart-manager's typed configuration, read once through the shared loader (the environment, or a map in tests).
 
 use std::time::Duration;
 
-use ordermesh_bus::{DEFAULT_AMQP_URL, Topology};
-use ordermesh_lifecycle::{DatabaseSettings, parse_var};
+use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_config::{DatabaseSettings, Env, SharedSettings};
 
-/// Everything cart-manager needs to start.
+/// Everything cart-manager needs to start. `Debug` is safe to log: URLs print redacted.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// cart's own database.
     pub database: DatabaseSettings,
-    /// RabbitMQ URL.
-    pub amqp_url: String,
-    /// Queue and exchange names.
+    /// Broker, names and inventory, shared with the other services.
+    pub shared: SharedSettings,
+    /// Queue and exchange names (from `shared.namespace`, or an ephemeral topology in tests).
     pub topology: Topology,
-    /// inventory-manager's gRPC endpoint.
-    pub inventory_url: String,
-    /// Deadline of each gRPC call to inventory.
-    pub inventory_timeout: Duration,
     /// Jobs handled at once.
     pub prefetch: u16,
     /// How often the outbox is polled when nothing woke the relay.
     pub outbox_poll: Duration,
+    /// How long shutdown waits for jobs in hand and the last outbox pass.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database: DatabaseSettings {
-                url: "postgres://postgres@127.0.0.1:5432/ordermesh_cart".into(),
-                create: true,
-                max_connections: 10,
-            },
-            amqp_url: DEFAULT_AMQP_URL.into(),
+            database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_cart"),
+            shared: SharedSettings::default(),
             topology: Topology::default(),
-            inventory_url: "http://127.0.0.1:50051".into(),
-            inventory_timeout: Duration::from_secs(2),
             prefetch: 32,
             outbox_poll: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
 impl Config {
-    /// Reads `CART_*` and the shared `AMQP_URL`, `ORDERMESH_NAMESPACE`, `INVENTORY_URL` from the environment.
+    /// Reads `CART_*` and the shared variables from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::load(&Env::process())
     }
 
     /// Reads configuration through `lookup`, so tests can feed a map.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        Self::load(&Env::from_fn(lookup))
+    }
+
+    fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
+        let shared = SharedSettings::from_env(env)?;
         let config = Self {
-            database: DatabaseSettings {
-                url: lookup("CART_DATABASE_URL").unwrap_or(d.database.url),
-                create: parse_var(&lookup, "CART_CREATE_DATABASE")?.unwrap_or(true),
-                max_connections: parse_var(&lookup, "CART_DB_MAX_CONNECTIONS")?.unwrap_or(d.database.max_connections),
-            },
-            amqp_url: lookup("AMQP_URL").unwrap_or(d.amqp_url),
-            topology: Topology::new(lookup("ORDERMESH_NAMESPACE").unwrap_or_default()),
-            inventory_url: lookup("INVENTORY_URL").unwrap_or(d.inventory_url),
-            inventory_timeout: parse_var(&lookup, "INVENTORY_TIMEOUT_MS")?
-                .map_or(d.inventory_timeout, Duration::from_millis),
-            prefetch: parse_var(&lookup, "CART_PREFETCH")?.unwrap_or(d.prefetch),
-            outbox_poll: parse_var(&lookup, "CART_OUTBOX_POLL_MS")?.map_or(d.outbox_poll, Duration::from_millis),
+            database: DatabaseSettings::from_env(env, "CART", d.database)?,
+            topology: Topology::new(shared.namespace.clone()),
+            shared,
+            prefetch: env.or("CART_PREFETCH", d.prefetch)?,
+            outbox_poll: env.millis("CART_OUTBOX_POLL_MS", d.outbox_poll)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
         };
         anyhow::ensure!(config.prefetch > 0, "CART_PREFETCH must be at least 1");
-        anyhow::ensure!(config.database.max_connections > 0, "CART_DB_MAX_CONNECTIONS must be at least 1");
         Ok(config)
+    }
+
+    /// How the job queue is consumed.
+    pub fn consumer(&self) -> ConsumerSettings {
+        ConsumerSettings { prefetch: self.prefetch, max_retries: self.shared.max_retries }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logging_the_config_shows_no_password() {
+        let vars = [("AMQP_URL", "amqp://u:hunter2@h/%2f"), ("CART_DATABASE_URL", "postgres://u:sekrit@h/c")];
+        let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("sekrit"), "{printed}");
+        assert_eq!(config.shared.amqp_url.expose(), "amqp://u:hunter2@h/%2f");
     }
 }

@@ -31,6 +31,12 @@ pub enum CartError {
     /// Removing a product the cart does not hold.
     #[error("product {0} is not in the cart")]
     NotInCart(ProductId),
+    /// The idempotency key was already used for a different request of this client.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    /// The caller's deadline passed before the request could be applied: nothing was changed.
+    #[error("the request's deadline passed before it was applied")]
+    Expired,
     /// inventory-manager did not answer in time.
     #[error("inventory is unavailable: {0}")]
     InventoryUnavailable(String),
@@ -56,7 +62,10 @@ impl From<&CartError> for ReplyError {
         let code = match err {
             CartError::UnknownProduct(_) | CartError::NotInCart(_) | CartError::UnknownOrder(_) => ErrorCode::NotFound,
             CartError::NotEnoughStock { .. } | CartError::EmptyCart => ErrorCode::Conflict,
-            CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) => ErrorCode::Unavailable,
+            CartError::KeyReused => ErrorCode::KeyReused,
+            CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) | CartError::Expired => {
+                ErrorCode::Unavailable
+            }
             CartError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 return ReplyError::new(ErrorCode::Internal, "internal error");

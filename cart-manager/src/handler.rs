@@ -26,26 +26,30 @@ pub struct CartContext {
     pub outbox_wake: Arc<Notify>,
 }
 
-/// Reply to `cart.add_item`: how many units the cart now holds.
-#[derive(Debug, Serialize)]
-struct Added {
-    quantity_in_cart: i64,
-}
-
 /// Handles one job from `cart-manager.jobs`.
 pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
     let envelope = &incoming.envelope;
+    let request =
+        |key| cart::Request { message_id: envelope.message_id, idempotency_key: key, deadline: envelope.deadline };
     let reply = match envelope.kind.as_str() {
         kinds::CART_ADD_ITEM => match envelope.payload::<AddItem>() {
             Ok(r) => respond(
-                cart::add_item(&ctx.pool, &ctx.inventory, envelope.message_id, &r.client_id, &r.product_id, r.quantity)
-                    .await
-                    .map(|quantity_in_cart| Added { quantity_in_cart }),
+                cart::add_item(
+                    &ctx.pool,
+                    &ctx.inventory,
+                    &request(r.idempotency_key.as_ref()),
+                    &r.client_id,
+                    &r.product_id,
+                    r.quantity,
+                )
+                .await,
             ),
             Err(reason) => return Outcome::DeadLetter(reason),
         },
         kinds::CART_REMOVE_ITEM => match envelope.payload::<RemoveItem>() {
-            Ok(r) => respond(cart::remove_item(&ctx.pool, &r.client_id, &r.product_id).await),
+            Ok(r) => respond(
+                cart::remove_item(&ctx.pool, &request(r.idempotency_key.as_ref()), &r.client_id, &r.product_id).await,
+            ),
             Err(reason) => return Outcome::DeadLetter(reason),
         },
         kinds::CART_GET => match envelope.payload::<GetCart>() {
@@ -54,8 +58,15 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
         },
         kinds::CART_CHECKOUT => match envelope.payload::<Checkout>() {
             Ok(r) => {
-                let result =
-                    cart::checkout(&ctx.pool, &ctx.inventory, &ctx.topology, &r.client_id, &r.idempotency_key).await;
+                let result = cart::checkout(
+                    &ctx.pool,
+                    &ctx.inventory,
+                    &ctx.topology,
+                    &r.client_id,
+                    &r.idempotency_key,
+                    envelope.deadline,
+                )
+                .await;
                 if result.is_ok() {
                     ctx.outbox_wake.notify_one();
                 }
@@ -73,10 +84,21 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
         },
         other => return Outcome::DeadLetter(format!("unknown message type {other:?}")),
     };
-    Outcome::Reply(reply)
+    match reply {
+        Some(reply) => Outcome::Reply(reply),
+        // Nobody waits for the answer, and nothing was changed.
+        None => {
+            ordermesh_bus::consumer::count_expired(&envelope.kind);
+            Outcome::Ack
+        }
+    }
 }
 
-fn respond<T: Serialize>(result: Result<T, CartError>) -> Envelope {
+/// The reply, or `None` when the caller's deadline passed before anything was applied.
+fn respond<T: Serialize>(result: Result<T, CartError>) -> Option<Envelope> {
+    if matches!(result, Err(CartError::Expired)) {
+        return None;
+    }
     let reply: Result<T, ReplyError> = result.map_err(|e| ReplyError::from(&e));
-    Envelope::new(kinds::REPLY, &reply)
+    Some(Envelope::new(kinds::REPLY, &reply))
 }

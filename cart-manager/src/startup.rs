@@ -41,12 +41,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool } = self;
         let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(config.amqp_url.clone(), config.topology.clone(), stop.clone());
+        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop.clone());
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let wake = Arc::new(Notify::new());
         let ctx = CartContext {
             pool: pool.clone(),
-            inventory: Inventory::new(&config.inventory_url, config.inventory_timeout)?,
+            inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout)?,
             topology: config.topology.clone(),
             outbox_wake: wake.clone(),
         };
@@ -58,7 +58,7 @@ impl Application {
             bus.clone(),
             publisher.clone(),
             config.topology.cart_jobs(),
-            config.prefetch,
+            config.consumer(),
             handler,
             stop.clone(),
         );
@@ -68,8 +68,14 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down cart-manager");
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(consumer, relay, pruner) }).await;
+        // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.
+        let stopped =
+            tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, relay, pruner) }).await;
+        if stopped.is_err() {
+            tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
+        }
         pool.close().await;
+        tracing::info!("cart-manager stopped");
         Ok(())
     }
 }

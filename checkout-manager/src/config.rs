@@ -1,9 +1,9 @@
-//! checkout-manager's typed configuration, read once from the environment (or a map, in tests).
+//! checkout-manager's typed configuration, read once through the shared loader (the environment, or a map in tests).
 
 use std::time::Duration;
 
-use ordermesh_bus::{DEFAULT_AMQP_URL, Topology};
-use ordermesh_lifecycle::{DatabaseSettings, parse_var};
+use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_config::{DatabaseSettings, Env, SharedSettings};
 
 /// How the saga paces and bounds its steps.
 #[derive(Debug, Clone)]
@@ -18,7 +18,9 @@ pub struct SagaSettings {
     pub max_backoff: Duration,
     /// Tries of an inventory step that cannot reach inventory before a reservation is given up.
     pub max_reserve_attempts: i32,
-    /// How long a claimed order is left to its driver before another may take it over.
+    /// How long a claimed order is left to its driver before another may take it over. The driver
+    /// renews it (every third of it) while a step runs, so it can be short: a crashed instance's orders
+    /// are taken over this soon after it died.
     pub lease: Duration,
     /// Hold time asked of inventory; must outlast payment, retries included.
     pub reservation_ttl: Duration,
@@ -43,17 +45,15 @@ pub struct SimulatorSettings {
     pub fail_first_attempts: i32,
 }
 
-/// Everything checkout-manager needs to start.
+/// Everything checkout-manager needs to start. `Debug` is safe to log: URLs print redacted.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// checkout's own database.
     pub database: DatabaseSettings,
-    /// RabbitMQ URL.
-    pub amqp_url: String,
-    /// Queue and exchange names.
+    /// Broker, names and inventory, shared with the other services.
+    pub shared: SharedSettings,
+    /// Queue and exchange names (from `shared.namespace`, or an ephemeral topology in tests).
     pub topology: Topology,
-    /// inventory-manager's gRPC endpoint.
-    pub inventory_url: String,
     /// Saga pacing.
     pub saga: SagaSettings,
     /// The simulated payment provider.
@@ -62,26 +62,26 @@ pub struct Config {
     pub prefetch: u16,
     /// How often the outbox and due orders are polled when nothing woke them.
     pub poll: Duration,
+    /// How long shutdown waits for the steps in hand and the last outbox pass.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             database: DatabaseSettings {
-                url: "postgres://postgres@127.0.0.1:5432/ordermesh_checkout".into(),
-                create: true,
                 max_connections: 16,
+                ..DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_checkout")
             },
-            amqp_url: DEFAULT_AMQP_URL.into(),
+            shared: SharedSettings::default(),
             topology: Topology::default(),
-            inventory_url: "http://127.0.0.1:50051".into(),
             saga: SagaSettings {
                 max_payment_attempts: 5,
                 payment_timeout: Duration::from_secs(10),
                 retry_base: Duration::from_millis(200),
                 max_backoff: Duration::from_secs(30),
                 max_reserve_attempts: 10,
-                lease: Duration::from_secs(30),
+                lease: Duration::from_secs(3),
                 reservation_ttl: Duration::from_secs(15 * 60),
                 inventory_timeout: Duration::from_secs(2),
                 concurrency: 32,
@@ -95,61 +95,55 @@ impl Default for Config {
             },
             prefetch: 64,
             poll: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
 impl Config {
-    /// Reads `CHECKOUT_*`, `PAYMENT_*` and the shared `AMQP_URL`, `ORDERMESH_NAMESPACE`, `INVENTORY_URL`.
+    /// Reads `CHECKOUT_*`, `PAYMENT_*` and the shared variables from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::load(&Env::process())
     }
 
     /// Reads configuration through `lookup`, so tests can feed a map.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        Self::load(&Env::from_fn(lookup))
+    }
+
+    fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
-        let ms = |key: &str, default: Duration| -> anyhow::Result<Duration> {
-            Ok(parse_var::<u64>(&lookup, key)?.map_or(default, Duration::from_millis))
-        };
+        let shared = SharedSettings::from_env(env)?;
         let config = Self {
-            database: DatabaseSettings {
-                url: lookup("CHECKOUT_DATABASE_URL").unwrap_or(d.database.url),
-                create: parse_var(&lookup, "CHECKOUT_CREATE_DATABASE")?.unwrap_or(true),
-                max_connections: parse_var(&lookup, "CHECKOUT_DB_MAX_CONNECTIONS")?
-                    .unwrap_or(d.database.max_connections),
-            },
-            amqp_url: lookup("AMQP_URL").unwrap_or(d.amqp_url),
-            topology: Topology::new(lookup("ORDERMESH_NAMESPACE").unwrap_or_default()),
-            inventory_url: lookup("INVENTORY_URL").unwrap_or(d.inventory_url),
+            database: DatabaseSettings::from_env(env, "CHECKOUT", d.database)?,
+            topology: Topology::new(shared.namespace.clone()),
             saga: SagaSettings {
-                max_payment_attempts: parse_var(&lookup, "CHECKOUT_MAX_PAYMENT_ATTEMPTS")?
-                    .unwrap_or(d.saga.max_payment_attempts),
-                payment_timeout: ms("CHECKOUT_PAYMENT_TIMEOUT_MS", d.saga.payment_timeout)?,
-                retry_base: ms("CHECKOUT_RETRY_BASE_MS", d.saga.retry_base)?,
-                max_backoff: ms("CHECKOUT_MAX_BACKOFF_MS", d.saga.max_backoff)?,
-                max_reserve_attempts: parse_var(&lookup, "CHECKOUT_MAX_RESERVE_ATTEMPTS")?
-                    .unwrap_or(d.saga.max_reserve_attempts),
-                lease: ms("CHECKOUT_LEASE_MS", d.saga.lease)?,
-                reservation_ttl: parse_var::<u64>(&lookup, "CHECKOUT_RESERVATION_TTL_SECONDS")?
-                    .map_or(d.saga.reservation_ttl, Duration::from_secs),
-                inventory_timeout: ms("INVENTORY_TIMEOUT_MS", d.saga.inventory_timeout)?,
-                concurrency: parse_var(&lookup, "CHECKOUT_CONCURRENCY")?.unwrap_or(d.saga.concurrency),
+                max_payment_attempts: env.or("CHECKOUT_MAX_PAYMENT_ATTEMPTS", d.saga.max_payment_attempts)?,
+                payment_timeout: env.millis("CHECKOUT_PAYMENT_TIMEOUT_MS", d.saga.payment_timeout)?,
+                retry_base: env.millis("CHECKOUT_RETRY_BASE_MS", d.saga.retry_base)?,
+                max_backoff: env.millis("CHECKOUT_MAX_BACKOFF_MS", d.saga.max_backoff)?,
+                max_reserve_attempts: env.or("CHECKOUT_MAX_RESERVE_ATTEMPTS", d.saga.max_reserve_attempts)?,
+                lease: env.millis("CHECKOUT_LEASE_MS", d.saga.lease)?,
+                reservation_ttl: env.secs("CHECKOUT_RESERVATION_TTL_SECONDS", d.saga.reservation_ttl)?,
+                inventory_timeout: shared.inventory_timeout,
+                concurrency: env.or("CHECKOUT_CONCURRENCY", d.saga.concurrency)?,
             },
+            shared,
             simulator: SimulatorSettings {
-                enabled: parse_var(&lookup, "PAYMENT_SIMULATOR")?.unwrap_or(true),
-                default_balance_cents: parse_var(&lookup, "PAYMENT_DEFAULT_BALANCE_CENTS")?
-                    .unwrap_or(d.simulator.default_balance_cents),
-                latency: ms("PAYMENT_LATENCY_MS", d.simulator.latency)?,
-                failure_rate: parse_var(&lookup, "PAYMENT_FAILURE_RATE")?.unwrap_or(d.simulator.failure_rate),
-                fail_first_attempts: parse_var(&lookup, "PAYMENT_FAIL_FIRST_ATTEMPTS")?
-                    .unwrap_or(d.simulator.fail_first_attempts),
+                enabled: env.or("PAYMENT_SIMULATOR", d.simulator.enabled)?,
+                default_balance_cents: env.or("PAYMENT_DEFAULT_BALANCE_CENTS", d.simulator.default_balance_cents)?,
+                latency: env.millis("PAYMENT_LATENCY_MS", d.simulator.latency)?,
+                failure_rate: env.or("PAYMENT_FAILURE_RATE", d.simulator.failure_rate)?,
+                fail_first_attempts: env.or("PAYMENT_FAIL_FIRST_ATTEMPTS", d.simulator.fail_first_attempts)?,
             },
-            prefetch: parse_var(&lookup, "CHECKOUT_PREFETCH")?.unwrap_or(d.prefetch),
-            poll: ms("CHECKOUT_POLL_MS", d.poll)?,
+            prefetch: env.or("CHECKOUT_PREFETCH", d.prefetch)?,
+            poll: env.millis("CHECKOUT_POLL_MS", d.poll)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
         };
         anyhow::ensure!(config.saga.max_payment_attempts >= 1, "CHECKOUT_MAX_PAYMENT_ATTEMPTS must be at least 1");
         anyhow::ensure!(config.saga.max_reserve_attempts >= 1, "CHECKOUT_MAX_RESERVE_ATTEMPTS must be at least 1");
         anyhow::ensure!(config.saga.concurrency >= 1, "CHECKOUT_CONCURRENCY must be at least 1");
+        anyhow::ensure!(config.saga.lease >= Duration::from_millis(300), "CHECKOUT_LEASE_MS must be at least 300");
         anyhow::ensure!(config.prefetch >= 1, "CHECKOUT_PREFETCH must be at least 1");
         anyhow::ensure!(
             (0.0..=1.0).contains(&config.simulator.failure_rate),
@@ -160,5 +154,10 @@ impl Config {
             "PAYMENT_DEFAULT_BALANCE_CENTS must not be negative"
         );
         Ok(config)
+    }
+
+    /// How a queue is consumed, `prefetch` deliveries at once.
+    pub fn consumer(&self, prefetch: u16) -> ConsumerSettings {
+        ConsumerSettings { prefetch, max_retries: self.shared.max_retries }
     }
 }

@@ -1,7 +1,8 @@
 //! The saga driver: claims orders whose next step is due and advances them, a few at a time.
 //!
 //! New orders and payment results wake it at once; the poll finds retries whose backoff ended,
-//! payment timeouts, and orders whose previous driver died (their lease ran out).
+//! payment timeouts, and orders whose previous driver died (their lease ran out). A heartbeat renews
+//! the lease of every order in hand, so leases can be short and a dead driver's orders are soon resumed.
 
 use std::time::Duration;
 
@@ -13,6 +14,24 @@ use crate::saga::Saga;
 /// Runs until `stop` turns true; finishes the orders in hand before returning.
 pub async fn run(saga: Saga, poll: Duration, mut stop: watch::Receiver<bool>) {
     let batch = i64::try_from(saga.settings.concurrency.saturating_mul(2)).unwrap_or(64);
+    let heartbeat = tokio::spawn(heartbeat(saga.clone()));
+    drive(&saga, batch, poll, &mut stop).await;
+    heartbeat.abort();
+}
+
+/// Renews the leases of the orders in hand every third of a lease.
+async fn heartbeat(saga: Saga) {
+    let every = saga.settings.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let held = saga.leases.snapshot();
+        if let Err(e) = crate::orders::renew_leases(&saga.pool, &held, saga.settings.lease).await {
+            tracing::warn!(error = %e, orders = held.len(), "renewing leases failed");
+        }
+    }
+}
+
+async fn drive(saga: &Saga, batch: i64, poll: Duration, stop: &mut watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
@@ -22,7 +41,6 @@ pub async fn run(saga: Saga, poll: Duration, mut stop: watch::Receiver<bool>) {
                 let claimed = orders.len();
                 futures::stream::iter(orders)
                     .for_each_concurrent(saga.settings.concurrency, |order| {
-                        let saga = &saga;
                         async move {
                             let id = order.order_id.clone();
                             if let Err(e) = saga.advance(order).await {

@@ -1,9 +1,10 @@
-//! The gRPC client the saga uses for stock: each call has a deadline, and each failure is sorted
-//! into what the saga can decide on (a business refusal, a passing outage, or a state conflict).
+//! Stock as the saga sees it: the `Stock` trait (so decisions can be tested with a fake), and its gRPC
+//! implementation, where each call has a deadline and each failure is sorted into what the saga can
+//! decide on (a business refusal, a passing outage, or a state conflict) by the typed `ErrorInfo.reason`.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
-use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_proto::inventory::v1::{self as pb, ErrorReason, inventory_service_client::InventoryServiceClient};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -35,6 +36,34 @@ pub enum Held {
     Committed,
     /// Released (rolled back or expired).
     Released,
+}
+
+/// A boxed future, so the trait can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the saga asks of inventory. Every call is idempotent on the order id (the reservation id).
+pub trait Stock: Send + Sync + std::fmt::Debug {
+    /// Holds every line under `order_id` for `ttl`.
+    fn reserve<'a>(&'a self, order_id: &'a str, lines: &'a [Line], ttl: Duration) -> BoxFuture<'a, StockResult>;
+    /// Turns the hold into a sale.
+    fn commit<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, StockResult>;
+    /// Releases the hold.
+    fn roll_back<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, StockResult>;
+}
+
+/// What a stock call comes to.
+pub type StockResult = Result<Held, InventoryFailure>;
+
+impl Stock for Inventory {
+    fn reserve<'a>(&'a self, order_id: &'a str, lines: &'a [Line], ttl: Duration) -> BoxFuture<'a, StockResult> {
+        Box::pin(Inventory::reserve(self, order_id, lines, ttl))
+    }
+    fn commit<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, StockResult> {
+        Box::pin(Inventory::commit(self, order_id))
+    }
+    fn roll_back<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, StockResult> {
+        Box::pin(Inventory::roll_back(self, order_id))
+    }
 }
 
 /// inventory-manager, reached lazily so it may start after checkout-manager.
@@ -91,20 +120,27 @@ fn held(r: &pb::Reservation) -> Held {
 }
 
 fn classify(status: Status) -> InventoryFailure {
-    match status.code() {
-        Code::FailedPrecondition => match status.get_details_error_info() {
-            Some(info) if info.reason == "INSUFFICIENT_STOCK" => InventoryFailure::Refused(format!(
-                "insufficient stock for product {}: requested {}, available {}",
-                info.metadata.get("product_id").map_or("?", String::as_str),
-                info.metadata.get("requested").map_or("?", String::as_str),
-                info.metadata.get("available").map_or("?", String::as_str),
-            )),
-            _ => InventoryFailure::Conflict(status.message().to_owned()),
-        },
-        Code::NotFound if status.message().starts_with("unknown reservation") => InventoryFailure::NotFound,
-        Code::NotFound | Code::InvalidArgument | Code::AlreadyExists => {
-            InventoryFailure::Refused(status.message().to_owned())
+    let info = status.get_details_error_info();
+    let reason = info.as_ref().and_then(|i| ErrorReason::from_str_name(&i.reason));
+    let meta = |key: &str| info.as_ref().and_then(|i| i.metadata.get(key).cloned()).unwrap_or_else(|| "?".into());
+    match reason {
+        Some(ErrorReason::InsufficientStock) => InventoryFailure::Refused(format!(
+            "insufficient stock for product {}: requested {}, available {}",
+            meta("product_id"),
+            meta("requested"),
+            meta("available"),
+        )),
+        Some(ErrorReason::UnknownProduct) => {
+            InventoryFailure::Refused(format!("unknown product {}", meta("product_id")))
         }
-        _ => InventoryFailure::Transient(format!("{:?}: {}", status.code(), status.message())),
+        Some(ErrorReason::UnknownReservation) => InventoryFailure::NotFound,
+        // The hold under this order id is not the one the saga expects: it must be released, not left to expire.
+        Some(ErrorReason::ReservationConflict | ErrorReason::ReservationNotHeld) => {
+            InventoryFailure::Conflict(status.message().to_owned())
+        }
+        Some(ErrorReason::Unspecified) | None => match status.code() {
+            Code::InvalidArgument => InventoryFailure::Refused(status.message().to_owned()),
+            _ => InventoryFailure::Transient(format!("{:?}: {}", status.code(), status.message())),
+        },
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ordermesh_bus::{Topology, outbox};
+use ordermesh_bus::{Topology, outbox, publisher::Outgoing};
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, TimelineEntry},
@@ -187,6 +187,9 @@ pub struct Change {
     pub next_action_in: Option<Duration>,
     /// The timeline entry: step, outcome, detail.
     pub timeline: (&'static str, &'static str, String),
+    /// Requests to send with the change (a charge, a refund), through the outbox in the same transaction:
+    /// a crash can neither lose them nor send them without the change that asked for them.
+    pub messages: Vec<Outgoing>,
 }
 
 impl Change {
@@ -202,7 +205,14 @@ impl Change {
             reason: order.reason.clone(),
             next_action_in: Some(Duration::ZERO),
             timeline,
+            messages: Vec::new(),
         }
+    }
+
+    /// Sends `message` with the change.
+    pub fn send(mut self, message: Outgoing) -> Self {
+        self.messages.push(message);
+        self
     }
 
     /// Moves to `step` now, with a fresh attempt count.
@@ -417,6 +427,9 @@ pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Ch
         tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
         return Ok(None);
     }
+    for m in &change.messages {
+        outbox::enqueue(&mut tx, &m.exchange, &m.routing_key, &m.envelope).await?;
+    }
     if change.status != order.status {
         record(
             &mut tx,
@@ -454,6 +467,40 @@ pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Ch
         version: order.version + 1,
         ..order.clone()
     }))
+}
+
+/// Records a refund asked for outside a step (a charge that succeeded after the saga gave up) and
+/// queues its request, in one transaction.
+pub async fn record_refund(pool: &PgPool, order_id: &str, detail: String, message: &Outgoing) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, 'refund', 'requested', $2)")
+        .bind(order_id)
+        .bind(&detail)
+        .execute(&mut *tx)
+        .await?;
+    outbox::enqueue(&mut tx, &message.exchange, &message.routing_key, &message.envelope).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Extends the lease of the orders a driver is working on (at the version it holds), so a live driver
+/// keeps them however long a step takes, and a dead one loses them one lease after its last renewal.
+pub async fn renew_leases(pool: &PgPool, held: &[(String, i64)], lease: Duration) -> Result<u64> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let (ids, versions): (Vec<&str>, Vec<i64>) = held.iter().map(|(id, v)| (id.as_str(), *v)).unzip();
+    Ok(sqlx::query(
+        "UPDATE orders o SET next_action_at = now() + make_interval(secs => $3)
+         FROM UNNEST($1::text[], $2::bigint[]) AS h(order_id, version)
+         WHERE o.order_id = h.order_id AND o.version = h.version AND o.next_action_at IS NOT NULL",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,10 +1,8 @@
-//! Payment: the `PaymentGateway` trait the saga charges through, its message-based implementation,
-//! and the simulated provider that answers those messages like a real one would.
-//!
-//! Payment is asynchronous: `request_charge` only sends the request; the outcome arrives later as a
-//! `payment.result` message, so a slow provider holds no saga worker.
+//! The simulated payment provider: it answers `payment.charge` and `payment.refund` messages like a
+//! real provider would. Payment is asynchronous: the saga sends a request (through its outbox) and the
+//! outcome arrives later as a `payment.result` message, so a slow provider holds no saga worker.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::sync::Arc;
 
 use ordermesh_bus::{Incoming, Outcome, Publisher, publisher::Outgoing};
 use ordermesh_messages::{
@@ -15,56 +13,6 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::config::SimulatorSettings;
-
-/// A boxed future, so the trait can be used as `dyn`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Why a request could not be sent to the provider (the saga's timeout will send it again).
-#[derive(Debug, thiserror::Error)]
-#[error("payment provider unreachable: {0}")]
-pub struct PaymentUnreachable(pub String);
-
-/// Where the saga asks for money. Both calls are idempotent on `payment_id` at the provider.
-pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
-    /// Asks for a charge; the result comes back as a `payment.result` message.
-    fn request_charge(&self, request: ChargeRequest) -> BoxFuture<'_, Result<(), PaymentUnreachable>>;
-    /// Asks to give a charge back; a payment id that was never charged is a no-op.
-    fn request_refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<(), PaymentUnreachable>>;
-}
-
-/// Sends charge and refund requests to the provider's queue, with publisher confirms.
-#[derive(Debug)]
-pub struct QueuedPaymentGateway {
-    /// Confirmed publishing.
-    pub publisher: Arc<Publisher>,
-    /// The provider's request queue.
-    pub queue: String,
-}
-
-impl QueuedPaymentGateway {
-    async fn send(
-        &self,
-        kind: &str,
-        payload: &impl serde::Serialize,
-        order_id: &str,
-    ) -> Result<(), PaymentUnreachable> {
-        let envelope = Envelope::new(kind, payload).correlated(order_id);
-        self.publisher
-            .publish(Outgoing::to_queue(&self.queue, envelope))
-            .await
-            .map_err(|e| PaymentUnreachable(e.to_string()))
-    }
-}
-
-impl PaymentGateway for QueuedPaymentGateway {
-    fn request_charge(&self, request: ChargeRequest) -> BoxFuture<'_, Result<(), PaymentUnreachable>> {
-        Box::pin(async move { self.send(kinds::PAYMENT_CHARGE, &request, request.order_id.as_str()).await })
-    }
-
-    fn request_refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<(), PaymentUnreachable>> {
-        Box::pin(async move { self.send(kinds::PAYMENT_REFUND, &request, request.order_id.as_str()).await })
-    }
-}
 
 /// The simulated provider: balances per client, declines above the balance, injectable latency and failures.
 #[derive(Debug, Clone)]
@@ -132,6 +80,11 @@ impl Simulator {
         } else {
             match self.book(&request).await {
                 Ok(outcome) => outcome,
+                // A racing copy of the same charge booked first: its outcome is this one's too.
+                Err(e) if is_unique_violation(&e) => match self.book(&request).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => return Outcome::Retry(format!("payment books unavailable: {e}")),
+                },
                 Err(e) => return Outcome::Retry(format!("payment books unavailable: {e}")),
             }
         };
@@ -186,7 +139,7 @@ impl Simulator {
             let reason = "insufficient funds".to_owned();
             (PaymentOutcome::Declined { reason: reason.clone() }, "declined", reason)
         };
-        // A racing duplicate of the same payment id fails on the key and is redelivered; its retry sees this row.
+        // A racing duplicate of the same payment id fails on the key, and is booked again: it then sees this row.
         sqlx::query("INSERT INTO payment_charges (payment_id, client_id, amount_cents, outcome, reason) VALUES ($1, $2, $3, $4, $5)")
             .bind(&request.payment_id)
             .bind(request.client_id.as_str())
@@ -219,4 +172,8 @@ impl Simulator {
         tx.commit().await?;
         Ok(())
     }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }

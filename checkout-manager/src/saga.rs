@@ -1,11 +1,11 @@
 //! The checkout saga: reserve → pay → commit, or roll back and record why. Every decision about an
 //! order's next step is made here, and each step's result is stored before the next step starts.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use ordermesh_bus::Topology;
+use ordermesh_bus::{Topology, publisher::Outgoing};
 use ordermesh_messages::{
-    ClientId, OrderId,
+    ClientId, Envelope, OrderId, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
 };
 use sqlx::PgPool;
@@ -14,22 +14,52 @@ use tokio::sync::Notify;
 use crate::{
     config::SagaSettings,
     error::CheckoutError,
-    inventory::{Held, Inventory, InventoryFailure},
+    inventory::{Held, InventoryFailure, Stock},
     orders::{self, Change, Order, Status, Step},
-    payment::PaymentGateway,
 };
+
+/// The orders a driver is working on, at the version it holds: what its heartbeat renews.
+#[derive(Debug, Default)]
+pub struct Leases(std::sync::Mutex<HashMap<String, i64>>);
+
+impl Leases {
+    fn hold(&self, order_id: &str, version: i64) {
+        self.0.lock().expect("leases lock").insert(order_id.to_owned(), version);
+    }
+
+    fn release(&self, order_id: &str) {
+        self.0.lock().expect("leases lock").remove(order_id);
+    }
+
+    /// A copy of what is held now (no lock is held while the database is asked).
+    pub fn snapshot(&self) -> Vec<(String, i64)> {
+        self.0.lock().expect("leases lock").iter().map(|(id, v)| (id.clone(), *v)).collect()
+    }
+}
+
+/// Releases an order's lease entry however `advance` ends.
+struct Holding<'a> {
+    leases: &'a Leases,
+    order_id: String,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.leases.release(&self.order_id);
+    }
+}
 
 /// Everything the saga needs.
 #[derive(Debug, Clone)]
 pub struct Saga {
     /// checkout's database.
     pub pool: PgPool,
-    /// inventory-manager.
-    pub inventory: Inventory,
-    /// The payment provider.
-    pub payments: Arc<dyn PaymentGateway>,
-    /// Names (for events).
+    /// inventory-manager (a fake in decision tests).
+    pub inventory: Arc<dyn Stock>,
+    /// Names (for events, and the payment provider's queue).
     pub topology: Topology,
+    /// The orders this instance's driver holds.
+    pub leases: Arc<Leases>,
     /// Pacing.
     pub settings: SagaSettings,
     /// Wakes the outbox relay when events were written.
@@ -44,44 +74,63 @@ impl Saga {
         self.settings.retry_base.saturating_mul(factor).min(self.settings.max_backoff)
     }
 
-    /// Runs `order`'s due steps until it waits (for payment or a retry) or is final.
+    /// Runs `order`'s due steps until it waits (for payment or a retry) or is final. The order is
+    /// leased to this driver meanwhile (renewed by the driver's heartbeat).
     pub async fn advance(&self, mut order: Order) -> Result<(), CheckoutError> {
+        self.leases.hold(&order.order_id, order.version);
+        let _holding = Holding { leases: &self.leases, order_id: order.order_id.clone() };
         loop {
-            let change = match order.step {
+            let mut change = match order.step {
                 Step::Done => return Ok(()),
                 Step::Reserve => self.reserve(&order).await,
-                Step::RequestPayment => {
-                    // State first, side effect second: if the request is lost, the timeout sends it again.
-                    let attempt = order.payment_attempts + 1;
-                    let mut change = Change::from(&order, ("payment", "requested", format!("attempt {attempt}")))
-                        .then(Status::PaymentPending, Step::AwaitPayment);
-                    change.payment_attempts = attempt;
-                    change.next_action_in = Some(self.settings.payment_timeout);
-                    if self.apply(&order, change).await?.is_none() {
-                        return Ok(());
-                    }
-                    let request = ChargeRequest {
-                        payment_id: order.order_id.clone(),
-                        order_id: parse_order_id(&order.order_id)?,
-                        client_id: ClientId::parse(order.client_id.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
-                        amount_cents: order.total_cents,
-                        attempt,
-                    };
-                    if let Err(e) = self.payments.request_charge(request).await {
-                        tracing::warn!(order_id = %order.order_id, error = %e, "charge request not sent; the timeout will resend it");
-                    }
-                    return Ok(());
-                }
-                Step::AwaitPayment => self.payment_timed_out(&order),
-                Step::Commit => self.commit(&order).await,
-                Step::RollBack => self.roll_back(&order).await,
+                Step::RequestPayment => self.request_payment(&order)?,
+                Step::AwaitPayment => self.payment_timed_out(&order)?,
+                Step::Commit => self.commit(&order).await?,
+                Step::RollBack => self.roll_back(&order).await?,
             };
-            let due_now = change.next_action_in == Some(Duration::ZERO);
+            // Going straight on with the next step: keep the order leased rather than due, so no other
+            // driver takes it up meanwhile (if this one dies, the lease runs out and another does).
+            let go_on = change.next_action_in == Some(Duration::ZERO);
+            if go_on {
+                change.next_action_in = Some(self.settings.lease);
+            }
             match self.apply(&order, change).await? {
-                Some(next) if due_now => order = next,
+                Some(next) if go_on => {
+                    self.leases.hold(&next.order_id, next.version);
+                    order = next;
+                }
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// The charge request goes out with the `PAYMENT_PENDING` state, through the outbox: a crash cannot
+    /// send one without the other; a lost answer is asked again after the payment timeout.
+    fn request_payment(&self, order: &Order) -> Result<Change, CheckoutError> {
+        let attempt = order.payment_attempts + 1;
+        let request = ChargeRequest {
+            payment_id: order.order_id.clone(),
+            order_id: parse_order_id(&order.order_id)?,
+            client_id: ClientId::parse(order.client_id.clone())
+                .map_err(|e| anyhow::anyhow!("stored client id: {e}"))?,
+            amount_cents: order.total_cents,
+            attempt,
+        };
+        let mut change = Change::from(order, ("payment", "requested", format!("attempt {attempt}")))
+            .then(Status::PaymentPending, Step::AwaitPayment)
+            .send(self.to_provider(kinds::PAYMENT_CHARGE, &request, &order.order_id));
+        change.payment_attempts = attempt;
+        change.next_action_in = Some(self.settings.payment_timeout);
+        Ok(change)
+    }
+
+    fn to_provider(&self, kind: &str, payload: &impl serde::Serialize, order_id: &str) -> Outgoing {
+        Outgoing::to_queue(&self.topology.payment_requests(), Envelope::new(kind, payload).correlated(order_id))
+    }
+
+    fn refund(&self, order: &Order) -> Result<Outgoing, CheckoutError> {
+        let request = RefundRequest { payment_id: order.order_id.clone(), order_id: parse_order_id(&order.order_id)? };
+        Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
     }
 
     async fn apply(&self, order: &Order, change: Change) -> Result<Option<Order>, CheckoutError> {
@@ -131,22 +180,23 @@ impl Saga {
         }
     }
 
-    fn payment_timed_out(&self, order: &Order) -> Change {
+    fn payment_timed_out(&self, order: &Order) -> Result<Change, CheckoutError> {
         if order.payment_attempts >= self.settings.max_payment_attempts {
             // A lost answer may hide a successful charge: refund to be sure (a no-op if nothing was taken).
-            return self.give_up(
+            return Ok(self.give_up(
                 order,
                 "payment",
                 format!("no answer from the payment provider after {} attempts", order.payment_attempts),
                 true,
-            );
+            ));
         }
-        Change::from(order, ("payment", "retry", "no answer from the payment provider in time".into()))
-            .then(Status::PaymentPending, Step::RequestPayment)
+        let retry = Change::from(order, ("payment", "retry", "no answer from the payment provider in time".into()))
+            .then(Status::PaymentPending, Step::RequestPayment);
+        Ok(retry)
     }
 
-    async fn commit(&self, order: &Order) -> Change {
-        match self.inventory.commit(&order.order_id).await {
+    async fn commit(&self, order: &Order) -> Result<Change, CheckoutError> {
+        Ok(match self.inventory.commit(&order.order_id).await {
             Ok(Held::Committed | Held::Held) => {
                 Change::from(order, ("commit", "ok", String::new())).finish(Status::Confirmed, "")
             }
@@ -158,34 +208,27 @@ impl Saga {
                 "the stock reservation was lost before commit; payment refunded".into(),
                 true,
             ),
-        }
+        })
     }
 
-    async fn roll_back(&self, order: &Order) -> Change {
-        if order.refund_due {
-            let refund = RefundRequest {
-                payment_id: order.order_id.clone(),
-                order_id: match parse_order_id(&order.order_id) {
-                    Ok(id) => id,
-                    Err(e) => return self.retry(order, "refund", e.to_string()),
-                },
-            };
-            if let Err(e) = self.payments.request_refund(refund).await {
-                return self.retry(order, "refund", e.to_string());
-            }
-        }
+    /// Releases the hold, then ends the order; a refund that is due goes out with that final state.
+    async fn roll_back(&self, order: &Order) -> Result<Change, CheckoutError> {
         let target = order.roll_back_to.unwrap_or(Status::Failed);
         let reason = order.reason.clone();
-        match self.inventory.roll_back(&order.order_id).await {
+        let mut change = match self.inventory.roll_back(&order.order_id).await {
             Ok(_) | Err(InventoryFailure::NotFound) => {
-                let mut change = Change::from(order, ("roll_back", "ok", String::new())).finish(target, reason);
-                change.refund_due = false;
-                change
+                let detail = if order.refund_due { "stock released; payment refund requested" } else { "" };
+                Change::from(order, ("roll_back", "ok", detail.into())).finish(target, reason)
             }
-            Err(InventoryFailure::Transient(why)) => self.retry(order, "roll_back", why),
+            Err(InventoryFailure::Transient(why)) => return Ok(self.retry(order, "roll_back", why)),
             Err(e) => Change::from(order, ("roll_back", "failed", e.to_string()))
                 .finish(Status::Failed, format!("{reason}; roll back refused: {e}")),
+        };
+        if order.refund_due {
+            change = change.send(self.refund(order)?);
+            change.refund_due = false;
         }
+        Ok(change)
     }
 
     /// Applies a `payment.result`. Duplicates and stale results change nothing; a success that comes
@@ -207,7 +250,10 @@ impl Saga {
                     tracing::warn!(order_id = %order.order_id, "successful charge for an order ending unpaid; refunding");
                     let refund =
                         RefundRequest { payment_id: result.payment_id.clone(), order_id: result.order_id.clone() };
-                    self.payments.request_refund(refund).await.map_err(|e| anyhow::anyhow!(e))?;
+                    let message = self.to_provider(kinds::PAYMENT_REFUND, &refund, &order.order_id);
+                    let detail = format!("charge {} succeeded after the order ended unpaid", result.payment_id);
+                    orders::record_refund(&self.pool, &order.order_id, detail, &message).await?;
+                    self.outbox_wake.notify_one();
                 }
                 // Otherwise a duplicate, or a result for an order already past payment.
                 return Ok(());

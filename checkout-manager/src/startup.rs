@@ -1,7 +1,7 @@
 //! Building and running checkout-manager: database, RabbitMQ consumers, the saga driver, the outbox
 //! relay and (unless turned off) the simulated payment provider.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer};
@@ -13,8 +13,8 @@ use crate::{
     config::Config,
     driver, handler,
     inventory::Inventory,
-    payment::{QueuedPaymentGateway, Simulator},
-    saga::Saga,
+    payment::Simulator,
+    saga::{Leases, Saga},
 };
 
 /// checkout's migrations, embedded at compile time.
@@ -44,17 +44,14 @@ impl Application {
         let Self { config, pool } = self;
         let topology = config.topology.clone();
         let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(config.amqp_url.clone(), topology.clone(), stop.clone());
+        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), topology.clone(), stop.clone());
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let outbox_wake = Arc::new(Notify::new());
         let saga = Saga {
             pool: pool.clone(),
-            inventory: Inventory::new(&config.inventory_url, config.saga.inventory_timeout)?,
-            payments: Arc::new(QueuedPaymentGateway {
-                publisher: publisher.clone(),
-                queue: topology.payment_requests(),
-            }),
+            inventory: Arc::new(Inventory::new(&config.shared.inventory_url, config.saga.inventory_timeout)?),
             topology: topology.clone(),
+            leases: Arc::new(Leases::default()),
             settings: config.saga.clone(),
             outbox_wake: outbox_wake.clone(),
             driver_wake: Arc::new(Notify::new()),
@@ -62,7 +59,14 @@ impl Application {
 
         let mut tasks = Vec::new();
         let consume = |queue: String, handler: Handler| {
-            spawn_consumer(bus.clone(), publisher.clone(), queue, config.prefetch, handler, stop.clone())
+            spawn_consumer(
+                bus.clone(),
+                publisher.clone(),
+                queue,
+                config.consumer(config.prefetch),
+                handler,
+                stop.clone(),
+            )
         };
         let s = saga.clone();
         tasks.push(consume(
@@ -100,7 +104,7 @@ impl Application {
                 bus.clone(),
                 publisher.clone(),
                 topology.payment_requests(),
-                config.prefetch.saturating_mul(4),
+                config.consumer(config.prefetch.saturating_mul(4)),
                 handler_fn(move |m| {
                     let simulator = simulator.clone();
                     async move { simulator.handle(m).await }
@@ -120,8 +124,11 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down checkout-manager");
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(tasks)).await;
+        if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {
+            tracing::warn!(grace = ?config.shutdown_grace, "checkout-manager did not stop within its grace period; leases run out and unacked messages are redelivered");
+        }
         pool.close().await;
+        tracing::info!("checkout-manager stopped");
         Ok(())
     }
 }

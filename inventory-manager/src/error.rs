@@ -7,10 +7,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{ProductId, ReservationId, ReservationStatus};
 
-/// `ErrorInfo.domain` of every structured error this service sends.
-pub const ERROR_DOMAIN: &str = "inventory.ordermesh";
-/// `ErrorInfo.reason` when a reservation asks for more than is available.
-pub const REASON_INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
+pub use ordermesh_proto::inventory::v1::{ERROR_DOMAIN, ErrorReason};
+
+/// `ErrorInfo` naming `reason` (declared once, in the proto) with `metadata`; the other details are added to it.
+fn info<const N: usize>(reason: ErrorReason, metadata: [(&str, String); N]) -> ErrorDetails {
+    let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, metadata)
+}
 
 /// Everything that can go wrong in inventory-manager: expected outcomes are variants, the rest is `Internal`.
 #[derive(Debug, thiserror::Error)]
@@ -95,44 +98,50 @@ impl From<InventoryError> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(field, why),
             ),
-            InventoryError::UnknownProduct(id) => Status::with_error_details(
-                Code::NotFound,
-                message,
-                ErrorDetails::with_resource_info("product", id.as_str(), "", "no such product"),
-            ),
-            InventoryError::UnknownReservation(id) => Status::with_error_details(
-                Code::NotFound,
-                message,
-                ErrorDetails::with_resource_info("reservation", id.as_str(), "", "no such reservation"),
-            ),
+            InventoryError::UnknownProduct(id) => {
+                let mut details = info(ErrorReason::UnknownProduct, [("product_id", id.to_string())]);
+                details.set_resource_info("product", id.as_str(), "", "no such product");
+                Status::with_error_details(Code::NotFound, message, details)
+            }
+            InventoryError::UnknownReservation(id) => {
+                let mut details = info(ErrorReason::UnknownReservation, [("reservation_id", id.to_string())]);
+                details.set_resource_info("reservation", id.as_str(), "", "no such reservation");
+                Status::with_error_details(Code::NotFound, message, details)
+            }
             InventoryError::InsufficientStock { product_id, requested, available } => {
-                let metadata = HashMap::from([
-                    ("product_id".to_owned(), product_id.to_string()),
-                    ("requested".to_owned(), requested.to_string()),
-                    ("available".to_owned(), available.to_string()),
-                ]);
-                let mut details = ErrorDetails::with_error_info(REASON_INSUFFICIENT_STOCK, ERROR_DOMAIN, metadata);
+                let reason = ErrorReason::InsufficientStock;
+                let mut details = info(
+                    reason,
+                    [
+                        ("product_id", product_id.to_string()),
+                        ("requested", requested.to_string()),
+                        ("available", available.to_string()),
+                    ],
+                );
                 details.add_precondition_failure_violation(
-                    REASON_INSUFFICIENT_STOCK,
+                    reason.as_str_name(),
                     format!("products/{product_id}"),
                     format!("requested {requested}, available {available}"),
                 );
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
-            InventoryError::ReservationConflict(id) => Status::with_error_details(
-                Code::AlreadyExists,
-                message,
-                ErrorDetails::with_resource_info("reservation", id.as_str(), "", "id taken by other lines"),
-            ),
-            InventoryError::ReservationNotHeld { id, status, .. } => Status::with_error_details(
-                Code::FailedPrecondition,
-                message,
-                ErrorDetails::with_precondition_failure_violation(
+            InventoryError::ReservationConflict(id) => {
+                let mut details = info(ErrorReason::ReservationConflict, [("reservation_id", id.to_string())]);
+                details.set_resource_info("reservation", id.as_str(), "", "id taken by other lines");
+                Status::with_error_details(Code::AlreadyExists, message, details)
+            }
+            InventoryError::ReservationNotHeld { id, status, .. } => {
+                let mut details = info(
+                    ErrorReason::ReservationNotHeld,
+                    [("reservation_id", id.to_string()), ("status", status.as_str().to_owned())],
+                );
+                details.add_precondition_failure_violation(
                     format!("RESERVATION_{}", status.as_str().to_uppercase()),
                     format!("reservations/{id}"),
                     format!("reservation is {status}"),
-                ),
-            ),
+                );
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
             InventoryError::OnHandBelowReserved { product_id, .. } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use ordermesh_lifecycle::{DatabaseSettings, connect_and_migrate};
+use ordermesh_lifecycle::connect_and_migrate;
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::{net::TcpListener, sync::watch};
@@ -15,9 +15,6 @@ use crate::{config::Config, grpc::InventoryGrpc, sweeper};
 
 /// inventory's migrations, embedded at compile time; they run at every start and are append-only.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
-
-/// How long shutdown waits for in-flight RPCs before it stops waiting.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A built, not yet running inventory-manager: the database is migrated and the port is bound.
 #[derive(Debug)]
@@ -33,12 +30,8 @@ pub struct Application {
 impl Application {
     /// Connects to (and if asked, creates) the database, runs migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let settings = DatabaseSettings {
-            url: config.database_url.clone(),
-            create: config.create_database,
-            max_connections: config.max_connections,
-        };
-        let pool = connect_and_migrate(&settings, &MIGRATOR).await.context("preparing the inventory database")?;
+        let pool =
+            connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the inventory database")?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
@@ -86,7 +79,9 @@ impl Application {
             tracing::info!("shutting down inventory-manager");
             let _ = stopping_tx.send(());
         };
+        let grace = config.shutdown_grace;
         let serve = tonic::transport::Server::builder()
+            .timeout(config.request_timeout)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -97,7 +92,7 @@ impl Application {
         // Once shutdown is asked for, in-flight RPCs get a bounded grace period.
         let result = tokio::select! {
             r = &mut serve => r,
-            _ = async { let _ = stopping_rx.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("in-flight RPCs did not finish within the grace period");
                 Ok(())
             }

@@ -39,43 +39,23 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// How a service reaches its own database.
-#[derive(Clone)]
-pub struct DatabaseSettings {
-    /// PostgreSQL URL; may hold a password, so it is never printed.
-    pub url: String,
-    /// Create the database when missing, so a fresh machine needs no manual step.
-    pub create: bool,
-    /// Pool size.
-    pub max_connections: u32,
-}
-
-impl std::fmt::Debug for DatabaseSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("url", &redact(&self.url))
-            .field("create", &self.create)
-            .field("max_connections", &self.max_connections)
-            .finish()
-    }
-}
-
-/// Hides the password of a `scheme://user:password@host/...` URL.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let rest = &url[scheme_end..];
-    match (rest.find('@'), rest.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
-        _ => url.to_owned(),
-    }
-}
+pub use ordermesh_config::DatabaseSettings;
 
 /// How long startup waits for PostgreSQL to answer before giving up.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Opens the pool (creating the database first if asked, waiting for PostgreSQL to come up) and runs `migrator`.
 pub async fn connect_and_migrate(settings: &DatabaseSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&settings.url).context("parsing the database URL")?;
+    let pool = connect(settings).await?;
+    // sqlx takes an advisory lock, so instances starting together migrate once.
+    migrator.run(&pool).await.context("running migrations")?;
+    Ok(pool)
+}
+
+/// Opens the pool, creating the database first if asked and waiting (bounded) for PostgreSQL to come up.
+/// Idle connections are closed after `settings.idle_timeout`, down to none.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(settings.url.expose()).context("parsing the database URL")?;
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     let mut backoff = Duration::from_millis(100);
     let pool = loop {
@@ -85,6 +65,8 @@ pub async fn connect_and_migrate(settings: &DatabaseSettings, migrator: &Migrato
             }
             PgPoolOptions::new()
                 .max_connections(settings.max_connections)
+                .min_connections(0)
+                .idle_timeout(settings.idle_timeout)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options.clone())
                 .await
@@ -100,8 +82,6 @@ pub async fn connect_and_migrate(settings: &DatabaseSettings, migrator: &Migrato
             Err(err) => return Err(err),
         }
     };
-    // sqlx takes an advisory lock, so instances starting together migrate once.
-    migrator.run(&pool).await.context("running migrations")?;
     Ok(pool)
 }
 
@@ -131,34 +111,4 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
     }
     admin.close().await?;
     Ok(())
-}
-
-/// Reads an optional variable through `lookup` and parses it, naming the variable in the error.
-pub fn parse_var<T: FromStr>(lookup: &impl Fn(&str) -> Option<String>, key: &str) -> anyhow::Result<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
-    lookup(key)
-        .map(|raw| raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{key}={raw:?} is not valid: {e}")))
-        .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_print() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        let s = DatabaseSettings { url: "postgres://u:secret@h/db".into(), create: true, max_connections: 1 };
-        assert!(!format!("{s:?}").contains("secret"));
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        let err = parse_var::<u32>(&|_| Some("lots".into()), "X_POOL").unwrap_err();
-        assert!(err.to_string().contains("X_POOL"));
-        assert_eq!(parse_var::<u32>(&|_| None, "X_POOL").unwrap(), None);
-    }
 }

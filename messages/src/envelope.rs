@@ -22,6 +22,10 @@ pub struct Envelope {
     pub correlation_id: Option<String>,
     /// When the message was made.
     pub time: DateTime<Utc>,
+    /// For requests: after this instant the sender no longer waits for the answer, so a worker must not
+    /// act on it (checked again inside the transaction that records the effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
     /// The type-specific body.
     pub payload: serde_json::Value,
 }
@@ -35,6 +39,7 @@ impl Envelope {
             kind: kind.to_owned(),
             correlation_id: None,
             time: Utc::now(),
+            deadline: None,
             payload: serde_json::to_value(payload).expect("payloads are plain data and always serialise"),
         }
     }
@@ -43,6 +48,17 @@ impl Envelope {
     pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
         self.correlation_id = Some(correlation_id.into());
         self
+    }
+
+    /// The same with a deadline.
+    pub fn with_deadline(mut self, deadline: DateTime<Utc>) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the sender has stopped waiting for this request.
+    pub fn is_expired(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= Utc::now())
     }
 
     /// Decodes an envelope from bytes, checking its version.
@@ -77,6 +93,8 @@ pub enum ErrorCode {
     Conflict,
     /// A dependency did not answer; retrying later may work.
     Unavailable,
+    /// The idempotency key was already used for a different request.
+    KeyReused,
     /// A bug or unexpected failure.
     Internal,
 }

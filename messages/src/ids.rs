@@ -98,10 +98,84 @@ impl OrderId {
     }
 }
 
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+/// A client's `Idempotency-Key`: 1 to 200 visible ASCII characters, scoped per client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates a header value.
+    pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+        let raw = raw.into();
+        let reason = if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+        } else if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            "must be printable ASCII".to_owned()
+        } else {
+            return Ok(Self(raw));
+        };
+        Err(IdError { field: "Idempotency-Key", reason })
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = IdError;
+    fn try_from(raw: String) -> Result<Self, IdError> {
+        Self::parse(raw)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(key: IdempotencyKey) -> String {
+        key.0
+    }
+}
+
 /// Units of one product asked for in one add: an integer from 1 to [`MAX_QUANTITY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "i64")]
 pub struct Quantity(i64);
+
+/// Any JSON value is read, so that every wrong one (a float, a string, a huge number) gets the same
+/// sentence naming the field and the allowed range, not a parser's type name.
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an integer from 1 to {MAX_QUANTITY}")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Quantity::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Quantity::parse(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got {v}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Quantity, E> {
+                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got a string")))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Quantity, E> {
+                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got a boolean")))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Quantity, E> {
+                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got null")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl Quantity {
     /// Validates a wire value.
@@ -109,9 +183,10 @@ impl Quantity {
         if (1..=MAX_QUANTITY).contains(&raw) {
             Ok(Self(raw))
         } else {
+            let shown = if raw == i64::MAX { "a larger number".to_owned() } else { raw.to_string() };
             Err(IdError {
                 field: "quantity",
-                reason: format!("must be an integer from 1 to {MAX_QUANTITY}, got {raw}"),
+                reason: format!("must be an integer from 1 to {MAX_QUANTITY}, got {shown}"),
             })
         }
     }
@@ -147,6 +222,15 @@ mod tests {
         assert!(ProductId::parse("x".repeat(100)).is_ok());
         assert_eq!(ProductId::parse("x".repeat(101)).unwrap_err().field, "productID");
         assert!(serde_json::from_str::<ClientId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_printable_ascii() {
+        assert!(IdempotencyKey::parse("alice-1").is_ok());
+        assert!(IdempotencyKey::parse("k".repeat(200)).is_ok());
+        for bad in [String::new(), "k".repeat(201), "tab\there".into(), "caf\u{e9}".into()] {
+            assert!(IdempotencyKey::parse(bad.clone()).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -10,4 +10,4 @@ pub mod kinds;
 pub mod payloads;
 
 pub use envelope::{Envelope, ErrorCode, ReplyError};
-pub use ids::{ClientId, IdError, OrderId, ProductId, Quantity};
+pub use ids::{ClientId, IdError, IdempotencyKey, OrderId, ProductId, Quantity};

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientId, OrderId, ProductId, Quantity};
+use crate::ids::{ClientId, IdempotencyKey, OrderId, ProductId, Quantity};
 
 /// `cart.add_item`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -14,6 +14,16 @@ pub struct AddItem {
     pub product_id: ProductId,
     /// How many units to add to what the cart already holds.
     pub quantity: Quantity,
+    /// The client's `Idempotency-Key`: a retry with the same key and body is answered again, not applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Reply to `cart.add_item`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemAdded {
+    /// Units of the product the cart holds now.
+    pub quantity_in_cart: i64,
 }
 
 /// `cart.remove_item`.
@@ -23,6 +33,9 @@ pub struct RemoveItem {
     pub client_id: ClientId,
     /// Which product to take out entirely.
     pub product_id: ProductId,
+    /// The client's `Idempotency-Key`, as for [`AddItem`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// `cart.get`.

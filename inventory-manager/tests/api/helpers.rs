@@ -3,7 +3,7 @@
 use std::{sync::Once, time::Duration};
 
 use inventory_manager::{Application, Config};
-use ordermesh_lifecycle::testdb;
+use ordermesh_lifecycle::{DatabaseSettings, testdb};
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -36,8 +36,11 @@ pub async fn spawn_inventory_with(tweak: impl FnOnce(&mut Config)) -> TestInvent
     drop_stale_once().await;
     let (database_url, db_name) = testdb::unique_database(DB_PREFIX);
 
-    let mut config =
-        Config { listen_addr: "127.0.0.1:0".parse().unwrap(), database_url, max_connections: 8, ..Config::default() };
+    let mut config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(database_url) },
+        ..Config::default()
+    };
     tweak(&mut config);
     let app = Application::build(config).await.expect("inventory-manager builds");
     let addr = app.local_addr();

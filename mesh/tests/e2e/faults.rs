@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::helpers::{Options, spawn_mesh, spawn_mesh_with};
 
-async fn publish_raw(queue: &str, body: &[u8]) {
+pub async fn publish_raw(queue: &str, body: &[u8]) {
     let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     channel.confirm_select(Default::default()).await.unwrap();
@@ -107,8 +107,9 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
         assert!(Instant::now() < deadline, "no confirmed order");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Let any duplicate work finish, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every copy of the job has been handled (delivered and acked) before counting.
+    mesh.wait_until_drained(&mesh.topology.cart_jobs()).await;
+    mesh.wait_until_drained(&mesh.topology.checkout_jobs()).await;
     assert_eq!(mesh.count("SELECT count(*) FROM orders WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.stock("mug").await, (7, 0, 7), "one reservation, committed once");
@@ -122,7 +123,8 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
         created_at: chrono::Utc::now(),
     };
     publish_raw(&mesh.topology.checkout_jobs(), &Envelope::new(kinds::ORDER_PLACE, &again).to_vec()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    mesh.wait_until_drained(&mesh.topology.checkout_jobs()).await;
+    mesh.wait_until_drained(&mesh.topology.payment_requests()).await;
     assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.stock("mug").await, (7, 0, 7));
     mesh.stop().await;
@@ -182,18 +184,21 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
 }
 
 /// A TCP forwarder to the real broker that the test can start late and cut, as a broker start or restart looks to a client.
-struct BrokerLink {
-    port: u16,
+pub struct BrokerLink {
+    /// The port services connect to.
+    pub port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl BrokerLink {
-    fn new() -> Self {
+    /// A link on a free port, down until `up`.
+    pub fn new() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Self { port, task: None }
     }
 
-    async fn up(&mut self) {
+    /// Starts forwarding (the broker "accepts connections again").
+    pub async fn up(&mut self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         self.task = Some(tokio::spawn(async move {
             let mut links = tokio::task::JoinSet::new();
@@ -208,7 +213,7 @@ impl BrokerLink {
     }
 
     /// Stops listening and cuts every open connection (the JoinSet aborts its tasks when dropped).
-    fn down(&mut self) {
+    pub fn down(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -3,7 +3,8 @@
 use std::{sync::Once, time::Duration};
 
 use ordermesh_bus::{DEFAULT_AMQP_URL, Topology};
-use ordermesh_lifecycle::{DatabaseSettings, testdb};
+use ordermesh_config::{DatabaseSettings, SharedSettings};
+use ordermesh_lifecycle::testdb;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -49,6 +50,8 @@ pub struct Options {
     pub checkout: Box<dyn FnOnce(&mut checkout_manager::Config) + Send>,
     /// Point the gateway at a broker that is not there.
     pub gateway_amqp_url: Option<String>,
+    /// Point every service at this broker URL (a link the test can cut).
+    pub amqp_url: Option<String>,
     /// Point cart-manager and checkout-manager at an inventory that is not there.
     pub inventory_url: Option<String>,
 }
@@ -61,6 +64,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(5),
             checkout: Box::new(|_| {}),
             gateway_amqp_url: None,
+            amqp_url: None,
             inventory_url: None,
         }
     }
@@ -80,6 +84,8 @@ pub struct TestMesh {
     pub topology: Topology,
     /// cart-manager instances, stoppable one by one.
     pub carts: Vec<Running>,
+    /// How a cart-manager of this mesh is configured, to start more later.
+    cart_config: cart_manager::Config,
     services: Vec<Running>,
     databases: Vec<String>,
 }
@@ -110,12 +116,18 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let (inv_url, inv_db) = testdb::unique_database(DB_PREFIX);
     let (cart_url, cart_db) = testdb::unique_database(DB_PREFIX);
     let (chk_url, chk_db) = testdb::unique_database(DB_PREFIX);
-    let db = |url: String| DatabaseSettings { url, create: true, max_connections: 8 };
+    let db = |url: String| DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(url) };
+    let amqp_url = options.amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.into());
+    let shared = |inventory_url: &str| SharedSettings {
+        amqp_url: amqp_url.as_str().into(),
+        inventory_url: inventory_url.to_owned(),
+        inventory_timeout: Duration::from_millis(500),
+        ..SharedSettings::default()
+    };
 
     let inventory = inventory_manager::Application::build(inventory_manager::Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: inv_url,
-        max_connections: 8,
+        database: db(inv_url),
         ..Default::default()
     })
     .await
@@ -127,7 +139,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let mut checkout_config = checkout_manager::Config {
         database: db(chk_url),
         topology: topology.clone(),
-        inventory_url: inventory_url.clone(),
+        shared: shared(&inventory_url),
         poll: Duration::from_millis(100),
         ..Default::default()
     };
@@ -141,28 +153,27 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let checkout_db = checkout.pool().clone();
     services.push(Running::spawn(|stop| checkout.run_until_stopped(stop)));
 
+    let cart_config = cart_manager::Config {
+        database: db(cart_url.clone()),
+        topology: topology.clone(),
+        shared: shared(&inventory_url),
+        outbox_poll: Duration::from_millis(100),
+        ..Default::default()
+    };
     let mut carts = Vec::new();
     for _ in 0..options.carts {
-        let cart = cart_manager::Application::build(cart_manager::Config {
-            database: db(cart_url.clone()),
-            topology: topology.clone(),
-            inventory_url: inventory_url.clone(),
-            inventory_timeout: Duration::from_millis(500),
-            outbox_poll: Duration::from_millis(100),
-            ..Default::default()
-        })
-        .await
-        .expect("cart builds");
-        carts.push(Running::spawn(|stop| cart.run_until_stopped(stop)));
+        carts.push(start_cart(cart_config.clone()).await);
     }
 
     let mut gateways = Vec::new();
     for _ in 0..options.gateways {
         let gateway = api_gateway::Application::build(api_gateway::Config {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
-            amqp_url: options.gateway_amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.into()),
+            shared: SharedSettings {
+                amqp_url: options.gateway_amqp_url.clone().unwrap_or_else(|| amqp_url.clone()).into(),
+                ..shared(&inventory_url)
+            },
             topology: topology.clone(),
-            inventory_url: inventory_url.clone(),
             request_timeout: options.request_timeout,
             ..Default::default()
         })
@@ -180,10 +191,11 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         checkout_db,
         topology,
         carts,
+        cart_config,
         services,
         databases: vec![inv_db, cart_db, chk_db],
     };
-    if options.gateway_amqp_url.is_none() {
+    if options.gateway_amqp_url.is_none() && options.amqp_url.is_none() {
         mesh.wait_until_gateways_connected().await;
         if options.carts > 0 {
             mesh.wait_until_consuming().await;
@@ -192,14 +204,59 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     mesh
 }
 
+async fn start_cart(config: cart_manager::Config) -> Running {
+    let cart = cart_manager::Application::build(config).await.expect("cart builds");
+    Running::spawn(|stop| cart.run_until_stopped(stop))
+}
+
 impl TestMesh {
+    /// Starts one more cart-manager and waits until it consumes.
+    pub async fn start_cart(&mut self) {
+        self.carts.push(start_cart(self.cart_config.clone()).await);
+        self.wait_until_consuming().await;
+    }
+
+    /// Messages ready on a queue (not counting those delivered and not yet acked).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let count = channel.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count();
+        let _ = conn.close(200, "ok".into()).await;
+        count
+    }
+
+    /// Waits until `queue` holds nothing, neither ready nor delivered and unacked: every message put
+    /// on it has been handled. (`rabbitmqctl`, since AMQP itself does not tell unacked counts.)
+    pub async fn wait_until_drained(&self, queue: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = tokio::process::Command::new("rabbitmqctl")
+                .args(["-q", "list_queues", "name", "messages", "--no-table-headers"])
+                .output()
+                .await
+                .expect("rabbitmqctl runs");
+            let listing = String::from_utf8_lossy(&out.stdout);
+            let messages = listing
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .find(|(name, _)| *name == queue)
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok());
+            if messages == Some(0) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{queue} still holds {messages:?} messages after 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The first gateway's base URL.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateways[0])
     }
 
     /// Waits until the workers have declared the topology and are consuming (they connect in the background).
-    async fn wait_until_consuming(&self) {
+    pub async fn wait_until_consuming(&self) {
         let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         for queue in [self.topology.cart_jobs(), self.topology.checkout_jobs(), self.topology.payment_results()] {

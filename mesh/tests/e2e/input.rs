@@ -31,6 +31,11 @@ async fn add_to_cart_rejects_bad_input_with_a_clear_4xx() {
         (json!({"clientID": "a", "productID": 7, "quantity": 1}), "number as id"),
         (json!({"clientID": "a", "productID": "mug", "quantity": 1, "extra": true}), "unknown field"),
         (json!(["clientID"]), "array"),
+        (json!(["a", "mug", 1]), "an array in the fields' order"),
+        (json!([]), "empty array"),
+        (json!("a string"), "a string"),
+        (json!(7), "a number"),
+        (json!(null), "null body"),
     ];
     for (body, what) in cases {
         let (status, answer) = mesh.post(0, "/addToCart", body).await;
@@ -107,5 +112,72 @@ async fn cart_limits_follow_available_stock_and_items_can_be_removed() {
     let r = mesh.http.delete(mesh.url("/cart/fay/items/hoodie")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(mesh.get("/cart/fay").await.1["items"], json!([]));
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_names_the_field_once_and_says_what_is_allowed_without_parser_internals() {
+    let mesh = spawn_mesh().await;
+    mesh.product("mug", 100, 10).await;
+    let error = |body: Value| body["error"].as_str().unwrap_or_default().to_owned();
+    let cases = [
+        (
+            json!({"clientID": "a", "productID": "mug", "quantity": 1.5}),
+            "quantity must be an integer from 1 to 10000, got 1.5",
+        ),
+        (
+            json!({"clientID": "a", "productID": "mug", "quantity": 0}),
+            "quantity must be an integer from 1 to 10000, got 0",
+        ),
+        (
+            json!({"clientID": "a", "productID": "mug", "quantity": "3"}),
+            "quantity must be an integer from 1 to 10000, got a string",
+        ),
+        (json!({"clientID": "a", "productID": "mug"}), "quantity is required"),
+        (json!({"clientID": "", "productID": "mug", "quantity": 1}), "clientID must not be empty or blank"),
+        (json!(["erin", "mug", 1]), "the body must be a JSON object"),
+        (json!([]), "the body must be a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = mesh.post(0, "/addToCart", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(error(answer), expected, "{body}");
+    }
+    let (status, answer) =
+        mesh.post(0, "/addToCart", json!({"clientID": "a", "productID": "mug", "quantity": 1, "x": 1})).await;
+    assert_eq!(status, 400);
+    let text = error(answer);
+    assert!(text.starts_with("unknown field x; allowed:") && text.contains("quantity"), "{text}");
+    for answer in [
+        mesh.post(0, "/addToCart", json!({"clientID": 5, "productID": "mug", "quantity": 1})).await.1,
+        mesh.http
+            .post(mesh.url("/addToCart"))
+            .header("content-type", "application/json")
+            .body("{\"clientID\": ")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    ] {
+        let text = error(answer);
+        assert!(!text.contains("line") && !text.contains("column"), "parser position leaked: {text}");
+        assert!(text.matches("clientID").count() <= 1, "field named twice: {text}");
+    }
+
+    // Path and query errors have the same shape, and say what is allowed.
+    let (status, answer) = mesh.get("/cart/a%FFb").await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["status"], "failure");
+    assert!(error(answer).contains("valid UTF-8"));
+    for query in ["waitSeconds=-1", "waitSeconds=abc", "waitSeconds=31", "waitSeconds=1.5"] {
+        let (status, answer) = mesh.get(&format!("/orders/abc?{query}")).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(error(answer), "waitSeconds must be a whole number from 0 to 30", "{query}");
+    }
+    let (status, answer) = mesh.get("/orders/abc?wait=1").await;
+    assert_eq!(status, 400);
+    assert_eq!(error(answer), "unknown query parameter wait; allowed: waitSeconds");
     mesh.stop().await;
 }

@@ -6,4 +6,5 @@ mod concurrency;
 mod docs;
 mod faults;
 mod helpers;
+mod holes;
 mod input;

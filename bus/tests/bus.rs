@@ -1,0 +1,182 @@
+//! The bus against the real RabbitMQ and PostgreSQL: bounded retries end in the dead-letter queue with
+//! their reason, expired requests are dropped rather than dead-lettered, and an undecodable outbox row
+//! is parked without blocking the rows behind it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use lapin::{BasicProperties, options::BasicPublishOptions, types::AMQPValue};
+use ordermesh_bus::{
+    Bus, ConsumerSettings, DEFAULT_AMQP_URL, Outcome, Publisher, Topology, consumer::REASON_HEADER, handler_fn, outbox,
+    spawn_consumer,
+};
+use ordermesh_messages::Envelope;
+use tokio::sync::watch;
+
+fn topology() -> Topology {
+    Topology::ephemeral(
+        format!("test-bus-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        Duration::from_secs(120),
+    )
+}
+
+async fn channel() -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, Default::default()).await.expect("broker");
+    let channel = conn.create_channel().await.unwrap();
+    (conn, channel)
+}
+
+async fn publish(channel: &lapin::Channel, queue: &str, body: &[u8]) {
+    channel.confirm_select(Default::default()).await.unwrap();
+    channel
+        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Waits up to 10 s for a message on `queue` and returns it.
+async fn next_message(channel: &lapin::Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = channel.basic_get(queue.into(), Default::default()).await.unwrap() {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing arrived on {queue}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn message_count(channel: &lapin::Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    channel.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count()
+}
+
+async fn start(topology: &Topology) -> (Bus, Arc<Publisher>, watch::Sender<bool>) {
+    let (stop_tx, stop) = watch::channel(false);
+    let bus = Bus::start(DEFAULT_AMQP_URL.into(), topology.clone(), stop);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !bus.is_connected() {
+        assert!(tokio::time::Instant::now() < deadline, "bus not connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let publisher = Arc::new(Publisher::new(bus.clone()));
+    (bus, publisher, stop_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_dead_lettered_with_its_reason_after_the_retry_bound() {
+    let topology = topology();
+    let (bus, publisher, stop) = start(&topology).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handler = handler_fn(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Outcome::Retry("the database is down".into()) }
+    });
+    let settings = ConsumerSettings { prefetch: 4, max_retries: 2 };
+    let consumer = spawn_consumer(bus, publisher, topology.cart_jobs(), settings, handler, stop.subscribe());
+
+    let (conn, channel) = channel().await;
+    publish(&channel, &topology.cart_jobs(), &Envelope::new("cart.get", &serde_json::json!({})).to_vec()).await;
+    let dead = next_message(&channel, &Topology::dead_letter_queue(&topology.cart_jobs())).await;
+    let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get(REASON_HEADER) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(reason.contains("gave up after 3 attempts") && reason.contains("the database is down"), "{reason}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "one delivery and two retries, then no more");
+    assert_eq!(message_count(&channel, &topology.cart_jobs()).await, 0, "nothing left to loop on the queue");
+
+    let _ = stop.send(true);
+    let _ = consumer.await;
+    let _ = topology.delete(&channel).await;
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
+    let topology = topology();
+    let (bus, publisher, stop) = start(&topology).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handler = handler_fn(move |m| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Outcome::Reply(Envelope::new("reply", &m.envelope.kind)) }
+    });
+    let queue = topology.cart_jobs();
+    let (conn, channel) = channel().await;
+    let expired = Envelope::new("cart.add_item", &serde_json::json!({}))
+        .with_deadline(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let live = Envelope::new("cart.get", &serde_json::json!({}));
+    publish(&channel, &queue, &expired.to_vec()).await;
+    publish(&channel, &queue, &live.to_vec()).await;
+    let dropped_before = ordermesh_bus::consumer::expired_dropped();
+    let consumer = spawn_consumer(bus, publisher, queue.clone(), ConsumerSettings::new(1), handler, stop.subscribe());
+
+    // Prefetch 1 and FIFO: once the live one was handled, the expired one (ahead of it) was taken care of.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the live request was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the expired request never reached the handler");
+    assert!(ordermesh_bus::consumer::expired_dropped() > dropped_before, "the drop was counted");
+    assert_eq!(message_count(&channel, &Topology::dead_letter_queue(&queue)).await, 0, "no dead letter");
+
+    let _ = stop.send(true);
+    let _ = consumer.await;
+    let _ = topology.delete(&channel).await;
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_published() {
+    let (url, name) = ordermesh_lifecycle::testdb::unique_database("om_test_bus_");
+    let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
+    // The outbox exactly as the services create it.
+    for sql in [
+        include_str!("../../migrations/cart/20261122000001_carts.sql"),
+        include_str!("../../migrations/cart/20261129000001_outbox_claims.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+    }
+    let topology = topology();
+    let (_bus, publisher, stop) = start(&topology).await;
+    let queue = topology.checkout_jobs();
+
+    sqlx::query(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ('', $1, gen_random_uuid(), 'garbage')",
+    )
+    .bind(&queue)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let good = Envelope::new("order.place", &serde_json::json!({"n": 1}));
+    outbox::enqueue(&mut conn, "", &queue, &good).await.unwrap();
+    drop(conn);
+
+    assert_eq!(outbox::relay_batch(&pool, &publisher).await.unwrap(), 2);
+    let (amqp, channel) = channel().await;
+    let delivered = next_message(&channel, &queue).await;
+    assert_eq!(Envelope::from_slice(&delivered.delivery.data).unwrap().message_id, good.message_id);
+    let rows: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT parked_reason FROM outbox").fetch_all(&pool).await.unwrap();
+    assert_eq!(rows.len(), 1, "the good row was deleted once published");
+    assert!(rows[0].0.as_deref().is_some_and(|r| r.contains("not a valid envelope")), "{rows:?}");
+    assert_eq!(outbox::relay_batch(&pool, &publisher).await.unwrap(), 0, "a parked row is not read again");
+
+    let _ = stop.send(true);
+    let _ = topology.delete(&channel).await;
+    let _ = amqp.close(200, "ok".into()).await;
+    pool.close().await;
+    ordermesh_lifecycle::testdb::drop_database(&name).await;
+}

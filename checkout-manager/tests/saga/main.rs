@@ -1,0 +1,330 @@
+//! The saga's decisions, one per test: a scripted fake stands in for inventory (behind the `Stock`
+//! trait), the database is real and the test's own, and what the saga asks of the payment provider is
+//! read from the outbox, where it is written with the state change that asked for it.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use checkout_manager::{
+    config::SagaSettings,
+    inventory::{BoxFuture, Held, InventoryFailure, Stock, StockResult},
+    orders::{self, Line},
+    saga::{Leases, Saga},
+    startup::MIGRATOR,
+};
+use ordermesh_bus::Topology;
+use ordermesh_config::DatabaseSettings;
+use ordermesh_lifecycle::{connect_and_migrate, testdb};
+use ordermesh_messages::{
+    ClientId, Envelope, OrderId, ProductId, kinds,
+    payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
+};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+/// Answers each call from its script, then with the default; counts the calls.
+#[derive(Debug, Default)]
+struct FakeStock {
+    reserve: Mutex<VecDeque<StockResult>>,
+    commit: Mutex<VecDeque<StockResult>>,
+    roll_back: Mutex<VecDeque<StockResult>>,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl FakeStock {
+    fn answer(&self, name: &'static str, script: &Mutex<VecDeque<StockResult>>, default: Held) -> StockResult {
+        self.calls.lock().unwrap().push(name);
+        script.lock().unwrap().pop_front().unwrap_or(Ok(default))
+    }
+
+    fn calls(&self, name: &str) -> usize {
+        self.calls.lock().unwrap().iter().filter(|c| **c == name).count()
+    }
+}
+
+impl Stock for FakeStock {
+    fn reserve<'a>(&'a self, _: &'a str, _: &'a [Line], _: Duration) -> BoxFuture<'a, StockResult> {
+        Box::pin(async move { self.answer("reserve", &self.reserve, Held::Held) })
+    }
+    fn commit<'a>(&'a self, _: &'a str) -> BoxFuture<'a, StockResult> {
+        Box::pin(async move { self.answer("commit", &self.commit, Held::Committed) })
+    }
+    fn roll_back<'a>(&'a self, _: &'a str) -> BoxFuture<'a, StockResult> {
+        Box::pin(async move { self.answer("roll_back", &self.roll_back, Held::Released) })
+    }
+}
+
+struct Fixture {
+    saga: Saga,
+    stock: Arc<FakeStock>,
+    pool: PgPool,
+    database: String,
+}
+
+fn settings() -> SagaSettings {
+    SagaSettings {
+        max_payment_attempts: 3,
+        payment_timeout: Duration::from_secs(60),
+        retry_base: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+        max_reserve_attempts: 3,
+        lease: Duration::from_millis(900),
+        reservation_ttl: Duration::from_secs(60),
+        inventory_timeout: Duration::from_secs(1),
+        concurrency: 4,
+    }
+}
+
+async fn fixture(settings: SagaSettings) -> Fixture {
+    let (url, database) = testdb::unique_database("om_test_saga_");
+    let pool = connect_and_migrate(&DatabaseSettings::new(url), &MIGRATOR).await.expect("checkout database");
+    let stock = Arc::new(FakeStock::default());
+    let saga = Saga {
+        pool: pool.clone(),
+        inventory: stock.clone(),
+        topology: Topology::ephemeral("saga-test", Duration::from_secs(60)),
+        leases: Arc::new(Leases::default()),
+        settings,
+        outbox_wake: Arc::new(Notify::new()),
+        driver_wake: Arc::new(Notify::new()),
+    };
+    Fixture { saga, stock, pool, database }
+}
+
+impl Fixture {
+    async fn place(&self) -> String {
+        let order = PlaceOrder {
+            order_id: OrderId::generate(),
+            client_id: ClientId::parse("ada").unwrap(),
+            lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 2, unit_price_cents: 500 }],
+            total_cents: 1000,
+            created_at: chrono::Utc::now(),
+        };
+        assert!(orders::place(&self.pool, &self.saga.topology, &order).await.unwrap());
+        order.order_id.to_string()
+    }
+
+    /// Claims what is due and advances it, as the driver does.
+    async fn drive(&self) {
+        for order in orders::claim_due(&self.pool, 100, self.saga.settings.lease).await.unwrap() {
+            self.saga.advance(order).await.unwrap();
+        }
+    }
+
+    /// Drives until nothing is due now (retries with a 1 ms backoff included).
+    async fn drive_all(&self) {
+        for _ in 0..20 {
+            self.drive().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn make_due(&self, order_id: &str) {
+        sqlx::query("UPDATE orders SET next_action_at = now() WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, order_id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The messages the saga asked to send to the payment provider, oldest first.
+    async fn to_provider(&self) -> Vec<Envelope> {
+        let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM outbox WHERE routing_key = $1 ORDER BY id")
+            .bind(self.saga.topology.payment_requests())
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+        bodies.iter().map(|b| Envelope::from_slice(b).unwrap()).collect()
+    }
+
+    async fn pay(&self, order_id: &str, attempt: i32, outcome: PaymentOutcome) {
+        let result = PaymentResult {
+            payment_id: order_id.to_owned(),
+            order_id: OrderId::parse(order_id).unwrap(),
+            attempt,
+            outcome,
+        };
+        self.saga.on_payment_result(&result).await.unwrap();
+    }
+
+    async fn done(self) {
+        self.pool.close().await;
+        testdb::drop_database(&self.database).await;
+    }
+}
+
+fn kinds_of(messages: &[Envelope]) -> Vec<&str> {
+    messages.iter().map(|m| m.kind.as_str()).collect()
+}
+
+#[tokio::test]
+async fn insufficient_stock_rejects_the_order_and_asks_for_no_money() {
+    let f = fixture(settings()).await;
+    f.stock.reserve.lock().unwrap().push_back(Err(InventoryFailure::Refused("insufficient stock for mug".into())));
+    let id = f.place().await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "REJECTED");
+    assert!(f.to_provider().await.is_empty());
+    assert_eq!(f.stock.calls("roll_back"), 0, "nothing was held");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_hold_taken_by_other_lines_is_rolled_back_rather_than_left_to_expire() {
+    let f = fixture(settings()).await;
+    f.stock
+        .reserve
+        .lock()
+        .unwrap()
+        .push_back(Err(InventoryFailure::Conflict("reservation exists with other lines".into())));
+    let id = f.place().await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert_eq!(f.stock.calls("roll_back"), 1);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn inventory_down_is_retried_up_to_the_limit_then_the_order_fails_with_the_hold_released() {
+    let f = fixture(settings()).await;
+    for _ in 0..5 {
+        f.stock.reserve.lock().unwrap().push_back(Err(InventoryFailure::Transient("unavailable".into())));
+    }
+    let id = f.place().await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert_eq!(f.stock.calls("reserve"), 3, "max_reserve_attempts");
+    assert_eq!(f.stock.calls("roll_back"), 1, "a hold taken unheard of is released");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn the_charge_goes_out_with_the_pending_state_and_is_asked_again_after_the_timeout() {
+    let f = fixture(settings()).await;
+    let id = f.place().await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "PAYMENT_PENDING");
+    let sent = f.to_provider().await;
+    assert_eq!(kinds_of(&sent), [kinds::PAYMENT_CHARGE]);
+    let charge: ChargeRequest = sent[0].payload().unwrap();
+    assert_eq!((charge.attempt, charge.amount_cents, charge.payment_id.as_str()), (1, 1000, id.as_str()));
+
+    // No answer within the payment timeout: the same charge (same payment id) is asked again.
+    f.make_due(&id).await;
+    f.drive_all().await;
+    let sent = f.to_provider().await;
+    assert_eq!(kinds_of(&sent), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_CHARGE]);
+    assert_eq!(sent[1].payload::<ChargeRequest>().unwrap().attempt, 2);
+
+    f.pay(&id, 2, PaymentOutcome::Succeeded).await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "CONFIRMED");
+    assert_eq!(f.stock.calls("commit"), 1);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn technical_failures_are_retried_up_to_the_limit_then_the_order_fails_without_a_refund() {
+    let f = fixture(settings()).await;
+    let id = f.place().await;
+    f.drive_all().await;
+    for attempt in 1..=3 {
+        f.pay(&id, attempt, PaymentOutcome::TechnicalFailure { reason: "provider down".into() }).await;
+        f.drive_all().await;
+    }
+    assert_eq!(f.status(&id).await, "FAILED");
+    let sent = f.to_provider().await;
+    assert_eq!(kinds_of(&sent), [kinds::PAYMENT_CHARGE; 3], "three attempts, and nothing was taken to give back");
+    assert_eq!(f.stock.calls("roll_back"), 1);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_success_that_arrives_after_the_saga_gave_up_is_refunded() {
+    let f = fixture(SagaSettings { max_payment_attempts: 1, ..settings() }).await;
+    let id = f.place().await;
+    f.drive_all().await;
+    f.make_due(&id).await; // the payment timeout passes with no answer, and no attempts are left
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND], "refund to be sure");
+
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    assert_eq!(
+        kinds_of(&f.to_provider().await),
+        [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND, kinds::PAYMENT_REFUND],
+        "the late success is given back too (refunds are idempotent at the provider)"
+    );
+    assert_eq!(f.status(&id).await, "FAILED", "a late success never revives the order");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_hold_that_expired_before_commit_fails_the_order_and_refunds_the_payment() {
+    let f = fixture(settings()).await;
+    f.stock.commit.lock().unwrap().push_back(Ok(Held::Released));
+    let id = f.place().await;
+    f.drive_all().await;
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND]);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_decline_releases_the_hold_and_charges_nothing_back() {
+    let f = fixture(settings()).await;
+    let id = f.place().await;
+    f.drive_all().await;
+    f.pay(&id, 1, PaymentOutcome::Declined { reason: "insufficient funds".into() }).await;
+    f.pay(&id, 1, PaymentOutcome::Declined { reason: "insufficient funds".into() }).await; // a duplicate
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "PAYMENT_DECLINED");
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE]);
+    assert_eq!(f.stock.calls("roll_back"), 1);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_dead_drivers_order_is_taken_over_once_its_lease_runs_out_and_a_live_driver_keeps_its_own() {
+    let f = fixture(settings()).await;
+    let lease = f.saga.settings.lease;
+    let id = f.place().await;
+
+    // A driver claims the order and dies (its lease is never renewed).
+    let claimed = orders::claim_due(&f.pool, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(orders::claim_due(&f.pool, 10, lease).await.unwrap().is_empty(), "nobody else takes a leased order");
+    let started = tokio::time::Instant::now();
+    let taken = loop {
+        let due = orders::claim_due(&f.pool, 10, lease).await.unwrap();
+        if !due.is_empty() {
+            break due;
+        }
+        assert!(started.elapsed() < lease * 3, "not taken over within three leases");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(taken[0].order_id, id);
+
+    // A live driver renews its lease: however long its step takes, nobody else takes the order.
+    let held = vec![(taken[0].order_id.clone(), taken[0].version)];
+    let until = tokio::time::Instant::now() + lease * 3;
+    while tokio::time::Instant::now() < until {
+        assert_eq!(orders::renew_leases(&f.pool, &held, lease).await.unwrap(), 1);
+        assert!(orders::claim_due(&f.pool, 10, lease).await.unwrap().is_empty(), "a renewed lease was taken over");
+        tokio::time::sleep(lease / 3).await;
+    }
+    f.done().await;
+}

@@ -1,0 +1,243 @@
+//! Configuration of every ordermesh process: one loader over environment variables (or a map, in
+//! tests), the settings several services share, and a URL type whose password can never print.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// A URL that may carry a password: `Debug` and `Display` show it redacted; only [`SecretUrl::expose`]
+/// gives the real value, so logging a config (`?config`) cannot leak a credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The real URL, for the one call that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host/...` URL.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    match (rest.rfind('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Reads one variable by name.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+/// Where configuration values come from: the process environment, or any lookup (a map in tests).
+pub struct Env<'a> {
+    lookup: Lookup<'a>,
+}
+
+impl fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Env")
+    }
+}
+
+impl Env<'static> {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self { lookup: Box::new(|key| std::env::var(key).ok()) }
+    }
+}
+
+impl<'a> Env<'a> {
+    /// Values from `lookup`.
+    pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Self { lookup: Box::new(lookup) }
+    }
+
+    /// The raw value of `key`, if set.
+    pub fn raw(&self, key: &str) -> Option<String> {
+        (self.lookup)(key)
+    }
+
+    /// `key` parsed as `T`, if set; a bad value is an error naming the variable.
+    pub fn get<T: FromStr>(&self, key: &str) -> anyhow::Result<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        self.raw(key)
+            .map(|raw| raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{key}={raw:?} is not valid: {e}")))
+            .transpose()
+    }
+
+    /// `key` parsed as `T`, or `default`.
+    pub fn or<T: FromStr>(&self, key: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: fmt::Display,
+    {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// `key` as a string, or `default`.
+    pub fn string(&self, key: &str, default: &str) -> String {
+        self.raw(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// `key` as a secret URL, or `default`.
+    pub fn secret(&self, key: &str, default: &SecretUrl) -> SecretUrl {
+        self.raw(key).map_or_else(|| default.clone(), SecretUrl::new)
+    }
+
+    /// `key` in milliseconds, or `default`.
+    pub fn millis(&self, key: &str, default: Duration) -> anyhow::Result<Duration> {
+        Ok(self.get::<u64>(key)?.map_or(default, Duration::from_millis))
+    }
+
+    /// `key` in seconds, or `default`.
+    pub fn secs(&self, key: &str, default: Duration) -> anyhow::Result<Duration> {
+        Ok(self.get::<u64>(key)?.map_or(default, Duration::from_secs))
+    }
+}
+
+/// How a service reaches its own database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; may hold a password.
+    pub url: SecretUrl,
+    /// Create the database when missing, so a fresh machine needs no manual step.
+    pub create: bool,
+    /// Pool size.
+    pub max_connections: u32,
+    /// An idle pooled connection is closed after this long, so a burst does not hold the server's
+    /// connections for good.
+    pub idle_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// A database at `url` with the defaults: created if missing, 10 connections, 30 s idle timeout.
+    pub fn new(url: impl Into<SecretUrl>) -> Self {
+        Self { url: url.into(), create: true, max_connections: 10, idle_timeout: Duration::from_secs(30) }
+    }
+
+    /// Reads `<PREFIX>_DATABASE_URL`, `_CREATE_DATABASE`, `_DB_MAX_CONNECTIONS` and `_DB_IDLE_TIMEOUT_MS`
+    /// over `default`.
+    pub fn from_env(env: &Env<'_>, prefix: &str, default: Self) -> anyhow::Result<Self> {
+        let settings = Self {
+            url: env.secret(&format!("{prefix}_DATABASE_URL"), &default.url),
+            create: env.or(&format!("{prefix}_CREATE_DATABASE"), default.create)?,
+            max_connections: env.or(&format!("{prefix}_DB_MAX_CONNECTIONS"), default.max_connections)?,
+            idle_timeout: env.millis(&format!("{prefix}_DB_IDLE_TIMEOUT_MS"), default.idle_timeout)?,
+        };
+        anyhow::ensure!(settings.max_connections > 0, "{prefix}_DB_MAX_CONNECTIONS must be at least 1");
+        anyhow::ensure!(!settings.idle_timeout.is_zero(), "{prefix}_DB_IDLE_TIMEOUT_MS must be at least 1");
+        Ok(settings)
+    }
+}
+
+/// The default broker on this machine.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The default inventory-manager.
+pub const DEFAULT_INVENTORY_URL: &str = "http://127.0.0.1:50051";
+
+/// What the RabbitMQ workers and the gateway share: the broker, the names, and inventory's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSettings {
+    /// RabbitMQ (`AMQP_URL`).
+    pub amqp_url: SecretUrl,
+    /// Prefix of every queue and exchange name (`ORDERMESH_NAMESPACE`).
+    pub namespace: String,
+    /// inventory-manager (`INVENTORY_URL`).
+    pub inventory_url: String,
+    /// Deadline of each gRPC call to inventory (`INVENTORY_TIMEOUT_MS`).
+    pub inventory_timeout: Duration,
+    /// Retries of one message before it is dead-lettered (`AMQP_MAX_RETRIES`).
+    pub max_retries: u32,
+}
+
+impl Default for SharedSettings {
+    fn default() -> Self {
+        Self {
+            amqp_url: SecretUrl::new(DEFAULT_AMQP_URL),
+            namespace: String::new(),
+            inventory_url: DEFAULT_INVENTORY_URL.to_owned(),
+            inventory_timeout: Duration::from_secs(2),
+            max_retries: 8,
+        }
+    }
+}
+
+impl SharedSettings {
+    /// Reads the shared variables.
+    pub fn from_env(env: &Env<'_>) -> anyhow::Result<Self> {
+        let d = Self::default();
+        let settings = Self {
+            amqp_url: env.secret("AMQP_URL", &d.amqp_url),
+            namespace: env.string("ORDERMESH_NAMESPACE", &d.namespace),
+            inventory_url: env.string("INVENTORY_URL", &d.inventory_url),
+            inventory_timeout: env.millis("INVENTORY_TIMEOUT_MS", d.inventory_timeout)?,
+            max_retries: env.or("AMQP_MAX_RETRIES", d.max_retries)?,
+        };
+        anyhow::ensure!(!settings.inventory_timeout.is_zero(), "INVENTORY_TIMEOUT_MS must be at least 1");
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("amqp://guest:p@ss@h/%2f"), "amqp://guest:***@h/%2f");
+        let settings = DatabaseSettings::new("postgres://u:secret@h/db");
+        assert!(!format!("{settings:?}").contains("secret"));
+        let shared = SharedSettings { amqp_url: "amqp://u:hunter2@h/%2f".into(), ..Default::default() };
+        assert!(!format!("{shared:?}").contains("hunter2"));
+        assert!(!format!("{}", shared.amqp_url).contains("hunter2"));
+        assert_eq!(shared.amqp_url.expose(), "amqp://u:hunter2@h/%2f");
+    }
+
+    #[test]
+    fn values_come_from_the_lookup_and_bad_ones_name_their_variable() {
+        let vars =
+            HashMap::from([("X_DB_MAX_CONNECTIONS", "3"), ("X_DB_IDLE_TIMEOUT_MS", "1500"), ("AMQP_MAX_RETRIES", "2")]);
+        let env = Env::from_fn(|k| vars.get(k).map(|v| (*v).to_owned()));
+        let db = DatabaseSettings::from_env(&env, "X", DatabaseSettings::new("postgres://h/x")).unwrap();
+        assert_eq!((db.max_connections, db.idle_timeout), (3, Duration::from_millis(1500)));
+        assert_eq!(SharedSettings::from_env(&env).unwrap().max_retries, 2);
+
+        let bad = Env::from_fn(|k| (k == "X_DB_MAX_CONNECTIONS").then(|| "lots".to_owned()));
+        let err = DatabaseSettings::from_env(&bad, "X", DatabaseSettings::new("postgres://h/x")).unwrap_err();
+        assert!(err.to_string().contains("X_DB_MAX_CONNECTIONS"), "{err}");
+    }
+}
