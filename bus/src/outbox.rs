@@ -20,8 +20,9 @@ use crate::publisher::{Outgoing, Publisher};
 
 /// Most messages one relay pass publishes.
 const BATCH: i64 = 200;
-/// How long a claimed row is left to its relay before another may publish it; well above the publish deadline.
-const CLAIM_SECS: f64 = 30.0;
+/// How long a claimed row is left to its relay before another may publish it: above the publish
+/// deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
+const CLAIM_SECS: f64 = 8.0;
 
 /// Adds a message to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -49,9 +50,10 @@ pub async fn run_relay(
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut relay = Relay::new(pool, publisher);
     let mut failures = 0u32;
     loop {
-        match relay_batch(&pool, &publisher).await {
+        match relay.pass().await {
             Ok(n) if n as i64 == BATCH => {
                 failures = 0;
                 continue;
@@ -70,7 +72,7 @@ pub async fn run_relay(
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {
                 // One last pass so a clean shutdown leaves nothing behind (what it cannot send stays for the next start).
-                match relay_batch(&pool, &publisher).await {
+                match relay.pass().await {
                     Ok(n) => tracing::debug!(published = n, "outbox flushed at shutdown"),
                     Err(err) => tracing::warn!(error = %err, "outbox not flushed at shutdown; rows stay for the next start"),
                 }
@@ -80,49 +82,79 @@ pub async fn run_relay(
     }
 }
 
-/// Publishes up to one batch; returns how many rows it took care of (sent or parked).
-pub async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<usize> {
-    // SKIP LOCKED lets several relays claim side by side without taking the same row.
-    let mut rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-        "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
-         FROM (SELECT id FROM outbox
-               WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
-               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
-         WHERE o.id = c.id
-         RETURNING o.id, o.exchange, o.routing_key, o.body",
-    )
-    .bind(BATCH)
-    .bind(CLAIM_SECS)
-    .fetch_all(pool)
-    .await?;
-    if rows.is_empty() {
-        return Ok(0);
+/// One relay: what it published but could not yet delete (the database went away in between) it deletes
+/// first on its next pass, rather than leaving those rows claimed to be sent again when the claim runs out.
+#[derive(Debug)]
+pub struct Relay {
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    published: Vec<i64>,
+}
+
+impl Relay {
+    /// A relay of `pool`'s outbox.
+    pub fn new(pool: PgPool, publisher: Arc<Publisher>) -> Self {
+        Self { pool, publisher, published: Vec::new() }
     }
-    rows.sort_by_key(|r| r.0);
-    let handled = rows.len();
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut messages = Vec::with_capacity(rows.len());
-    for (id, exchange, routing_key, body) in rows {
-        match Envelope::from_slice(&body) {
-            Ok(envelope) => {
-                ids.push(id);
-                messages.push(Outgoing { exchange, routing_key, envelope, headers: FieldTable::default() });
-            }
-            Err(reason) => {
-                tracing::error!(outbox_id = id, %reason, "outbox row cannot be decoded; parked for the audit");
-                sqlx::query("UPDATE outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(&reason)
-                    .execute(pool)
-                    .await?;
+
+    /// Publishes up to one batch; returns how many rows it took care of (sent or parked).
+    pub async fn pass(&mut self) -> anyhow::Result<usize> {
+        if !self.published.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
+            self.published.clear();
+        }
+        // SKIP LOCKED lets several relays claim side by side without taking the same row.
+        let mut rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+            "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
+             FROM (SELECT id FROM outbox
+                   WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+             WHERE o.id = c.id
+             RETURNING o.id, o.exchange, o.routing_key, o.body",
+        )
+        .bind(BATCH)
+        .bind(CLAIM_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        rows.sort_by_key(|r| r.0);
+        let handled = rows.len();
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
+        for (id, exchange, routing_key, body) in rows {
+            match Envelope::from_slice(&body) {
+                Ok(envelope) => {
+                    ids.push(id);
+                    messages.push(Outgoing { exchange, routing_key, envelope, headers: FieldTable::default() });
+                }
+                Err(reason) => {
+                    tracing::error!(outbox_id = id, %reason, "outbox row cannot be decoded; parked for the audit");
+                    sqlx::query("UPDATE outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(&reason)
+                        .execute(&self.pool)
+                        .await?;
+                }
             }
         }
+        if let Err(err) = self.publisher.publish_all(&messages).await {
+            // Give the claim back so the next pass (here or elsewhere) need not wait for it to run out.
+            let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&self.pool)
+                .await;
+            return Err(err.into());
+        }
+        self.published = ids;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
+        self.published.clear();
+        Ok(handled)
     }
-    if let Err(err) = publisher.publish_all(&messages).await {
-        // Give the claim back so the next pass (here or elsewhere) need not wait for it to run out.
-        let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)").bind(&ids).execute(pool).await;
-        return Err(err.into());
-    }
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(pool).await?;
-    Ok(handled)
+}
+
+/// One pass of a fresh relay (tools and tests).
+pub async fn relay_batch(pool: &PgPool, publisher: &Arc<Publisher>) -> anyhow::Result<usize> {
+    Relay::new(pool.clone(), publisher.clone()).pass().await
 }

@@ -30,21 +30,6 @@ pub struct SagaSettings {
     pub concurrency: usize,
 }
 
-/// How the simulated payment provider behaves.
-#[derive(Debug, Clone)]
-pub struct SimulatorSettings {
-    /// Run the simulated provider in this process (turn off where a real provider answers).
-    pub enabled: bool,
-    /// Balance of a client the provider has not seen yet (1,000.00).
-    pub default_balance_cents: i64,
-    /// Delay before each answer, as a real provider's network and processing time.
-    pub latency: Duration,
-    /// Share of charge attempts that fail technically, 0.0 to 1.0.
-    pub failure_rate: f64,
-    /// The first N attempts of every charge fail technically (deterministic fault injection).
-    pub fail_first_attempts: i32,
-}
-
 /// Everything checkout-manager needs to start. `Debug` is safe to log: URLs print redacted.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,8 +41,6 @@ pub struct Config {
     pub topology: Topology,
     /// Saga pacing.
     pub saga: SagaSettings,
-    /// The simulated payment provider.
-    pub simulator: SimulatorSettings,
     /// Messages handled at once per queue.
     pub prefetch: u16,
     /// How often the outbox and due orders are polled when nothing woke them.
@@ -86,13 +69,6 @@ impl Default for Config {
                 inventory_timeout: Duration::from_secs(2),
                 concurrency: 32,
             },
-            simulator: SimulatorSettings {
-                enabled: true,
-                default_balance_cents: 100_000,
-                latency: Duration::from_millis(20),
-                failure_rate: 0.0,
-                fail_first_attempts: 0,
-            },
             prefetch: 64,
             poll: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(10),
@@ -101,7 +77,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `CHECKOUT_*`, `PAYMENT_*` and the shared variables from the environment.
+    /// Reads `CHECKOUT_*` and the shared variables from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::load(&Env::process())
     }
@@ -129,13 +105,6 @@ impl Config {
                 concurrency: env.or("CHECKOUT_CONCURRENCY", d.saga.concurrency)?,
             },
             shared,
-            simulator: SimulatorSettings {
-                enabled: env.or("PAYMENT_SIMULATOR", d.simulator.enabled)?,
-                default_balance_cents: env.or("PAYMENT_DEFAULT_BALANCE_CENTS", d.simulator.default_balance_cents)?,
-                latency: env.millis("PAYMENT_LATENCY_MS", d.simulator.latency)?,
-                failure_rate: env.or("PAYMENT_FAILURE_RATE", d.simulator.failure_rate)?,
-                fail_first_attempts: env.or("PAYMENT_FAIL_FIRST_ATTEMPTS", d.simulator.fail_first_attempts)?,
-            },
             prefetch: env.or("CHECKOUT_PREFETCH", d.prefetch)?,
             poll: env.millis("CHECKOUT_POLL_MS", d.poll)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
@@ -145,14 +114,6 @@ impl Config {
         anyhow::ensure!(config.saga.concurrency >= 1, "CHECKOUT_CONCURRENCY must be at least 1");
         anyhow::ensure!(config.saga.lease >= Duration::from_millis(300), "CHECKOUT_LEASE_MS must be at least 300");
         anyhow::ensure!(config.prefetch >= 1, "CHECKOUT_PREFETCH must be at least 1");
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&config.simulator.failure_rate),
-            "PAYMENT_FAILURE_RATE must be between 0 and 1"
-        );
-        anyhow::ensure!(
-            config.simulator.default_balance_cents >= 0,
-            "PAYMENT_DEFAULT_BALANCE_CENTS must not be negative"
-        );
         Ok(config)
     }
 

@@ -1,8 +1,9 @@
 //! checkout-manager: the saga orchestrator. Every decision about an order's next step is made here.
 //!
 //! `orders` stores orders and applies each step's result (guarded by a version, so no lock is held
-//! across a network call); `saga` decides and performs the steps; `driver` runs due steps;
-//! `payment` is the `PaymentGateway` trait and the simulated provider; `handler` is the AMQP transport.
+//! across a network call); `saga` decides and performs the steps; `driver` runs due steps; `inventory`
+//! is the `Stock` trait and its gRPC client; `handler` is the AMQP transport. The payment provider is
+//! its own service (payment-gateway), reached only by messages.
 
 pub mod config;
 pub mod driver;
@@ -10,7 +11,6 @@ pub mod error;
 pub mod handler;
 pub mod inventory;
 pub mod orders;
-pub mod payment;
 pub mod saga;
 pub mod startup;
 

@@ -1,5 +1,4 @@
-//! Building and running checkout-manager: database, RabbitMQ consumers, the saga driver, the outbox
-//! relay and (unless turned off) the simulated payment provider.
+//! Building and running checkout-manager: database, RabbitMQ consumers, the saga driver and the outbox relay.
 
 use std::{future::Future, sync::Arc};
 
@@ -13,7 +12,6 @@ use crate::{
     config::Config,
     driver, handler,
     inventory::Inventory,
-    payment::Simulator,
     saga::{Leases, Saga},
 };
 
@@ -92,26 +90,6 @@ impl Application {
                 async move { handler::on_payment_result(&s, m).await }
             }),
         ));
-        if config.simulator.enabled {
-            let simulator = Simulator {
-                pool: pool.clone(),
-                publisher: publisher.clone(),
-                results_queue: topology.payment_results(),
-                settings: config.simulator.clone(),
-            };
-            // A slow provider answers many charges at once: its latency must not limit throughput.
-            tasks.push(spawn_consumer(
-                bus.clone(),
-                publisher.clone(),
-                topology.payment_requests(),
-                config.consumer(config.prefetch.saturating_mul(4)),
-                handler_fn(move |m| {
-                    let simulator = simulator.clone();
-                    async move { simulator.handle(m).await }
-                }),
-                stop.clone(),
-            ));
-        }
         tasks.push(tokio::spawn(outbox::run_relay(
             pool.clone(),
             publisher.clone(),

@@ -41,9 +41,10 @@ pub async fn upsert_product(
     // ON CONFLICT locks the existing row even when the WHERE refuses the update, so the reserved
     // count read below is the one that refused it.
     let updated = sqlx::query(
-        "INSERT INTO stock (product_id, on_hand) VALUES ($1, $2)
+        "INSERT INTO stock (product_id, on_hand, counted_on_hand) VALUES ($1, $2, $2)
          ON CONFLICT (product_id) DO UPDATE
-           SET on_hand = EXCLUDED.on_hand, updated_at = now()
+           SET on_hand = EXCLUDED.on_hand, counted_on_hand = EXCLUDED.on_hand, counted_at = clock_timestamp(),
+               updated_at = now()
            WHERE stock.reserved <= EXCLUDED.on_hand",
     )
     .bind(id.as_str())
@@ -261,7 +262,7 @@ async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Res
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("UPDATE reservations SET status = 'committed', committed_at = now() WHERE reservation_id = $1")
+            sqlx::query("UPDATE reservations SET status = 'committed', committed_at = clock_timestamp() WHERE reservation_id = $1")
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;

@@ -1,5 +1,8 @@
 //! The whole ordermesh in one process, for development and demos: inventory-manager, cart-manager,
-//! checkout-manager and api-gateway, each configured from the environment as its own binary would be.
+//! checkout-manager, payment-gateway (the simulated provider) and api-gateway, each configured from the
+//! environment as its own binary would be.
+
+pub mod audit;
 
 use std::future::Future;
 
@@ -24,6 +27,8 @@ pub struct MeshConfig {
     pub cart: cart_manager::Config,
     /// checkout-manager.
     pub checkout: checkout_manager::Config,
+    /// payment-gateway.
+    pub payment: payment_gateway::Config,
     /// api-gateway.
     pub gateway: api_gateway::Config,
 }
@@ -35,6 +40,7 @@ impl MeshConfig {
             inventory: inventory_manager::Config::from_env()?,
             cart: cart_manager::Config::from_env()?,
             checkout: checkout_manager::Config::from_env()?,
+            payment: payment_gateway::Config::from_env()?,
             gateway: api_gateway::Config::from_env()?,
         })
     }
@@ -61,12 +67,13 @@ pub async fn seed_demo_catalogue(inventory_url: String) -> anyhow::Result<bool> 
     Ok(true)
 }
 
-/// Starts the four services and runs them until `shutdown` resolves, then stops them all.
+/// Starts the five services and runs them until `shutdown` resolves, then stops them all.
 pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let inventory = inventory_manager::Application::build(config.inventory).await?;
     let inventory_url = format!("http://{}", inventory.local_addr());
     let cart = cart_manager::Application::build(config.cart).await?;
     let checkout = checkout_manager::Application::build(config.checkout).await?;
+    let payment = payment_gateway::Application::build(config.payment).await?;
     let gateway = api_gateway::Application::build(config.gateway).await?;
     let gateway_addr = gateway.local_addr();
 
@@ -78,6 +85,7 @@ pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send +
         tokio::spawn(inventory.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(cart.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(checkout.run_until_stopped(stopped(stop_rx.clone()))),
+        tokio::spawn(payment.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone()))),
     ];
     match seed_demo_catalogue(inventory_url).await {

@@ -1,10 +1,37 @@
-//! `cargo run`: the whole ordermesh in one process against the local RabbitMQ and PostgreSQL. Ctrl-C stops it.
+//! `cargo run`: the whole ordermesh in one process against the local RabbitMQ and PostgreSQL (Ctrl-C
+//! stops it); `cargo run -- audit`: check the promises across the services' databases and the broker.
 
-use ordermesh::{MeshConfig, run};
+use std::{process::ExitCode, time::Duration};
+
+use ordermesh::{MeshConfig, audit, run};
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 
+const USAGE: &str = "usage: ordermesh                       run the whole mesh
+       ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
+                                                    exits 1 if a promise is broken (default N: 60)";
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_logs();
-    run(MeshConfig::from_env()?, shutdown_signal()).await
+async fn main() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => {
+            init_logs();
+            run(MeshConfig::from_env()?, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ["audit", rest @ ..] => {
+            let stuck_after = match rest {
+                [] => Duration::from_secs(60),
+                ["--stuck-after-seconds", n] => Duration::from_secs(n.parse().map_err(|_| anyhow::anyhow!("{USAGE}"))?),
+                _ => anyhow::bail!("{USAGE}"),
+            };
+            let report = audit::run(&MeshConfig::from_env()?, stuck_after).await?;
+            #[allow(clippy::print_stdout)] // the report is the command's output
+            {
+                print!("{}", report.render());
+            }
+            Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    }
 }

@@ -136,7 +136,7 @@ async fn insufficient_funds_is_declined_and_the_reservation_rolled_back() {
     assert!(steps.contains(&("roll_back".into(), "ok".into())), "{steps:?}");
     assert_eq!(mesh.stock("lamp").await, (5, 0, 5), "the hold was released");
     let balance: i64 = sqlx::query_scalar("SELECT balance_cents FROM payment_accounts WHERE client_id = 'carol'")
-        .fetch_one(&mesh.checkout_db)
+        .fetch_one(&mesh.payment_db)
         .await
         .unwrap();
     assert_eq!(balance, 100_000, "nothing was charged");
@@ -146,7 +146,7 @@ async fn insufficient_funds_is_declined_and_the_reservation_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn technical_payment_failures_are_retried_then_confirmed_with_one_charge() {
     let mesh =
-        spawn_mesh_with(Options { checkout: Box::new(|c| c.simulator.fail_first_attempts = 2), ..Default::default() })
+        spawn_mesh_with(Options { payment: Box::new(|p| p.simulator.fail_first_attempts = 2), ..Default::default() })
             .await;
     mesh.product("mug", 1000, 5).await;
     assert_eq!(mesh.add("dan", "mug", 1).await.0, 200);
@@ -155,9 +155,9 @@ async fn technical_payment_failures_are_retried_then_confirmed_with_one_charge()
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     let retries = timeline(&order).iter().filter(|s| *s == &("payment".to_owned(), "retry".to_owned())).count();
     assert_eq!(retries, 2, "two technical failures, then success");
-    assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE payment_id = $1", &order_id).await, 1);
+    assert_eq!(mesh.count_payments("SELECT count(*) FROM payment_charges WHERE payment_id = $1", &order_id).await, 1);
     let balance: i64 = sqlx::query_scalar("SELECT balance_cents FROM payment_accounts WHERE client_id = 'dan'")
-        .fetch_one(&mesh.checkout_db)
+        .fetch_one(&mesh.payment_db)
         .await
         .unwrap();
     assert_eq!(balance, 100_000 - 1000, "charged exactly once");
@@ -168,10 +168,8 @@ async fn technical_payment_failures_are_retried_then_confirmed_with_one_charge()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_payment_retries_fail_the_order_and_release_stock() {
     let mesh = spawn_mesh_with(Options {
-        checkout: Box::new(|c| {
-            c.simulator.failure_rate = 1.0;
-            c.saga.max_payment_attempts = 3;
-        }),
+        payment: Box::new(|p| p.simulator.failure_rate = 1.0),
+        checkout: Box::new(|c| c.saga.max_payment_attempts = 3),
         ..Default::default()
     })
     .await;

@@ -111,7 +111,7 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
     mesh.wait_until_drained(&mesh.topology.cart_jobs()).await;
     mesh.wait_until_drained(&mesh.topology.checkout_jobs()).await;
     assert_eq!(mesh.count("SELECT count(*) FROM orders WHERE client_id = $1", "jo").await, 1);
-    assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
+    assert_eq!(mesh.count_payments("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.stock("mug").await, (7, 0, 7), "one reservation, committed once");
 
     // The order hand-off delivered twice, too.
@@ -125,7 +125,7 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
     publish_raw(&mesh.topology.checkout_jobs(), &Envelope::new(kinds::ORDER_PLACE, &again).to_vec()).await;
     mesh.wait_until_drained(&mesh.topology.checkout_jobs()).await;
     mesh.wait_until_drained(&mesh.topology.payment_requests()).await;
-    assert_eq!(mesh.count("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
+    assert_eq!(mesh.count_payments("SELECT count(*) FROM payment_charges WHERE client_id = $1", "jo").await, 1);
     assert_eq!(mesh.stock("mug").await, (7, 0, 7));
     mesh.stop().await;
 }

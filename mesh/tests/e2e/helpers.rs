@@ -46,8 +46,10 @@ pub struct Options {
     pub gateways: usize,
     /// Gateway deadline.
     pub request_timeout: Duration,
-    /// Adjusts checkout-manager's config (payment faults, retry pacing).
+    /// Adjusts checkout-manager's config (retry pacing).
     pub checkout: Box<dyn FnOnce(&mut checkout_manager::Config) + Send>,
+    /// Adjusts payment-gateway's config (payment faults).
+    pub payment: Box<dyn FnOnce(&mut payment_gateway::Config) + Send>,
     /// Point the gateway at a broker that is not there.
     pub gateway_amqp_url: Option<String>,
     /// Point every service at this broker URL (a link the test can cut).
@@ -63,6 +65,7 @@ impl Default for Options {
             gateways: 1,
             request_timeout: Duration::from_secs(5),
             checkout: Box::new(|_| {}),
+            payment: Box::new(|_| {}),
             gateway_amqp_url: None,
             amqp_url: None,
             inventory_url: None,
@@ -78,8 +81,10 @@ pub struct TestMesh {
     pub http: reqwest::Client,
     /// gRPC client of inventory.
     pub inventory: InventoryServiceClient<Channel>,
-    /// checkout's database, to look at orders and payments.
+    /// checkout's database, to look at orders.
     pub checkout_db: PgPool,
+    /// payment-gateway's database, to look at charges and balances.
+    pub payment_db: PgPool,
     /// The test's names.
     pub topology: Topology,
     /// cart-manager instances, stoppable one by one.
@@ -116,6 +121,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let (inv_url, inv_db) = testdb::unique_database(DB_PREFIX);
     let (cart_url, cart_db) = testdb::unique_database(DB_PREFIX);
     let (chk_url, chk_db) = testdb::unique_database(DB_PREFIX);
+    let (pay_url, pay_db) = testdb::unique_database(DB_PREFIX);
     let db = |url: String| DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(url) };
     let amqp_url = options.amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.into());
     let shared = |inventory_url: &str| SharedSettings {
@@ -147,11 +153,22 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     checkout_config.saga.max_backoff = Duration::from_millis(500);
     checkout_config.saga.payment_timeout = Duration::from_secs(3);
     checkout_config.saga.inventory_timeout = Duration::from_millis(500);
-    checkout_config.simulator.latency = Duration::from_millis(5);
     (options.checkout)(&mut checkout_config);
     let checkout = checkout_manager::Application::build(checkout_config).await.expect("checkout builds");
     let checkout_db = checkout.pool().clone();
     services.push(Running::spawn(|stop| checkout.run_until_stopped(stop)));
+
+    let mut payment_config = payment_gateway::Config {
+        database: db(pay_url),
+        topology: topology.clone(),
+        shared: shared(&inventory_url),
+        ..Default::default()
+    };
+    payment_config.simulator.latency = Duration::from_millis(5);
+    (options.payment)(&mut payment_config);
+    let payment = payment_gateway::Application::build(payment_config).await.expect("payment builds");
+    let payment_db = payment.pool().clone();
+    services.push(Running::spawn(|stop| payment.run_until_stopped(stop)));
 
     let cart_config = cart_manager::Config {
         database: db(cart_url.clone()),
@@ -189,11 +206,12 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
         inventory: InventoryServiceClient::new(channel),
         checkout_db,
+        payment_db,
         topology,
         carts,
         cart_config,
         services,
-        databases: vec![inv_db, cart_db, chk_db],
+        databases: vec![inv_db, cart_db, chk_db, pay_db],
     };
     if options.gateway_amqp_url.is_none() && options.amqp_url.is_none() {
         mesh.wait_until_gateways_connected().await;
@@ -259,7 +277,12 @@ impl TestMesh {
     pub async fn wait_until_consuming(&self) {
         let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        for queue in [self.topology.cart_jobs(), self.topology.checkout_jobs(), self.topology.payment_results()] {
+        for queue in [
+            self.topology.cart_jobs(),
+            self.topology.checkout_jobs(),
+            self.topology.payment_results(),
+            self.topology.payment_requests(),
+        ] {
             loop {
                 let channel = conn.create_channel().await.unwrap();
                 let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
@@ -303,6 +326,7 @@ impl TestMesh {
             let _ = conn.close(200, "ok".into()).await;
         }
         self.checkout_db.close().await;
+        self.payment_db.close().await;
         for db in &self.databases {
             testdb::drop_database(db).await;
         }
@@ -381,8 +405,13 @@ impl TestMesh {
         }
     }
 
-    /// How many rows of `table` the checkout database holds for an order (orders, payment_charges, ...).
-    pub async fn count(&self, sql: &'static str, order_id: &str) -> i64 {
-        sqlx::query_scalar(sql).bind(order_id).fetch_one(&self.checkout_db).await.expect(sql)
+    /// A count from the checkout database (orders, order_steps) for one id.
+    pub async fn count(&self, sql: &'static str, id: &str) -> i64 {
+        sqlx::query_scalar(sql).bind(id).fetch_one(&self.checkout_db).await.expect(sql)
+    }
+
+    /// A count from payment-gateway's database (payment_charges) for one id.
+    pub async fn count_payments(&self, sql: &'static str, id: &str) -> i64 {
+        sqlx::query_scalar(sql).bind(id).fetch_one(&self.payment_db).await.expect(sql)
     }
 }

@@ -1,0 +1,193 @@
+//! A steady stream of shoppers over the public HTTP API, as clients that retry the way the README says:
+//! the same `Idempotency-Key` on a 5xx or a broken connection. Every tenth shopper buys the scarce
+//! product (some are REJECTED), every tenth the luxury one (more than a shopper's balance: declined).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const SHOPPERS: usize = 3;
+/// Units of the scarce product put on hand before each scenario.
+const SCARCE_UNITS: i64 = 6;
+/// Shoppers who each put 2 scarce units in their cart at the start of a stream, before any is reserved
+/// (the cart checks availability, not holds): 3 win the 6 units, 2 are REJECTED.
+const RACERS: usize = 5;
+
+/// The catalogue the suite sells: id, price in cents, units.
+const CATALOGUE: &[(&str, i64, i64)] = &[
+    ("p0", 1000, 1_000_000),
+    ("p1", 1000, 1_000_000),
+    ("p2", 1500, 1_000_000),
+    ("p3", 700, 1_000_000),
+    ("lux", 150_000, 1_000_000),
+    ("scarce", 500, SCARCE_UNITS),
+];
+
+/// Loads the catalogue (at the start, with no traffic).
+pub async fn seed(inventory_url: &str) {
+    let mut client = InventoryServiceClient::connect(inventory_url.to_owned()).await.expect("inventory reachable");
+    for (id, price_cents, on_hand) in CATALOGUE {
+        let request = pb::UpsertProductRequest {
+            product_id: (*id).into(),
+            name: format!("Product {id}"),
+            price_cents: *price_cents,
+            on_hand: *on_hand,
+        };
+        client.upsert_product(request).await.expect("product upserted");
+    }
+}
+
+/// A running stream of shoppers.
+pub struct Load {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    accepted: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+impl Load {
+    /// Starts the shoppers of one scenario (`tag` keeps client ids apart between scenarios).
+    pub fn start(gateway: &str, tag: &str) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..SHOPPERS)
+            .map(|n| {
+                let gateway = gateway.to_owned();
+                let tag = tag.to_owned();
+                let accepted = accepted.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { shopper(gateway, format!("{tag}-{n}"), accepted, stopped).await })
+            })
+            .collect();
+        Self { stop, tasks, accepted }
+    }
+
+    /// Waits until `n` checkouts were accepted (the stream is flowing).
+    pub async fn wait_for_orders(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.accepted.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "fewer than {n} checkouts accepted within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How long after `since` the first checkout was accepted, if one was within `patience`.
+    pub async fn next_checkout_after(&self, since: Instant, patience: Duration) -> Option<Duration> {
+        loop {
+            if let Some(at) = self.accepted.lock().unwrap().iter().map(|a| a.1).filter(|t| *t >= since).min() {
+                return Some(at - since);
+            }
+            if since.elapsed() > patience {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the shoppers (each finishes its current checkout) and returns every accepted order id.
+    pub async fn stop(self) -> Vec<String> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let accepted = self.accepted.lock().unwrap();
+        accepted.iter().map(|a| a.0.clone()).collect()
+    }
+}
+
+/// Sends `body` to `path` with `key`, again on a 5xx or a broken connection (up to ~10 s), as the
+/// README tells clients to; returns the final status and body.
+async fn send(http: &reqwest::Client, url: String, key: &str, body: Value) -> Option<(u16, Value)> {
+    for _ in 0..100 {
+        match http.post(&url).header("Idempotency-Key", key).json(&body).send().await {
+            Ok(r) if r.status().is_server_error() => {}
+            Ok(r) => {
+                let status = r.status().as_u16();
+                return Some((status, r.json().await.unwrap_or(Value::Null)));
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn shopper(
+    gateway: String,
+    tag: String,
+    accepted: Arc<Mutex<Vec<(String, Instant)>>>,
+    stopped: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    if tag.ends_with("-0") {
+        race_for_the_scarce_product(&http, &gateway, &tag, &accepted).await;
+    }
+    let mut i = 0u64;
+    while !*stopped.borrow() {
+        i += 1;
+        let client = format!("{tag}-{i}");
+        let (product, quantity) = match i % 10 {
+            5 => ("lux", 1),
+            n => (["p0", "p1", "p2", "p3"][(n % 4) as usize], 1 + (n % 3) as i64),
+        };
+        let add = json!({"clientID": client, "productID": product, "quantity": quantity});
+        let Some((200, _)) = send(&http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await else {
+            continue;
+        };
+        let checkout = json!({"clientID": client});
+        if let Some((202, body)) =
+            send(&http, format!("{gateway}/checkOutCart"), &format!("co-{client}"), checkout).await
+            && let Some(id) = body["orderID"].as_str()
+        {
+            accepted.lock().unwrap().push((id.to_owned(), Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn race_for_the_scarce_product(
+    http: &reqwest::Client,
+    gateway: &str,
+    tag: &str,
+    accepted: &Mutex<Vec<(String, Instant)>>,
+) {
+    let racers: Vec<String> = (0..RACERS).map(|k| format!("{tag}-race-{k}")).collect();
+    for client in &racers {
+        let add = json!({"clientID": client, "productID": "scarce", "quantity": 2});
+        let answer = send(http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await;
+        assert!(matches!(answer, Some((200, _))), "a racer's add failed: {answer:?}");
+    }
+    for client in &racers {
+        let checkout = json!({"clientID": client});
+        if let Some((202, body)) =
+            send(http, format!("{gateway}/checkOutCart"), &format!("co-{client}"), checkout).await
+            && let Some(id) = body["orderID"].as_str()
+        {
+            accepted.lock().unwrap().push((id.to_owned(), Instant::now()));
+        }
+    }
+}
+
+/// Puts one unit of p0 in `client`'s cart (for a checkout job sent by hand).
+pub async fn add_for(gateway: &str, client: &str) {
+    let http = reqwest::Client::new();
+    let add = json!({"clientID": client, "productID": "p0", "quantity": 1});
+    let answer = send(&http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await;
+    assert!(matches!(answer, Some((200, _))), "{answer:?}");
+}
+
+/// Puts `SCARCE_UNITS` of the scarce product on hand (before a scenario, with no traffic).
+pub async fn restock(inventory_url: &str) {
+    let mut client = InventoryServiceClient::connect(inventory_url.to_owned()).await.expect("inventory reachable");
+    let request = pb::UpsertProductRequest {
+        product_id: "scarce".into(),
+        name: "Scarce".into(),
+        price_cents: 500,
+        on_hand: SCARCE_UNITS,
+    };
+    client.upsert_product(request).await.expect("scarce restocked");
+}

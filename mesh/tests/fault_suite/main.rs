@@ -1,0 +1,715 @@
+//! The fault suite: the five services as real child processes of their own binaries, on a private
+//! PostgreSQL cluster and a private RabbitMQ node, under a steady stream of checkouts (some rejected
+//! for stock, some declined for money). Each scenario injects one fault; after each, every accepted
+//! order must be final within its bound, the dead-letter queues must hold exactly the poison that was
+//! sent, and `ordermesh audit` (the command operators run) must find nothing. The table it prints (and
+//! writes to `target/fault-suite.md`) is the one in the README.
+
+mod infra;
+mod load;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use infra::{Postgres, Rabbit, Service, free_port, wait_for_port};
+use lapin::{BasicProperties, options::BasicPublishOptions};
+use load::Load;
+use ordermesh_bus::Topology;
+use ordermesh_messages::{
+    ClientId, Envelope, OrderId, ProductId, kinds,
+    payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
+};
+use sqlx::PgPool;
+
+/// Every accepted order must be final this soon after the fault is over (the service is back).
+const SETTLE_BOUND: Duration = Duration::from_secs(10);
+
+struct Row {
+    fault: &'static str,
+    injected: &'static str,
+    in_flight: String,
+    checked: &'static str,
+    result: String,
+    recovery: String,
+}
+
+struct Suite {
+    pg: Postgres,
+    rabbit: Rabbit,
+    services: BTreeMap<&'static str, Service>,
+    gateway: String,
+    checkout_db: PgPool,
+    cart_db: PgPool,
+    audit_binary: PathBuf,
+    audit_env: BTreeMap<String, String>,
+    rows: Vec<Row>,
+    failures: Vec<String>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+const SERVICES: [&str; 5] = ["inventory-manager", "payment-gateway", "checkout-manager", "cart-manager", "api-gateway"];
+
+impl Suite {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("ordermesh-fault-suite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = Postgres::create(&dir);
+        let rabbit = Rabbit::create(&dir).await;
+        let audit_binary = PathBuf::from(env!("CARGO_BIN_EXE_ordermesh"));
+        let binaries = audit_binary.parent().unwrap().to_owned();
+        let (inventory_port, gateway_port) = (free_port(), free_port());
+
+        let mut common: BTreeMap<String, String> = [
+            ("RUST_LOG", "info,sqlx=warn,h2=warn,lapin=warn"),
+            ("CHECKOUT_POLL_MS", "100"),
+            ("CART_OUTBOX_POLL_MS", "100"),
+            ("CHECKOUT_PAYMENT_TIMEOUT_MS", "3000"),
+            ("CHECKOUT_RETRY_BASE_MS", "100"),
+            ("CHECKOUT_MAX_BACKOFF_MS", "1000"),
+            ("CHECKOUT_MAX_RESERVE_ATTEMPTS", "4"),
+            ("INVENTORY_SWEEP_INTERVAL_MS", "200"),
+            ("PAYMENT_LATENCY_MS", "150"),
+            ("GATEWAY_REQUEST_TIMEOUT_MS", "3000"),
+            ("INVENTORY_TIMEOUT_MS", "1000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        common.insert("AMQP_URL".into(), rabbit.url());
+        common.insert("INVENTORY_URL".into(), format!("http://127.0.0.1:{inventory_port}"));
+        common.insert("INVENTORY_LISTEN_ADDR".into(), format!("127.0.0.1:{inventory_port}"));
+        common.insert("GATEWAY_LISTEN_ADDR".into(), format!("127.0.0.1:{gateway_port}"));
+        for (prefix, db) in
+            [("INVENTORY", "inventory"), ("CART", "cart"), ("CHECKOUT", "checkout"), ("PAYMENT", "payment")]
+        {
+            common.insert(format!("{prefix}_DATABASE_URL"), pg.url(&format!("ordermesh_{db}")));
+        }
+        let mut services = BTreeMap::new();
+        for name in SERVICES {
+            let mut service = Service::new(name, &binaries, common.clone(), &dir);
+            service.start();
+            services.insert(name, service);
+        }
+        wait_for_port(inventory_port, Duration::from_secs(30), "inventory-manager").await;
+        wait_for_port(gateway_port, Duration::from_secs(30), "api-gateway").await;
+        let gateway = format!("http://127.0.0.1:{gateway_port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http.get(format!("{gateway}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "the mesh was not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let connect = |db: &str| {
+            let url = pg.url(db);
+            async move { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap() }
+        };
+        let (checkout_db, cart_db) = (connect("ordermesh_checkout").await, connect("ordermesh_cart").await);
+        Self {
+            pg,
+            rabbit,
+            services,
+            gateway,
+            checkout_db,
+            cart_db,
+            audit_binary,
+            audit_env: common,
+            rows: Vec::new(),
+            failures: Vec::new(),
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn service(&mut self, name: &str) -> &mut Service {
+        self.services.get_mut(name).unwrap()
+    }
+
+    /// Orders not yet final, by status: what a fault hits.
+    async fn in_flight(&self) -> String {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM orders WHERE step <> 'done' GROUP BY status ORDER BY status")
+                .fetch_all(&self.checkout_db)
+                .await
+                .unwrap_or_default();
+        if rows.is_empty() {
+            return "0".into();
+        }
+        let total: i64 = rows.iter().map(|r| r.1).sum();
+        let parts: Vec<String> = rows.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!("{total} ({})", parts.join(", "))
+    }
+
+    /// Waits until every accepted order exists and is final, and nothing waits in cart's outbox; returns
+    /// how long after `since` that was (an error if not within `bound` of `since`).
+    async fn settled(&self, accepted: &[String], since: Instant, bound: Duration) -> Result<Duration, String> {
+        let started = since;
+        loop {
+            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE step <> 'done'")
+                .fetch_one(&self.checkout_db)
+                .await
+                .unwrap_or(i64::MAX);
+            let known: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE order_id = ANY($1)")
+                .bind(accepted)
+                .fetch_one(&self.checkout_db)
+                .await
+                .unwrap_or(0);
+            let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NULL")
+                .fetch_one(&self.cart_db)
+                .await
+                .unwrap_or(i64::MAX);
+            if open == 0 && known == accepted.len() as i64 && outbox == 0 {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > bound {
+                return Err(format!(
+                    "after {bound:?}: {open} orders not final, {} of {} accepted orders unknown, {outbox} in cart's outbox ({})",
+                    accepted.len() as i64 - known,
+                    accepted.len(),
+                    self.in_flight().await
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `ordermesh audit` against the suite's databases and broker.
+    async fn audit(&self) -> Result<String, String> {
+        let out = tokio::process::Command::new(&self.audit_binary)
+            .args(["audit", "--stuck-after-seconds", "30"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(&self.audit_env)
+            .output()
+            .await
+            .map_err(|e| format!("audit did not run: {e}"))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() { Ok(text) } else { Err(text) }
+    }
+
+    async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn = lapin::Connection::connect(&self.rabbit.url(), Default::default()).await.expect("private broker");
+        let channel = conn.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        (conn, channel)
+    }
+
+    async fn publish(&self, queue: &str, body: &[u8]) {
+        let (conn, channel) = self.channel().await;
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    /// Messages in each dead-letter queue, with their reasons; `purge` empties them afterwards.
+    async fn dead_letters(&self, purge: bool) -> BTreeMap<String, Vec<String>> {
+        let (conn, channel) = self.channel().await;
+        let mut all = BTreeMap::new();
+        for queue in Topology::default().work_queues() {
+            let dlq = Topology::dead_letter_queue(&queue);
+            let mut reasons = Vec::new();
+            while let Ok(Some(m)) = channel.basic_get(dlq.as_str().into(), Default::default()).await {
+                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+                reasons.push(match headers.inner().get(ordermesh_bus::consumer::REASON_HEADER) {
+                    Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                    _ => "<no reason>".into(),
+                });
+                if purge {
+                    let _ = m.delivery.ack(Default::default()).await;
+                }
+            }
+            if !reasons.is_empty() {
+                all.insert(dlq, reasons);
+            }
+        }
+        let _ = conn.close(200, "ok".into()).await;
+        all
+    }
+
+    /// Final statuses of these orders, for the table.
+    async fn outcomes(&self, accepted: &[String]) -> String {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM orders WHERE order_id = ANY($1) GROUP BY status ORDER BY count(*) DESC",
+        )
+        .bind(accepted)
+        .fetch_all(&self.checkout_db)
+        .await
+        .unwrap_or_default();
+        rows.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The checks after every scenario: every accepted order final within `bound` of `since`, no dead
+    /// letters, audit clean. Returns the result and the time from `since` to settled.
+    async fn check(&mut self, accepted: &[String], since: Instant, bound: Duration) -> (String, String) {
+        let mut problems = Vec::new();
+        let recovery = match self.settled(accepted, since, bound).await {
+            Ok(t) => format!("{:.1} s", t.as_secs_f64()),
+            Err(e) => {
+                problems.push(e);
+                "not settled".into()
+            }
+        };
+        let dead = self.dead_letters(true).await;
+        if !dead.is_empty() {
+            problems.push(format!("unexpected dead letters: {dead:?}"));
+        }
+        if let Err(report) = self.audit().await {
+            problems.push(format!("audit: {report}"));
+        }
+        let result = if problems.is_empty() {
+            format!("pass: {} orders ({})", accepted.len(), self.outcomes(accepted).await)
+        } else {
+            "FAIL".into()
+        };
+        (result, if problems.is_empty() { recovery } else { problems.join("; ") })
+    }
+
+    fn record(
+        &mut self,
+        fault: &'static str,
+        injected: &'static str,
+        in_flight: String,
+        checked: &'static str,
+        outcome: (String, String),
+    ) {
+        let (result, recovery) = outcome;
+        if result == "FAIL" {
+            self.failures.push(format!("{fault}: {recovery}"));
+        }
+        eprintln!("fault suite: {fault}: {result} ({recovery})");
+        self.rows.push(Row { fault, injected, in_flight, checked, result, recovery });
+    }
+
+    /// kill -9 of one service in the middle of a stream of checkouts, restarted after two seconds.
+    async fn kill_scenario(&mut self, name: &'static str, fault: &'static str) {
+        let load = self.stream(fault).await;
+        load.wait_for_orders(15).await;
+        let in_flight = self.in_flight().await;
+        self.service(name).kill9().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.service(name).start();
+        let restarted = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let accepted = load.stop().await;
+        let (result, recovery) = self.check(&accepted, restarted, SETTLE_BOUND).await;
+        let checked = "every accepted order final within 10 s of the restart; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ";
+        self.record(
+            fault,
+            "SIGKILL mid-stream, restarted after 2 s",
+            in_flight,
+            checked,
+            (result, format!("all final {recovery} after the restart")),
+        );
+    }
+
+    fn restart_with(&mut self, name: &str, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let service = self.service(name);
+        let before = service.env.clone();
+        for (k, v) in changes {
+            service.env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        before
+    }
+
+    async fn respawn(&mut self, name: &str, env: Option<BTreeMap<String, String>>) {
+        let service = self.service(name);
+        let _ = service.terminate(Duration::from_secs(15)).await;
+        if let Some(env) = env {
+            service.env = env;
+        }
+        service.start();
+    }
+
+    /// Starts a stream of shoppers, with the scarce product restocked first (while nothing flows).
+    async fn stream(&self, tag: &str) -> Load {
+        load::restock(&self.audit_env["INVENTORY_URL"]).await;
+        Load::start(&self.gateway, tag)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_keeps_its_promises_through_every_fault() {
+    let mut suite = Suite::start().await;
+    load::seed(&suite.audit_env["INVENTORY_URL"]).await;
+    let suite_started = Instant::now();
+
+    // Warm-up: the steady stream alone.
+    let load = suite.stream("baseline").await;
+    load.wait_for_orders(20).await;
+    let accepted = load.stop().await;
+    let outcome = suite.check(&accepted, Instant::now(), SETTLE_BOUND).await;
+    suite.record("none (baseline)", "-", "-".into(), "every accepted order final; audit clean", outcome);
+
+    for (name, fault) in [
+        ("checkout-manager", "kill -9 checkout-manager"),
+        ("payment-gateway", "kill -9 payment-gateway"),
+        ("cart-manager", "kill -9 cart-manager"),
+        ("inventory-manager", "kill -9 inventory-manager"),
+        ("api-gateway", "kill -9 api-gateway"),
+        ("checkout-manager", "kill -9 checkout-manager (again, later in the stream)"),
+    ] {
+        suite.kill_scenario(name, fault).await;
+    }
+
+    // RabbitMQ stopped and started: persistent messages survive, every service reconnects.
+    {
+        let load = suite.stream("rabbit").await;
+        load.wait_for_orders(15).await;
+        let in_flight = suite.in_flight().await;
+        suite.rabbit.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        suite.rabbit.start().await;
+        let back = Instant::now();
+        let first = load.next_checkout_after(back, Duration::from_secs(20)).await;
+        let accepted = load.stop().await;
+        let (result, recovery) = suite.check(&accepted, back, SETTLE_BOUND).await;
+        let recovery = match first {
+            Some(t) if result != "FAIL" => format!(
+                "first checkout {:.2} s after the broker accepted connections; all final {recovery} after it",
+                t.as_secs_f64()
+            ),
+            Some(_) => recovery,
+            None => {
+                suite.failures.push("no checkout after the broker restart".into());
+                "no checkout after the broker came back".into()
+            }
+        };
+        if let Some(t) = first
+            && t > Duration::from_secs(1)
+        {
+            suite.failures.push(format!("first checkout {t:?} after the broker returned (bound 1 s)"));
+        }
+        suite.record(
+            "RabbitMQ stopped and started",
+            "rabbitmqctl stop of the private node, started again 2 s later",
+            in_flight,
+            "first checkout within 1 s of the broker returning; every order final; audit clean",
+            (result, recovery),
+        );
+    }
+
+    // PostgreSQL stopped (fast: sessions cut) and started.
+    {
+        let load = suite.stream("postgres").await;
+        load.wait_for_orders(15).await;
+        let in_flight = suite.in_flight().await;
+        suite.pg.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        suite.pg.start();
+        let back = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let accepted = load.stop().await;
+        let (result, recovery) = suite.check(&accepted, back, SETTLE_BOUND).await;
+        let outcome = (result, format!("all final {recovery} after it returned"));
+        suite.record(
+            "PostgreSQL stopped and started",
+            "pg_ctl stop -m fast of the private cluster, started 2 s later",
+            in_flight,
+            "every order final; audit clean",
+            outcome,
+        );
+    }
+
+    // inventory out of checkout-manager's reach for longer than the saga's retry budget (carts still
+    // reach it, so orders keep coming): those orders FAIL cleanly, and nothing stays held.
+    {
+        let good = suite.restart_with("checkout-manager", &[("INVENTORY_URL", "http://127.0.0.1:1")]);
+        suite.respawn("checkout-manager", None).await;
+        let load = suite.stream("inventory-down").await;
+        load.wait_for_orders(10).await;
+        let in_flight = suite.in_flight().await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        suite.respawn("checkout-manager", Some(good)).await;
+        let back = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let accepted = load.stop().await;
+        let (mut result, recovery) = suite.check(&accepted, back, SETTLE_BOUND).await;
+        let failed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'FAILED' AND order_id = ANY($1)")
+                .bind(&accepted)
+                .fetch_one(&suite.checkout_db)
+                .await
+                .unwrap();
+        if failed == 0 {
+            result = "FAIL".into();
+            suite.failures.push("no order ran out of its reserve budget while inventory was out of reach".into());
+        }
+        suite.record(
+            "inventory unreachable beyond the retry budget",
+            "checkout-manager restarted with inventory out of reach for ~5 s (reserve budget: 4 tries, ~1.5 s), then restarted with it back",
+            in_flight,
+            "orders past the budget FAILED with their holds released (audit); none stuck",
+            (result, format!("all final {recovery} after inventory was back in reach")),
+        );
+    }
+
+    // Poison on every queue: each goes to its dead-letter queue with its reason, and nothing else does.
+    {
+        let topology = Topology::default();
+        let mut sent = 0;
+        for queue in topology.work_queues() {
+            suite.publish(&queue, b"{ not json").await;
+            suite.publish(&queue, &Envelope::new("order.teleport", &serde_json::json!({})).to_vec()).await;
+            let impossible = match queue.as_str() {
+                q if q == topology.cart_jobs() => Envelope::new(
+                    kinds::CART_ADD_ITEM,
+                    &serde_json::json!({"client_id": "x", "product_id": "y", "quantity": 0}),
+                ),
+                q if q == topology.checkout_jobs() => {
+                    Envelope::new(kinds::ORDER_PLACE, &serde_json::json!({"order_id": "o", "lines": []}))
+                }
+                q if q == topology.checkout_queries() => {
+                    Envelope::new(kinds::ORDER_GET, &serde_json::json!({"order_id": ""}))
+                }
+                q if q == topology.payment_results() => {
+                    Envelope::new(kinds::PAYMENT_RESULT, &serde_json::json!({"outcome": "maybe"}))
+                }
+                _ => Envelope::new(
+                    kinds::PAYMENT_CHARGE,
+                    &serde_json::json!({"payment_id": "p", "amount_cents": "lots"}),
+                ),
+            };
+            suite.publish(&queue, &impossible.to_vec()).await;
+            sent += 3;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let dead = loop {
+            let dead = suite.dead_letters(false).await;
+            if dead.values().map(Vec::len).sum::<usize>() >= sent || Instant::now() > deadline {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let exact = dead.len() == 5 && dead.values().all(|r| r.len() == 3 && r.iter().all(|x| x != "<no reason>"));
+        let _ = suite.dead_letters(true).await;
+        let (mut result, mut recovery) = suite.check(&[], Instant::now(), SETTLE_BOUND).await;
+        if !exact {
+            result = "FAIL".into();
+            recovery = format!("dead letters were {dead:?}");
+        }
+        suite.record(
+            "poison messages on every queue",
+            "malformed JSON, an unknown type and an impossible payload on each of the 5 work queues",
+            "0".into(),
+            "each DLQ holds exactly its 3, each with x-ordermesh-reason; the consumers carry on",
+            (result, recovery),
+        );
+    }
+
+    // The same job, payment request and payment result delivered twice: nothing is done twice.
+    {
+        let load = suite.stream("dup").await;
+        load.wait_for_orders(5).await;
+        let accepted = load.stop().await;
+        let _ = suite.settled(&accepted, Instant::now(), SETTLE_BOUND).await;
+        let order_id = accepted.first().cloned().expect("an order to replay");
+        let row: (String, i64) = sqlx::query_as("SELECT client_id, total_cents FROM orders WHERE order_id = $1")
+            .bind(&order_id)
+            .fetch_one(&suite.checkout_db)
+            .await
+            .unwrap();
+        let lines: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1")
+                .bind(&order_id)
+                .fetch_all(&suite.checkout_db)
+                .await
+                .unwrap();
+        let id = OrderId::parse(order_id.clone()).unwrap();
+        let client = ClientId::parse(row.0).unwrap();
+        let place = Envelope::new(
+            kinds::ORDER_PLACE,
+            &PlaceOrder {
+                order_id: id.clone(),
+                client_id: client.clone(),
+                lines: lines
+                    .into_iter()
+                    .map(|(p, quantity, unit_price_cents)| OrderLine {
+                        product_id: ProductId::parse(p).unwrap(),
+                        quantity,
+                        unit_price_cents,
+                    })
+                    .collect(),
+                total_cents: row.1,
+                created_at: chrono::Utc::now(),
+            },
+        );
+        let charge = Envelope::new(
+            kinds::PAYMENT_CHARGE,
+            &ChargeRequest {
+                payment_id: order_id.clone(),
+                order_id: id.clone(),
+                client_id: client,
+                amount_cents: row.1,
+                attempt: 1,
+            },
+        );
+        let result = Envelope::new(
+            kinds::PAYMENT_RESULT,
+            &PaymentResult {
+                payment_id: order_id.clone(),
+                order_id: id,
+                attempt: 1,
+                outcome: PaymentOutcome::Succeeded,
+            },
+        );
+        let topology = Topology::default();
+        for _ in 0..2 {
+            suite.publish(&topology.checkout_jobs(), &place.to_vec()).await;
+            suite.publish(&topology.payment_requests(), &charge.to_vec()).await;
+            suite.publish(&topology.payment_results(), &result.to_vec()).await;
+        }
+        // A fresh checkout job, delivered twice.
+        load::add_for(&suite.gateway, "dup-twice").await;
+        let job = Envelope::new(
+            kinds::CART_CHECKOUT,
+            &ordermesh_messages::payloads::Checkout {
+                client_id: ClientId::parse("dup-twice").unwrap(),
+                idempotency_key: "request:dup".into(),
+            },
+        );
+        suite.publish(&topology.cart_jobs(), &job.to_vec()).await;
+        suite.publish(&topology.cart_jobs(), &job.to_vec()).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let made: Vec<String> = loop {
+            let made: Vec<String> = sqlx::query_scalar("SELECT order_id FROM orders WHERE client_id = 'dup-twice'")
+                .fetch_all(&suite.checkout_db)
+                .await
+                .unwrap();
+            if !made.is_empty() || Instant::now() > deadline {
+                break made;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut all = accepted.clone();
+        all.extend(made.iter().cloned());
+        let (mut result, recovery) = suite.check(&all, Instant::now(), SETTLE_BOUND).await;
+        if made.len() != 1 {
+            result = "FAIL".into();
+        }
+        suite.record(
+            "duplicates",
+            "order.place, payment.charge and payment.result of a CONFIRMED order, and a cart.checkout job, each delivered twice",
+            "0".into(),
+            "one order per checkout, one charge, stock committed once (audit)",
+            (result, format!("{recovery}; the doubled checkout made {} order(s)", made.len())),
+        );
+    }
+
+    // A reservation that expires while the payment is pending: the order fails and the money goes back.
+    {
+        let checkout_env = suite.restart_with("checkout-manager", &[("CHECKOUT_RESERVATION_TTL_SECONDS", "1")]);
+        suite.respawn("checkout-manager", None).await;
+        let payment_env = suite.restart_with("payment-gateway", &[("PAYMENT_LATENCY_MS", "2500")]);
+        suite.respawn("payment-gateway", None).await;
+        let load = suite.stream("expiry").await;
+        load.wait_for_orders(5).await;
+        let accepted = load.stop().await;
+        let outcome = suite.check(&accepted, Instant::now(), Duration::from_secs(20)).await;
+        let refunded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'FAILED' AND order_id = ANY($1)")
+                .bind(&accepted)
+                .fetch_one(&suite.checkout_db)
+                .await
+                .unwrap();
+        suite.record(
+            "reservation expires while payment is pending",
+            "reservation TTL 1 s, provider latency 2.5 s",
+            format!("{}", accepted.len()),
+            "orders FAILED with the hold expired and the charge refunded (audit: none kept)",
+            (outcome.0, format!("{}; {refunded} of {} FAILED", outcome.1, accepted.len())),
+        );
+        suite.respawn("checkout-manager", Some(checkout_env)).await;
+        suite.respawn("payment-gateway", Some(payment_env)).await;
+    }
+
+    // Payment failing technically half of the time.
+    {
+        let payment_env = suite.restart_with("payment-gateway", &[("PAYMENT_FAILURE_RATE", "0.5")]);
+        suite.respawn("payment-gateway", None).await;
+        let load = suite.stream("flaky").await;
+        load.wait_for_orders(20).await;
+        let accepted = load.stop().await;
+        let outcome = suite.check(&accepted, Instant::now(), Duration::from_secs(20)).await;
+        suite.record(
+            "payment fails technically half of the time",
+            "PAYMENT_FAILURE_RATE=0.5",
+            "-".into(),
+            "retried with one charge per CONFIRMED order; the rest FAILED with nothing kept (audit)",
+            outcome,
+        );
+        suite.respawn("payment-gateway", Some(payment_env)).await;
+    }
+
+    // Shutdown: SIGTERM stops each service within its grace period, under load, and nothing is lost.
+    {
+        let load = suite.stream("shutdown").await;
+        load.wait_for_orders(10).await;
+        let in_flight = suite.in_flight().await;
+        let mut times = Vec::new();
+        for name in SERVICES {
+            match suite.service(name).terminate(Duration::from_secs(12)).await {
+                Some((took, true)) => times.push(format!("{name} {:.1} s", took.as_secs_f64())),
+                other => {
+                    suite.failures.push(format!("{name} did not exit cleanly within 12 s after SIGTERM: {other:?}"))
+                }
+            }
+        }
+        for name in SERVICES {
+            suite.service(name).start();
+        }
+        let back = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let accepted = load.stop().await;
+        let outcome = suite.check(&accepted, back, SETTLE_BOUND).await;
+        suite.record(
+            "SIGTERM of every service",
+            "SIGTERM to each in turn under load, then all restarted",
+            in_flight,
+            "each exits 0 within its 10 s grace; every order final; audit clean",
+            (outcome.0, format!("all final {} after the restart; exits: {}", outcome.1, times.join(", "))),
+        );
+    }
+
+    let mut table = String::from(
+        "| fault | how injected | checkouts in flight at the fault | what was checked | result | recovery |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &suite.rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.fault, r.injected, r.in_flight, r.checked, r.result, r.recovery
+        );
+    }
+    let _ = writeln!(table, "\nWhole suite: {:.0} s.", suite_started.elapsed().as_secs_f64());
+    eprintln!("{table}");
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fault-suite.md");
+    let _ = std::fs::write(target, &table);
+    for name in SERVICES {
+        assert!(suite.service(name).is_running(), "{name} is not running at the end");
+    }
+    assert!(suite.failures.is_empty(), "fault suite failures:\n{}\n\n{table}", suite.failures.join("\n"));
+}

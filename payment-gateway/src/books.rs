@@ -1,0 +1,124 @@
+//! The provider's books: a balance per client and one charge per payment id, so a charge is taken at
+//! most once however often it is asked for, and a refund gives back at most what was taken.
+
+use ordermesh_messages::{
+    ClientId,
+    payloads::{ChargeRequest, PaymentOutcome, RefundRequest},
+};
+use sqlx::PgPool;
+
+/// Sets a client's balance (tests and demos).
+pub async fn set_balance(pool: &PgPool, client: &ClientId, balance_cents: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2)
+         ON CONFLICT (client_id) DO UPDATE SET balance_cents = EXCLUDED.balance_cents, updated_at = now()",
+    )
+    .bind(client.as_str())
+    .bind(balance_cents)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A client's balance, if it has an account yet.
+pub async fn balance(pool: &PgPool, client: &ClientId) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT balance_cents FROM payment_accounts WHERE client_id = $1")
+        .bind(client.as_str())
+        .fetch_optional(pool)
+        .await
+}
+
+/// Takes the money if the balance allows, once per payment id; a repeat returns the first outcome.
+/// A new client starts with `default_balance_cents`.
+pub async fn charge(
+    pool: &PgPool,
+    request: &ChargeRequest,
+    default_balance_cents: i64,
+) -> sqlx::Result<PaymentOutcome> {
+    match try_charge(pool, request, default_balance_cents).await {
+        // A racing copy of the same charge booked first: its outcome is this one's too.
+        Err(e) if is_unique_violation(&e) => try_charge(pool, request, default_balance_cents).await,
+        other => other,
+    }
+}
+
+async fn try_charge(
+    pool: &PgPool,
+    request: &ChargeRequest,
+    default_balance_cents: i64,
+) -> sqlx::Result<PaymentOutcome> {
+    let mut tx = pool.begin().await?;
+    let previous: Option<(String, String)> =
+        sqlx::query_as("SELECT outcome, reason FROM payment_charges WHERE payment_id = $1 FOR UPDATE")
+            .bind(&request.payment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((outcome, reason)) = previous {
+        tx.commit().await?;
+        return Ok(match outcome.as_str() {
+            "succeeded" => PaymentOutcome::Succeeded,
+            "refunded" => PaymentOutcome::Declined { reason: "the charge was refunded".into() },
+            _ => PaymentOutcome::Declined { reason },
+        });
+    }
+    sqlx::query("INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(request.client_id.as_str())
+        .bind(default_balance_cents)
+        .execute(&mut *tx)
+        .await?;
+    let charged = sqlx::query(
+        "UPDATE payment_accounts SET balance_cents = balance_cents - $2, updated_at = now()
+         WHERE client_id = $1 AND balance_cents >= $2",
+    )
+    .bind(request.client_id.as_str())
+    .bind(request.amount_cents)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let (outcome, stored, reason) = if charged {
+        (PaymentOutcome::Succeeded, "succeeded", String::new())
+    } else {
+        let reason = "insufficient funds".to_owned();
+        (PaymentOutcome::Declined { reason: reason.clone() }, "declined", reason)
+    };
+    sqlx::query(
+        "INSERT INTO payment_charges (payment_id, client_id, amount_cents, outcome, reason) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&request.payment_id)
+    .bind(request.client_id.as_str())
+    .bind(request.amount_cents)
+    .bind(stored)
+    .bind(&reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Gives a successful charge back; a payment id never charged (or already refunded) is a no-op.
+pub async fn refund(pool: &PgPool, request: &RefundRequest) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let refunded: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE payment_charges SET outcome = 'refunded', refunded_at = now()
+         WHERE payment_id = $1 AND outcome = 'succeeded' RETURNING client_id, amount_cents",
+    )
+    .bind(&request.payment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((client, amount)) = &refunded {
+        sqlx::query(
+            "UPDATE payment_accounts SET balance_cents = balance_cents + $2, updated_at = now() WHERE client_id = $1",
+        )
+        .bind(client)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(refunded.is_some())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}

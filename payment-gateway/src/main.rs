@@ -1,0 +1,12 @@
+//! payment-gateway's binary: configuration from the environment, then answer payments until Ctrl-C or SIGTERM.
+
+use ordermesh_lifecycle::{init_logs, shutdown_signal};
+use payment_gateway::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logs();
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting payment-gateway");
+    Application::build(config).await?.run_until_stopped(shutdown_signal()).await
+}

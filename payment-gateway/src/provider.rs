@@ -1,0 +1,85 @@
+//! The AMQP transport and the simulated behaviour: each request is decoded, booked, and (for a
+//! charge) answered with a `payment.result`; latency and technical failures can be injected.
+
+use std::sync::Arc;
+
+use ordermesh_bus::{Incoming, Outcome, Publisher, publisher::Outgoing};
+use ordermesh_messages::{
+    Envelope, kinds,
+    payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
+};
+use rand::Rng;
+use sqlx::PgPool;
+
+use crate::{books, config::SimulatorSettings};
+
+/// The simulated provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Its books.
+    pub pool: PgPool,
+    /// Publishes results.
+    pub publisher: Arc<Publisher>,
+    /// Where results go (checkout-manager's payment-results queue).
+    pub results_queue: String,
+    /// Behaviour knobs.
+    pub settings: SimulatorSettings,
+}
+
+impl Provider {
+    /// Handles one message from `payment-gateway.requests`.
+    pub async fn handle(&self, incoming: Incoming) -> Outcome {
+        match incoming.envelope.kind.as_str() {
+            kinds::PAYMENT_CHARGE => match incoming.envelope.payload::<ChargeRequest>() {
+                Ok(request) if request.amount_cents < 0 => {
+                    Outcome::DeadLetter(format!("charge of a negative amount {}", request.amount_cents))
+                }
+                Ok(request) => self.charge(request).await,
+                Err(reason) => Outcome::DeadLetter(reason),
+            },
+            kinds::PAYMENT_REFUND => match incoming.envelope.payload::<RefundRequest>() {
+                Ok(request) => match books::refund(&self.pool, &request).await {
+                    Ok(refunded) => {
+                        if refunded {
+                            tracing::info!(payment_id = %request.payment_id, "charge refunded");
+                        }
+                        Outcome::Ack
+                    }
+                    Err(e) => Outcome::Retry(format!("payment books unavailable: {e}")),
+                },
+                Err(reason) => Outcome::DeadLetter(reason),
+            },
+            other => Outcome::DeadLetter(format!("unknown message type {other:?}")),
+        }
+    }
+
+    async fn charge(&self, request: ChargeRequest) -> Outcome {
+        if !self.settings.latency.is_zero() {
+            tokio::time::sleep(self.settings.latency).await;
+        }
+        let injected = request.attempt <= self.settings.fail_first_attempts
+            || (self.settings.failure_rate > 0.0 && rand::rng().random_bool(self.settings.failure_rate));
+        let outcome = if injected {
+            PaymentOutcome::TechnicalFailure {
+                reason: format!("simulated provider error on attempt {}", request.attempt),
+            }
+        } else {
+            match books::charge(&self.pool, &request, self.settings.default_balance_cents).await {
+                Ok(outcome) => outcome,
+                Err(e) => return Outcome::Retry(format!("payment books unavailable: {e}")),
+            }
+        };
+        let result = PaymentResult {
+            payment_id: request.payment_id,
+            order_id: request.order_id.clone(),
+            attempt: request.attempt,
+            outcome,
+        };
+        let envelope = Envelope::new(kinds::PAYMENT_RESULT, &result).correlated(request.order_id.as_str());
+        match self.publisher.publish(Outgoing::to_queue(&self.results_queue, envelope)).await {
+            Ok(()) => Outcome::Ack,
+            // The charge is booked under its payment id; the retry re-sends the same outcome.
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}

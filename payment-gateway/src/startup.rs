@@ -1,0 +1,68 @@
+//! Building and running payment-gateway: its database, the RabbitMQ connection and the request consumer.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use ordermesh_bus::{Bus, Publisher, handler_fn, spawn_consumer};
+use ordermesh_lifecycle::connect_and_migrate;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::sync::watch;
+
+use crate::{config::Config, provider::Provider};
+
+/// The provider's migrations, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/payment");
+
+/// A built, not yet running payment-gateway.
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+}
+
+impl Application {
+    /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the payment database")?;
+        Ok(Self { config, pool })
+    }
+
+    /// The provider's books, for tests and tools.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Answers payment requests until `shutdown` resolves.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { config, pool } = self;
+        let (stop_tx, stop) = watch::channel(false);
+        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop.clone());
+        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let provider = Provider {
+            pool: pool.clone(),
+            publisher: publisher.clone(),
+            results_queue: config.topology.payment_results(),
+            settings: config.simulator.clone(),
+        };
+        let consumer = spawn_consumer(
+            bus,
+            publisher,
+            config.topology.payment_requests(),
+            config.consumer(),
+            handler_fn(move |m| {
+                let provider = provider.clone();
+                async move { provider.handle(m).await }
+            }),
+            stop,
+        );
+        shutdown.await;
+        tracing::info!("shutting down payment-gateway");
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(config.shutdown_grace, consumer).await.is_err() {
+            tracing::warn!(grace = ?config.shutdown_grace, "payment-gateway did not stop within its grace period; unacked requests will be redelivered");
+        }
+        pool.close().await;
+        tracing::info!("payment-gateway stopped");
+        Ok(())
+    }
+}
