@@ -7,6 +7,7 @@ RUN cargo build --release --workspace --bins
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/inventory-manager /src/target/release/cart-manager \
-     /src/target/release/checkout-manager /src/target/release/api-gateway /src/target/release/ordermesh /usr/local/bin/
+     /src/target/release/checkout-manager /src/target/release/payment-gateway /src/target/release/api-gateway \
+     /src/target/release/ordermesh /usr/local/bin/
 USER 65534:65534
 CMD ["ordermesh"]

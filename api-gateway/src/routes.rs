@@ -4,9 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, StatusCode},
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
@@ -82,9 +83,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/addToCart", post(add_to_cart))
         .route("/checkOutCart", post(check_out_cart))
-        .route("/orders/{order_id}", get(get_order))
-        .route("/cart/{client_id}", get(get_cart))
-        .route("/cart/{client_id}/items/{product_id}", delete(remove_cart_item))
+        .route("/orders/{orderID}", get(get_order))
+        .route("/cart/{clientID}", get(get_cart))
+        .route("/cart/{clientID}/items/{productID}", delete(remove_cart_item))
         .route("/products", get(list_products))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -92,7 +93,22 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// The outer bound of every request, whatever its handler awaits: the longest legitimate one (an order
+/// read waiting `max_wait`, then two downstream calls) plus a second. Handlers have tighter deadlines
+/// of their own; this one is the guarantee that no request hangs.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.max_wait + state.request_timeout * 2 + Duration::from_secs(1);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(?limit, "a request outlived the gateway's outer deadline");
+            ApiError::Timeout("the gateway").into_response()
+        }
+    }
 }
 
 /// The OpenAPI document, served at `/documentation/openapi.json`.

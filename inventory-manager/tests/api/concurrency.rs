@@ -142,7 +142,10 @@ async fn the_database_itself_refuses_broken_counters() {
         .execute(&inv.pool)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO stock (product_id, on_hand, counted_on_hand) VALUES ('p', 3, 3)").execute(&inv.pool).await.unwrap();
+    sqlx::query("INSERT INTO stock (product_id, on_hand, counted_on_hand) VALUES ('p', 3, 3)")
+        .execute(&inv.pool)
+        .await
+        .unwrap();
     for sql in [
         "UPDATE stock SET reserved = 4 WHERE product_id = 'p'",
         "UPDATE stock SET on_hand = -1 WHERE product_id = 'p'",

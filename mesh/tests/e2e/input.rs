@@ -170,7 +170,7 @@ async fn every_error_names_the_field_once_and_says_what_is_allowed_without_parse
     let (status, answer) = mesh.get("/cart/a%FFb").await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["status"], "failure");
-    assert!(error(answer).contains("valid UTF-8"));
+    assert_eq!(error(answer), "clientID in the path must be valid UTF-8");
     for query in ["waitSeconds=-1", "waitSeconds=abc", "waitSeconds=31", "waitSeconds=1.5"] {
         let (status, answer) = mesh.get(&format!("/orders/abc?{query}")).await;
         assert_eq!(status, 400, "{query}: {answer}");

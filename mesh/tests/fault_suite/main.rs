@@ -66,6 +66,15 @@ const SERVICES: [&str; 5] = ["inventory-manager", "payment-gateway", "checkout-m
 
 impl Suite {
     async fn start() -> Self {
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        assert_eq!(
+            uid.as_deref().ok(),
+            Some("0"),
+            "the fault suite starts a private PostgreSQL cluster (as user postgres) and a private RabbitMQ node, and needs root, as CI runs"
+        );
         let dir = std::env::temp_dir().join(format!("ordermesh-fault-suite-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
