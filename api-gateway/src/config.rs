@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::Topology;
-use ordermesh_config::{Env, SharedSettings};
+use ordermesh_config::{Env, FromEnv, SharedSettings};
 
 /// Everything api-gateway needs to start. `Debug` is safe to log: URLs print redacted.
 #[derive(Debug, Clone)]
@@ -35,17 +35,8 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Reads `GATEWAY_*` and the shared variables from the environment.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::load(&Env::process())
-    }
-
-    /// Reads configuration through `lookup`, so tests can feed a map.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        Self::load(&Env::from_fn(lookup))
-    }
-
+impl FromEnv for Config {
+    /// Reads `GATEWAY_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
         let shared = SharedSettings::from_env(env)?;

@@ -1,6 +1,7 @@
 //! api-gateway's binary: configuration from the environment, then serve until Ctrl-C or SIGTERM.
 
 use api_gateway::{Application, Config};
+use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 
 #[tokio::main]

@@ -195,3 +195,15 @@ impl Drop for Forget<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_get_the_deadline_less_a_bounded_margin() {
+        assert_eq!(worker_deadline(Duration::from_secs(5)), Duration::from_millis(4500));
+        assert_eq!(worker_deadline(Duration::from_millis(100)), Duration::from_millis(50), "at least 50 ms kept back");
+        assert_eq!(worker_deadline(Duration::from_secs(60)), Duration::from_secs(59), "at most 1 s kept back");
+    }
+}

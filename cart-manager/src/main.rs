@@ -1,6 +1,7 @@
 //! cart-manager's binary: configuration from the environment, then work until Ctrl-C or SIGTERM.
 
 use cart_manager::{Application, Config};
+use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 
 #[tokio::main]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ordermesh_bus::{ConsumerSettings, Topology};
-use ordermesh_config::{DatabaseSettings, Env, SharedSettings};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 
 /// How the saga paces and bounds its steps.
 #[derive(Debug, Clone)]
@@ -76,17 +76,8 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Reads `CHECKOUT_*` and the shared variables from the environment.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::load(&Env::process())
-    }
-
-    /// Reads configuration through `lookup`, so tests can feed a map.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        Self::load(&Env::from_fn(lookup))
-    }
-
+impl FromEnv for Config {
+    /// Reads `CHECKOUT_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
         let shared = SharedSettings::from_env(env)?;
@@ -116,7 +107,9 @@ impl Config {
         anyhow::ensure!(config.prefetch >= 1, "CHECKOUT_PREFETCH must be at least 1");
         Ok(config)
     }
+}
 
+impl Config {
     /// How a queue is consumed, `prefetch` deliveries at once.
     pub fn consumer(&self, prefetch: u16) -> ConsumerSettings {
         ConsumerSettings { prefetch, max_retries: self.shared.max_retries }

@@ -14,9 +14,17 @@ use crate::saga::Saga;
 /// Runs until `stop` turns true; finishes the orders in hand before returning.
 pub async fn run(saga: Saga, poll: Duration, mut stop: watch::Receiver<bool>) {
     let batch = i64::try_from(saga.settings.concurrency.saturating_mul(2)).unwrap_or(64);
-    let heartbeat = tokio::spawn(heartbeat(saga.clone()));
+    // Dropped with this future, also if the driver panics: a dead driver must stop renewing its leases.
+    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(saga.clone())));
     drive(&saga, batch, poll, &mut stop).await;
-    heartbeat.abort();
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Renews the leases of the orders in hand every third of a lease.
@@ -39,6 +47,11 @@ async fn drive(saga: &Saga, batch: i64, poll: Duration, stop: &mut watch::Receiv
         match crate::orders::claim_due(&saga.pool, batch, saga.settings.lease).await {
             Ok(orders) if !orders.is_empty() => {
                 let claimed = orders.len();
+                // Claimed orders wait for a free slot below: their leases are renewed from now on, not from
+                // when their turn comes.
+                for order in &orders {
+                    saga.leases.hold(&order.order_id, order.version);
+                }
                 futures::stream::iter(orders)
                     .for_each_concurrent(saga.settings.concurrency, |order| {
                         async move {

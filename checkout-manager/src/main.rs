@@ -1,6 +1,7 @@
 //! checkout-manager's binary: configuration from the environment, then work until Ctrl-C or SIGTERM.
 
 use checkout_manager::{Application, Config};
+use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 
 #[tokio::main]

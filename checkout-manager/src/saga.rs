@@ -23,7 +23,8 @@ use crate::{
 pub struct Leases(std::sync::Mutex<HashMap<String, i64>>);
 
 impl Leases {
-    fn hold(&self, order_id: &str, version: i64) {
+    /// Marks an order as this driver's at `version`, so the heartbeat renews its lease.
+    pub fn hold(&self, order_id: &str, version: i64) {
         self.0.lock().expect("leases lock").insert(order_id.to_owned(), version);
     }
 

@@ -125,6 +125,23 @@ impl<'a> Env<'a> {
     }
 }
 
+/// A configuration read through the one loader: from the process environment in a binary, from a map in
+/// tests. A service implements `load`; the two entry points come with it.
+pub trait FromEnv: Sized {
+    /// Reads every setting from `env`, refusing bad values with a message naming the variable.
+    fn load(env: &Env<'_>) -> anyhow::Result<Self>;
+
+    /// Reads the process environment.
+    fn from_env() -> anyhow::Result<Self> {
+        Self::load(&Env::process())
+    }
+
+    /// Reads through `lookup` (a map in tests; no process environment is touched).
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        Self::load(&Env::from_fn(lookup))
+    }
+}
+
 /// How a service reaches its own database.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {

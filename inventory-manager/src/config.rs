@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_config::{DatabaseSettings, Env};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv};
 
 /// Everything inventory-manager needs to start. `Debug` is safe to log: the database URL prints redacted.
 #[derive(Debug, Clone)]
@@ -44,19 +44,13 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Reads `INVENTORY_*` variables from the process environment.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok())
-    }
-
-    /// Reads configuration through `lookup`, so tests can feed a map instead of touching the environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let env = Env::from_fn(lookup);
+impl FromEnv for Config {
+    /// Reads `INVENTORY_*`.
+    fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
         let config = Self {
             listen_addr: env.or("INVENTORY_LISTEN_ADDR", d.listen_addr)?,
-            database: DatabaseSettings::from_env(&env, "INVENTORY", d.database)?,
+            database: DatabaseSettings::from_env(env, "INVENTORY", d.database)?,
             default_ttl: env.secs("INVENTORY_DEFAULT_TTL_SECONDS", d.default_ttl)?,
             max_ttl: env.secs("INVENTORY_MAX_TTL_SECONDS", d.max_ttl)?,
             sweep_interval: env.millis("INVENTORY_SWEEP_INTERVAL_MS", d.sweep_interval)?,

@@ -1,6 +1,7 @@
 //! inventory-manager's binary: configuration from the environment, then serve until Ctrl-C or SIGTERM.
 
 use inventory_manager::{Application, Config};
+use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 
 #[tokio::main]

@@ -6,6 +6,7 @@ pub mod audit;
 
 use std::future::Future;
 
+use ordermesh_config::FromEnv;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 
 /// The demo catalogue loaded into an empty inventory: id, name, price in cents, units on hand.

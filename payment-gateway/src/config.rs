@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ordermesh_bus::{ConsumerSettings, Topology};
-use ordermesh_config::{DatabaseSettings, Env, SharedSettings};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 
 /// How the simulated provider behaves.
 #[derive(Debug, Clone)]
@@ -53,17 +53,8 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Reads `PAYMENT_*` and the shared variables from the environment.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::load(&Env::process())
-    }
-
-    /// Reads configuration through `lookup`, so tests can feed a map.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        Self::load(&Env::from_fn(lookup))
-    }
-
+impl FromEnv for Config {
+    /// Reads `PAYMENT_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
         let shared = SharedSettings::from_env(env)?;
@@ -91,7 +82,9 @@ impl Config {
         anyhow::ensure!(config.prefetch >= 1, "PAYMENT_PREFETCH must be at least 1");
         Ok(config)
     }
+}
 
+impl Config {
     /// How the request queue is consumed.
     pub fn consumer(&self) -> ConsumerSettings {
         ConsumerSettings { prefetch: self.prefetch, max_retries: self.shared.max_retries }

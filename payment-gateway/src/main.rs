@@ -1,5 +1,6 @@
 //! payment-gateway's binary: configuration from the environment, then answer payments until Ctrl-C or SIGTERM.
 
+use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::{init_logs, shutdown_signal};
 use payment_gateway::{Application, Config};
 
