@@ -264,3 +264,31 @@ async fn the_gateway_connects_when_the_broker_comes_up_late_and_again_after_it_d
     link.down();
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_that_accepts_connections_and_never_answers_is_a_fast_503_not_a_hang() {
+    // A black hole: connections are accepted and held, nothing is ever answered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mesh = spawn_mesh_with(Options {
+        inventory_url: Some(format!("http://127.0.0.1:{port}")),
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = mesh.add("ivy", "mug", 1).await;
+    // The workers' gRPC deadlines (500 ms here: the connect, HTTP/2 handshake included, and the call)
+    // cut it, well before the gateway's own 5 s deadline would answer 504.
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert!(!body["error"].as_str().unwrap().contains("127.0.0.1"), "internal detail leaked: {body}");
+    mesh.stop().await;
+    hole.abort();
+}
