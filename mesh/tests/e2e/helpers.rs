@@ -81,6 +81,8 @@ pub struct TestMesh {
     pub http: reqwest::Client,
     /// gRPC client of inventory.
     pub inventory: InventoryServiceClient<Channel>,
+    /// inventory-manager's gRPC URL.
+    pub inventory_url: String,
     /// checkout's database, to look at orders.
     pub checkout_db: PgPool,
     /// payment-gateway's database, to look at charges and balances.
@@ -200,11 +202,13 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         services.push(Running::spawn(|stop| gateway.run_until_stopped(stop)));
     }
 
-    let channel = Channel::from_shared(real_inventory_url).unwrap().connect().await.expect("inventory reachable");
+    let channel =
+        Channel::from_shared(real_inventory_url.clone()).unwrap().connect().await.expect("inventory reachable");
     let mesh = TestMesh {
         gateways,
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
         inventory: InventoryServiceClient::new(channel),
+        inventory_url: real_inventory_url,
         checkout_db,
         payment_db,
         topology,

@@ -1,0 +1,20 @@
+//! `ordermesh-bench`: the load generator's binary (see `ordermesh_bench` and `--help`).
+
+use std::{io::Write, process::ExitCode};
+
+use ordermesh_bench::{Options, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    let (json, svg) = (options.json, options.svg.clone());
+    let report = run(options).await?;
+    let text = if json { serde_json::to_string_pretty(&report.to_json())? + "\n" } else { report.render() };
+    // A reader that went away (`| head`) is not an error of the run.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Some(path) = svg {
+        std::fs::write(&path, report.svg())?;
+        eprintln!("latency histogram written to {path}");
+    }
+    Ok(if report.stock.as_ref().is_some_and(|s| s.balanced) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

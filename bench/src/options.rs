@@ -1,0 +1,151 @@
+//! The command line: `ordermesh-bench [--scenario spread|hot|mixed] (--rate N | --concurrency N) [--duration S] ...`.
+
+use std::time::Duration;
+
+/// What the shoppers buy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// One unit of one of 50 products each: no hot row.
+    Spread,
+    /// A flash sale: one unit each of one product with limited stock.
+    Hot,
+    /// Carts of 1–3 lines; one cart in ten also holds a product beyond the shopper's balance (declined).
+    Mixed,
+}
+
+/// How shoppers arrive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// At a fixed rate per second, whatever the mesh does (latency measured from the schedule).
+    Open {
+        /// Shoppers started per second.
+        rate: f64,
+    },
+    /// This many shoppers at once, each starting again as soon as it is done (finds the maximum).
+    Closed {
+        /// Shoppers at once.
+        concurrency: usize,
+    },
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The gateway's base URL.
+    pub gateway: String,
+    /// inventory-manager's gRPC URL (the catalogue is prepared there).
+    pub inventory: String,
+    /// What shoppers buy.
+    pub scenario: Scenario,
+    /// How they arrive.
+    pub mode: Mode,
+    /// How long shoppers keep arriving.
+    pub duration: Duration,
+    /// Units of the hot product.
+    pub hot_stock: i64,
+    /// Open loop: shoppers in flight at most; beyond, an arrival is counted as a generator error.
+    pub max_in_flight: usize,
+    /// How long a shopper waits for its order to be final.
+    pub final_wait: Duration,
+    /// Print the report as JSON instead of a table.
+    pub json: bool,
+    /// Write the latency histograms as an SVG picture here.
+    pub svg: Option<String>,
+    /// No progress line.
+    pub quiet: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gateway: "http://127.0.0.1:5003".into(),
+            inventory: "http://127.0.0.1:50051".into(),
+            scenario: Scenario::Spread,
+            mode: Mode::Open { rate: 100.0 },
+            duration: Duration::from_secs(10),
+            hot_stock: 1_000,
+            max_in_flight: 20_000,
+            final_wait: Duration::from_secs(30),
+            json: false,
+            svg: None,
+            quiet: false,
+        }
+    }
+}
+
+/// The usage text.
+pub const USAGE: &str =
+    "usage: ordermesh-bench [--scenario spread|hot|mixed] [--rate N | --concurrency N] [--duration SECONDS]
+                       [--hot-stock UNITS] [--max-in-flight N] [--gateway URL] [--inventory URL]
+                       [--json] [--svg FILE] [--quiet]
+  Drives a running mesh (default http://127.0.0.1:5003 and http://127.0.0.1:50051) with shoppers who add to cart,
+  check out and wait for the final status. --rate: open loop, shoppers per second (default 100);
+  --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.";
+
+impl Options {
+    /// Parses the arguments (without the program name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = |name: &str| args.next().ok_or_else(|| anyhow::anyhow!("{name} needs a value\n{USAGE}"));
+            let number = |name: &str, raw: String| -> anyhow::Result<f64> {
+                raw.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .ok_or_else(|| anyhow::anyhow!("{name} must be a positive number, got {raw:?}"))
+            };
+            match flag.as_str() {
+                "--scenario" => {
+                    options.scenario = match value("--scenario")?.as_str() {
+                        "spread" => Scenario::Spread,
+                        "hot" => Scenario::Hot,
+                        "mixed" => Scenario::Mixed,
+                        other => anyhow::bail!("--scenario must be spread, hot or mixed, got {other:?}"),
+                    }
+                }
+                "--rate" => options.mode = Mode::Open { rate: number("--rate", value("--rate")?)? },
+                "--concurrency" => {
+                    options.mode =
+                        Mode::Closed { concurrency: number("--concurrency", value("--concurrency")?)? as usize }
+                }
+                "--duration" => options.duration = Duration::from_secs_f64(number("--duration", value("--duration")?)?),
+                "--hot-stock" => options.hot_stock = number("--hot-stock", value("--hot-stock")?)? as i64,
+                "--max-in-flight" => {
+                    options.max_in_flight = number("--max-in-flight", value("--max-in-flight")?)? as usize
+                }
+                "--gateway" => options.gateway = value("--gateway")?,
+                "--inventory" => options.inventory = value("--inventory")?,
+                "--svg" => options.svg = Some(value("--svg")?),
+                "--json" => options.json = true,
+                "--quiet" => options.quiet = true,
+                "--help" | "-h" => anyhow::bail!("{USAGE}"),
+                other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        Options::parse(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn flags_set_what_they_say_and_bad_ones_are_refused() {
+        let o =
+            parse(&["--scenario", "hot", "--rate", "250", "--duration", "5", "--hot-stock", "40", "--json"]).unwrap();
+        assert_eq!(
+            (o.scenario, o.mode, o.duration, o.hot_stock, o.json),
+            (Scenario::Hot, Mode::Open { rate: 250.0 }, Duration::from_secs(5), 40, true)
+        );
+        assert_eq!(parse(&["--concurrency", "64"]).unwrap().mode, Mode::Closed { concurrency: 64 });
+        for bad in [&["--rate", "0"][..], &["--rate", "lots"], &["--scenario", "cold"], &["--nope"], &["--duration"]] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The shipped load generator as a smoke check: a few seconds at a low rate in each scenario, against
+//! the real mesh. It works, every order ends, and nothing is oversold. (Not a timed test: rates and
+//! latencies are the benchmark's business, not this test's.)
+
+use std::time::Duration;
+
+use ordermesh_bench::{Mode, Options, Scenario};
+
+use crate::helpers::spawn_mesh;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
+    let mesh = spawn_mesh().await;
+    for scenario in [Scenario::Spread, Scenario::Hot, Scenario::Mixed] {
+        let options = Options {
+            gateway: mesh.gateways[0].clone(),
+            inventory: mesh.inventory_url.clone(),
+            scenario,
+            mode: Mode::Open { rate: 10.0 },
+            duration: Duration::from_secs(2),
+            hot_stock: 8,
+            quiet: true,
+            ..Options::default()
+        };
+        let report = ordermesh_bench::run(options).await.expect("the generator runs");
+        let summary = report.render();
+        assert!(report.errors.is_empty(), "{scenario:?}: {summary}");
+        assert_eq!(report.offered, 20, "{scenario:?}: {summary}");
+        assert_eq!(report.accepted, report.completed, "every accepted order ended: {summary}");
+        let stock = report.stock.clone().expect("stock checked");
+        assert!(stock.balanced && stock.oversold == 0, "{scenario:?}: {summary}");
+        let confirmed = report.by_status.get("CONFIRMED").copied().unwrap_or(0);
+        match scenario {
+            Scenario::Hot => assert_eq!(confirmed, 8, "exactly as many confirmed as units: {summary}"),
+            Scenario::Mixed => assert!(report.by_status.contains_key("PAYMENT_DECLINED"), "{summary}"),
+            Scenario::Spread => assert_eq!(confirmed, 20, "{summary}"),
+        }
+        let svg = report.svg();
+        assert!(svg.starts_with("<svg") && svg.contains("checkout → final"), "a picture for people");
+    }
+    mesh.stop().await;
+}
