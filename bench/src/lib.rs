@@ -7,6 +7,7 @@
 //! `options` parses the command line, `shopper` is one simulated customer, `report` renders the table,
 //! the JSON and the SVG picture.
 
+pub mod floor;
 pub mod options;
 pub mod report;
 mod shopper;
@@ -72,6 +73,12 @@ pub async fn prepare(options: &Options, run: &str) -> anyhow::Result<Catalogue> 
 
 /// Runs the load as `options` say and returns the report (the stock check included).
 pub async fn run(options: Options) -> anyhow::Result<Report> {
+    // Measured first, on the idle box, with the run's own number in flight.
+    let floor = if options.with_floor {
+        Some(floor::measure(&options.amqp, &options.database, options.floor_in_flight(), Duration::from_secs(5)).await?)
+    } else {
+        None
+    };
     let run = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let catalogue = Arc::new(prepare(&options, &run).await?);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).pool_max_idle_per_host(1024).build()?;
@@ -142,6 +149,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let mut report = std::mem::replace(&mut *report.lock().unwrap(), Report::new(&options));
     report.elapsed = started.elapsed();
     report.stock = Some(check_stock(&options, &catalogue, &report).await?);
+    report.floor = floor;
     Ok(report)
 }
 

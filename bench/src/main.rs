@@ -7,6 +7,18 @@ use ordermesh_bench::{Options, run};
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let options = Options::parse(std::env::args().skip(1))?;
+    if options.floor_only {
+        let floor = ordermesh_bench::floor::measure(
+            &options.amqp,
+            &options.database,
+            options.floor_in_flight(),
+            options.duration,
+        )
+        .await?;
+        let text = if options.json { serde_json::to_string_pretty(&floor)? + "\n" } else { floor.render() };
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return Ok(ExitCode::SUCCESS);
+    }
     let (json, svg) = (options.json, options.svg.clone());
     let report = run(options).await?;
     let text = if json { serde_json::to_string_pretty(&report.to_json())? + "\n" } else { report.render() };

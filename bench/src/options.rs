@@ -53,6 +53,14 @@ pub struct Options {
     pub svg: Option<String>,
     /// No progress line.
     pub quiet: bool,
+    /// Only measure the floor (`ordermesh-bench floor`).
+    pub floor_only: bool,
+    /// Measure the floor first and report the mesh's rate as a fraction of it.
+    pub with_floor: bool,
+    /// RabbitMQ, for the floor.
+    pub amqp: String,
+    /// A PostgreSQL URL whose server the floor may create a throwaway database on.
+    pub database: String,
 }
 
 impl Default for Options {
@@ -69,6 +77,10 @@ impl Default for Options {
             json: false,
             svg: None,
             quiet: false,
+            floor_only: false,
+            with_floor: false,
+            amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            database: "postgres://postgres@127.0.0.1:5432/postgres".into(),
         }
     }
 }
@@ -83,10 +95,22 @@ pub const USAGE: &str =
   --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.";
 
 impl Options {
+    /// Messages in flight (and PostgreSQL clients) for the floor: the closed loop's shoppers, or 64.
+    pub fn floor_in_flight(&self) -> usize {
+        match self.mode {
+            Mode::Closed { concurrency } => concurrency.max(1),
+            Mode::Open { .. } => 64,
+        }
+    }
+
     /// Parses the arguments (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
         let mut options = Self::default();
-        let mut args = args.into_iter();
+        let mut args = args.into_iter().peekable();
+        if args.peek().is_some_and(|a| a == "floor") {
+            args.next();
+            options.floor_only = true;
+        }
         while let Some(flag) = args.next() {
             let mut value = |name: &str| args.next().ok_or_else(|| anyhow::anyhow!("{name} needs a value\n{USAGE}"));
             let number = |name: &str, raw: String| -> anyhow::Result<f64> {
@@ -118,6 +142,9 @@ impl Options {
                 "--inventory" => options.inventory = value("--inventory")?,
                 "--svg" => options.svg = Some(value("--svg")?),
                 "--json" => options.json = true,
+                "--with-floor" => options.with_floor = true,
+                "--amqp" => options.amqp = value("--amqp")?,
+                "--database" => options.database = value("--database")?,
                 "--quiet" => options.quiet = true,
                 "--help" | "-h" => anyhow::bail!("{USAGE}"),
                 other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
@@ -144,6 +171,9 @@ mod tests {
             (Scenario::Hot, Mode::Open { rate: 250.0 }, Duration::from_secs(5), 40, true)
         );
         assert_eq!(parse(&["--concurrency", "64"]).unwrap().mode, Mode::Closed { concurrency: 64 });
+        let floor = parse(&["floor", "--concurrency", "32"]).unwrap();
+        assert!(floor.floor_only && floor.mode == Mode::Closed { concurrency: 32 });
+        assert!(parse(&["--with-floor"]).unwrap().with_floor);
         for bad in [&["--rate", "0"][..], &["--rate", "lots"], &["--scenario", "cold"], &["--nope"], &["--duration"]] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

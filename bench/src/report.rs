@@ -52,6 +52,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// The stock check, once done.
     pub stock: Option<StockCheck>,
+    /// The floor, when measured in the same run.
+    pub floor: Option<crate::floor::Floor>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -81,6 +83,7 @@ impl Report {
             to_final: histogram(),
             elapsed: Duration::ZERO,
             stock: None,
+            floor: None,
         }
     }
 
@@ -177,6 +180,7 @@ impl Report {
             "errors": self.errors,
             "unknown_final": self.unknown_final,
             "stock": self.stock,
+            "floor": self.floor,
         })
     }
 
@@ -237,6 +241,18 @@ impl Report {
             None => {
                 let _ = writeln!(out, "stock: not checked");
             }
+        }
+        if let Some(floor) = &self.floor {
+            let completed = self.completed as f64 / self.elapsed.as_secs_f64().max(0.001);
+            let share = |floor_rate: f64| if floor_rate > 0.0 { completed / floor_rate * 100.0 } else { 0.0 };
+            out.push_str(&floor.render());
+            let _ = writeln!(
+                out,
+                "mesh: {completed:.1} completed checkouts/s = {:.2} % of the RabbitMQ round trips, {:.2} % of the hot-row and {:.2} % of the spread reservations PostgreSQL alone does here",
+                share(floor.rabbitmq_round_trips_per_s),
+                share(floor.postgres_hot_updates_per_s),
+                share(floor.postgres_spread_updates_per_s)
+            );
         }
         out
     }

@@ -40,3 +40,15 @@ async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
     }
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_measures_what_rabbitmq_and_postgresql_alone_do() {
+    let server = ordermesh_lifecycle::testdb::server_url();
+    let floor =
+        ordermesh_bench::floor::measure(ordermesh_bus::DEFAULT_AMQP_URL, &server, 4, Duration::from_millis(500))
+            .await
+            .expect("the floor runs");
+    assert!(floor.rabbitmq_round_trips_per_s > 0.0, "{floor:?}");
+    assert!(floor.postgres_hot_updates_per_s > 0.0 && floor.postgres_spread_updates_per_s > 0.0, "{floor:?}");
+    assert!(floor.render().contains("round trips/s"));
+}
