@@ -18,6 +18,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Upper bound of `GET /orders/{id}?waitSeconds=`.
     pub max_wait: Duration,
+    /// A waiting order read is woken by the order's final event; it also asks again this often, for an
+    /// event missed while the broker was away.
+    pub wait_poll: Duration,
     /// How long shutdown lets requests in flight finish.
     pub shutdown_grace: Duration,
 }
@@ -30,6 +33,7 @@ impl Default for Config {
             topology: Topology::default(),
             request_timeout: Duration::from_secs(5),
             max_wait: Duration::from_secs(30),
+            wait_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -46,12 +50,14 @@ impl FromEnv for Config {
             shared,
             request_timeout: env.millis("GATEWAY_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             max_wait: env.secs("GATEWAY_MAX_WAIT_SECONDS", d.max_wait)?,
+            wait_poll: env.millis("GATEWAY_WAIT_POLL_MS", d.wait_poll)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
         };
         anyhow::ensure!(
             config.request_timeout >= Duration::from_millis(100),
             "GATEWAY_REQUEST_TIMEOUT_MS must be at least 100"
         );
+        anyhow::ensure!(!config.wait_poll.is_zero(), "GATEWAY_WAIT_POLL_MS must be at least 1");
         Ok(config)
     }
 }

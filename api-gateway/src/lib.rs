@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod routes;
 pub mod startup;
+pub mod waiters;
 
 pub use config::Config;
 pub use error::ApiError;

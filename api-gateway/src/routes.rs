@@ -32,8 +32,6 @@ use crate::{
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// How often a waiting order read asks again.
-const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Shared by every handler.
 #[derive(Debug, Clone)]
@@ -50,6 +48,10 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Bound of `waitSeconds`.
     pub max_wait: Duration,
+    /// A waiting read's fallback poll (it is woken by the order's final event).
+    pub wait_poll: Duration,
+    /// Reads waiting for an order to be final.
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 impl AppState {
@@ -447,6 +449,13 @@ async fn get_order(
     let until = tokio::time::Instant::now() + wait;
     let request = GetOrder { order_id };
     loop {
+        // Registered before the read, so a final event landing between the read and the wait is not missed.
+        let waiting = (!wait.is_zero()).then(|| state.waiters.wait_for(request.order_id.as_str()));
+        let woken = waiting.as_ref().map(|w| w.notify.notified());
+        tokio::pin!(woken);
+        if let Some(woken) = woken.as_mut().as_pin_mut() {
+            woken.enable();
+        }
         let order = state
             .call::<OrderView>("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request)
             .await;
@@ -461,10 +470,14 @@ async fn get_order(
             }
             Err(e) => return Err(e),
         };
-        if tokio::time::Instant::now() + WAIT_POLL > until {
+        let now = tokio::time::Instant::now();
+        let Some(woken) = woken.as_mut().as_pin_mut().filter(|_| now < until) else { return Ok(Json(body)) };
+        // Woken by the event (then read once more, even at the deadline), or asks again after the fallback
+        // poll, or answers with what it has at the deadline.
+        let timed_out = tokio::time::timeout_at((now + state.wait_poll).min(until), woken).await.is_err();
+        if timed_out && tokio::time::Instant::now() >= until {
             return Ok(Json(body));
         }
-        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 

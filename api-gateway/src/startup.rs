@@ -10,6 +10,7 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     config::Config,
     routes::{AppState, app},
+    waiters::{self, Waiters},
 };
 
 /// A built, not yet serving api-gateway: the port is bound and RabbitMQ is being connected.
@@ -29,7 +30,9 @@ impl Application {
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
         let (stop, stop_rx) = watch::channel(false);
-        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop_rx);
+        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop_rx.clone());
+        let waiters = Arc::new(Waiters::default());
+        tokio::spawn(waiters::listen(bus.clone(), config.topology.clone(), waiters.clone(), stop_rx));
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),
             bus,
@@ -37,6 +40,8 @@ impl Application {
             inventory: lazy_client(&config.shared.inventory_url, config.shared.inventory_timeout)?,
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,
+            wait_poll: config.wait_poll,
+            waiters,
         };
         Ok(Self { listener, state, stop, grace: config.shutdown_grace })
     }

@@ -183,3 +183,28 @@ async fn exhausted_payment_retries_fail_the_order_and_release_stock() {
     assert_eq!(mesh.stock("mug").await, (5, 0, 5));
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_order_read_is_woken_by_the_orders_final_event_not_by_polling() {
+    // Payment takes 2 s, and a waiting read would ask again only after 60 s: only the order's final event
+    // can answer a 20 s wait before its deadline.
+    let mesh = spawn_mesh_with(Options {
+        payment: Box::new(|p| p.simulator.latency = Duration::from_secs(2)),
+        gateway_wait_poll: Some(Duration::from_secs(60)),
+        ..Default::default()
+    })
+    .await;
+    mesh.product("mug", 100, 5).await;
+    assert_eq!(mesh.add("wes", "mug", 1).await.0, 200);
+    let order_id = mesh.checkout("wes").await;
+    let started = std::time::Instant::now();
+    let (status, order) = mesh.get(&format!("/orders/{order_id}?waitSeconds=20")).await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["status"], "CONFIRMED", "answered with {order} after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "woken at the deadline, not by the event: {:?}",
+        started.elapsed()
+    );
+    mesh.stop().await;
+}

@@ -54,6 +54,8 @@ pub struct Options {
     pub gateway_amqp_url: Option<String>,
     /// Point every service at this broker URL (a link the test can cut).
     pub amqp_url: Option<String>,
+    /// The gateway's fallback poll of waiting order reads.
+    pub gateway_wait_poll: Option<Duration>,
     /// Point cart-manager and checkout-manager at an inventory that is not there.
     pub inventory_url: Option<String>,
 }
@@ -68,6 +70,7 @@ impl Default for Options {
             payment: Box::new(|_| {}),
             gateway_amqp_url: None,
             amqp_url: None,
+            gateway_wait_poll: None,
             inventory_url: None,
         }
     }
@@ -194,6 +197,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
             },
             topology: topology.clone(),
             request_timeout: options.request_timeout,
+            wait_poll: options.gateway_wait_poll.unwrap_or(Duration::from_secs(1)),
             ..Default::default()
         })
         .await

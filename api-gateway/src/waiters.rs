@@ -1,0 +1,159 @@
+//! Reads that wait for an order to be final (`waitSeconds`) are woken by the order events checkout-manager
+//! already publishes, instead of asking checkout-manager again and again: each gateway binds its own
+//! exclusive queue to the final `order.*` events, and a waiting read sleeps until its order's event
+//! arrives (or a slow fallback poll, for an event missed while the broker was away).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use futures::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use ordermesh_bus::{Bus, Topology};
+use ordermesh_messages::{Envelope, kinds::events, payloads::OrderEvent};
+use tokio::sync::{Notify, watch};
+
+/// The events after which an order no longer changes.
+const FINAL_EVENTS: [&str; 4] =
+    [events::ORDER_CONFIRMED, events::ORDER_REJECTED, events::ORDER_PAYMENT_DECLINED, events::ORDER_FAILED];
+
+/// Orders someone is waiting on, each with the one `Notify` all its waiters share.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    by_order: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// A registered wait; leaving it (however the read ends) forgets the order once nobody else waits on it.
+#[derive(Debug)]
+pub struct Waiting<'a> {
+    waiters: &'a Waiters,
+    order_id: String,
+    /// Woken when the order's final event arrives.
+    pub notify: Arc<Notify>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut map = self.waiters.by_order.lock().expect("waiters lock");
+        // The map's and this one: nobody else is waiting.
+        if map.get(&self.order_id).is_some_and(|n| Arc::strong_count(n) <= 2) {
+            map.remove(&self.order_id);
+        }
+    }
+}
+
+impl Waiters {
+    /// Registers a wait for `order_id`. Register before reading the order, then read, then await: an event
+    /// that arrives between the read and the await is not missed.
+    pub fn wait_for(&self, order_id: &str) -> Waiting<'_> {
+        let notify = self.by_order.lock().expect("waiters lock").entry(order_id.to_owned()).or_default().clone();
+        Waiting { waiters: self, order_id: order_id.to_owned(), notify }
+    }
+
+    /// Wakes everyone waiting on `order_id`.
+    pub fn wake(&self, order_id: &str) {
+        let notify = self.by_order.lock().expect("waiters lock").get(order_id).cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Orders being waited on now (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.by_order.lock().expect("waiters lock").len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Listens to the final order events until `stop`, waking waiters; re-binds after every reconnect.
+pub async fn listen(bus: Bus, topology: Topology, waiters: Arc<Waiters>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Some(channel) = bus.wait_for_channel(&mut stop).await else { return };
+        let subscribe = async {
+            // Server-named, exclusive and auto-deleted: it lives exactly as long as this connection.
+            let queue = channel
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            for event in FINAL_EVENTS {
+                channel
+                    .queue_bind(
+                        queue.name().clone(),
+                        topology.order_events().as_str().into(),
+                        event.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            // Notifications only: a lost one costs a waiting read one fallback poll, so no acks.
+            channel
+                .basic_consume(
+                    queue.name().clone(),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, exclusive: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+        };
+        let mut deliveries = match tokio::time::timeout(ordermesh_bus::connection::CHANNEL_TIMEOUT, subscribe).await {
+            Ok(Ok(deliveries)) => deliveries,
+            _ => {
+                tracing::warn!("could not subscribe to order events; waiting reads poll meanwhile");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        if let Ok(event) = Envelope::from_slice(&delivery.data).and_then(|e| e.payload::<OrderEvent>()) {
+                            waiters.wake(event.order_id.as_str());
+                        }
+                    }
+                    _ => break,
+                },
+                _ = stop.changed() => {
+                    let _ = channel.close(200, "gateway stopping".into()).await;
+                    return;
+                }
+            }
+        }
+        tracing::warn!("order events subscription ended; subscribing again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_is_woken_by_its_orders_event_and_forgotten_when_it_ends() {
+        let waiters = Waiters::default();
+        {
+            let first = waiters.wait_for("o1");
+            let second = waiters.wait_for("o1");
+            let woken = first.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            waiters.wake("o2");
+            waiters.wake("o1");
+            tokio::time::timeout(std::time::Duration::from_secs(1), woken).await.expect("woken by its event");
+            drop(second);
+            assert_eq!(waiters.len(), 1, "still waited on by the first");
+        }
+        assert!(waiters.is_empty(), "forgotten once nobody waits");
+    }
+}
