@@ -76,8 +76,10 @@ pub async fn run(config: &MeshConfig, stuck_after: Duration) -> anyhow::Result<R
     let stuck_secs = stuck_after.as_secs_f64();
 
     stock(&inventory, &mut report).await?;
-    orders(&cart, &checkout, &mut report).await?;
-    payments(&checkout, &payment, &mut report).await?;
+    // Read once: both the checkout and the payment checks look at every order.
+    let all_orders = load_orders(&checkout).await?;
+    orders(&cart, &all_orders, &mut report).await?;
+    payments(&all_orders, &payment, &mut report).await?;
     reservations(&checkout, &inventory, &mut report).await?;
     stuck(&checkout, stuck_secs, &mut report).await?;
     for (name, pool) in [("cart-manager", &cart), ("checkout-manager", &checkout)] {
@@ -123,21 +125,30 @@ async fn stock(pool: &PgPool, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn orders(cart: &PgPool, checkout: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+/// An order as the audit needs it.
+struct OrderRow {
+    client_id: String,
+    status: String,
+    total_cents: i64,
+}
+
+async fn load_orders(checkout: &PgPool) -> anyhow::Result<HashMap<String, OrderRow>> {
+    let rows: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT order_id, client_id, status, total_cents FROM orders").fetch_all(checkout).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, client_id, status, total_cents)| (id, OrderRow { client_id, status, total_cents }))
+        .collect())
+}
+
+async fn orders(cart: &PgPool, orders: &HashMap<String, OrderRow>, report: &mut Report) -> anyhow::Result<()> {
     let checkouts: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT order_id, client_id, total_cents FROM checkouts").fetch_all(cart).await?;
     let in_cart_outbox: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NULL").fetch_one(cart).await?;
-    let orders: HashMap<String, (String, i64)> =
-        sqlx::query_as::<_, (String, String, i64)>("SELECT order_id, client_id, total_cents FROM orders")
-            .fetch_all(checkout)
-            .await?
-            .into_iter()
-            .map(|(id, client, total)| (id, (client, total)))
-            .collect();
     let mut missing = 0;
     for (id, client, total) in &checkouts {
-        match orders.get(id) {
+        match orders.get(id).map(|o| (&o.client_id, &o.total_cents)) {
             None => missing += 1,
             Some((c, t)) if c != client || t != total => {
                 report
@@ -161,21 +172,14 @@ async fn orders(cart: &PgPool, checkout: &PgPool, report: &mut Report) -> anyhow
     Ok(())
 }
 
-async fn payments(checkout: &PgPool, payment: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let orders: HashMap<String, (String, i64)> =
-        sqlx::query_as::<_, (String, String, i64)>("SELECT order_id, status, total_cents FROM orders")
-            .fetch_all(checkout)
-            .await?
-            .into_iter()
-            .map(|(id, status, total)| (id, (status, total)))
-            .collect();
+async fn payments(orders: &HashMap<String, OrderRow>, payment: &PgPool, report: &mut Report) -> anyhow::Result<()> {
     let charges: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT payment_id, outcome, amount_cents FROM payment_charges").fetch_all(payment).await?;
     let mut by_order: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
     for (id, outcome, amount) in &charges {
         by_order.entry(id.as_str()).or_default().push((outcome.as_str(), *amount));
     }
-    for (id, (status, total)) in &orders {
+    for (id, OrderRow { status, total_cents: total, .. }) in orders {
         let kept: Vec<i64> =
             by_order.get(id.as_str()).into_iter().flatten().filter(|(o, _)| *o == "succeeded").map(|c| c.1).collect();
         match status.as_str() {

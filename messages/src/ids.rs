@@ -33,22 +33,26 @@ fn check_id(field: &'static str, raw: &str) -> Result<(), IdError> {
     Err(IdError { field, reason })
 }
 
+/// A validated string newtype: `$check` decides what the wire value may be, `$field` names it in errors.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        id_type!($(#[$doc])* $name, $field, check_id);
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $check:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Validates a wire value: 1 to 100 characters, not blank, no control characters.
+            /// Validates a wire value by the type's rules.
             pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
                 let raw = raw.into();
-                check_id($field, &raw)?;
+                $check($field, &raw)?;
                 Ok(Self(raw))
             }
 
-            /// The id as sent and stored.
+            /// The value as sent and stored.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -101,43 +105,23 @@ impl OrderId {
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
-/// A client's `Idempotency-Key`: 1 to 200 visible ASCII characters, scoped per client.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// Validates a header value.
-    pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
-        let raw = raw.into();
-        let reason = if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_CHARS {
-            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-        } else if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-            "must be printable ASCII".to_owned()
-        } else {
-            return Ok(Self(raw));
-        };
-        Err(IdError { field: "Idempotency-Key", reason })
-    }
-
-    /// The key as sent.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+fn check_key(field: &'static str, raw: &str) -> Result<(), IdError> {
+    let reason = if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+        format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    } else if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        "must be printable ASCII".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(IdError { field, reason })
 }
 
-impl TryFrom<String> for IdempotencyKey {
-    type Error = IdError;
-    fn try_from(raw: String) -> Result<Self, IdError> {
-        Self::parse(raw)
-    }
-}
-
-impl From<IdempotencyKey> for String {
-    fn from(key: IdempotencyKey) -> String {
-        key.0
-    }
-}
+id_type!(
+    /// A client's `Idempotency-Key`: 1 to 200 printable ASCII characters, scoped per client.
+    IdempotencyKey,
+    "Idempotency-Key",
+    check_key
+);
 
 /// Units of one product asked for in one add: an integer from 1 to [`MAX_QUANTITY`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
