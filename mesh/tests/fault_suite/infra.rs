@@ -60,6 +60,7 @@ impl Postgres {
         run(StdCommand::new("chown").args(["-R", "postgres"]).arg(&dir), "chown the cluster directory");
         run(
             StdCommand::new("runuser")
+                .current_dir(&dir)
                 .args(["-u", "postgres", "--"])
                 .arg(bin.join("initdb"))
                 .arg("-D")
@@ -79,7 +80,12 @@ impl Postgres {
 
     fn pg_ctl(&self, args: &[&str]) -> StdCommand {
         let mut cmd = StdCommand::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).arg("-D").arg(self.dir.join("data"));
+        // From the suite's own directory: the caller's may be gone by teardown.
+        cmd.current_dir(&self.dir)
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"));
         cmd.args(args).stdout(Stdio::null());
         cmd
     }
@@ -130,7 +136,9 @@ impl Rabbit {
     }
 
     fn env(&self, cmd: &mut StdCommand) {
-        cmd.env("RABBITMQ_NODENAME", &self.node)
+        // From the suite's own directory: the caller's may be gone by teardown, and Erlang refuses to boot then.
+        cmd.current_dir(&self.dir)
+            .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
@@ -164,7 +172,10 @@ impl Drop for Rabbit {
         cmd.args(["-q", "-n", &self.node, "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
         self.env(&mut cmd);
         if !cmd.status().is_ok_and(|s| s.success()) {
-            let _ = StdCommand::new("pkill").args(["-9", "-f", &self.node]).status();
+            // The node's name is only in its environment, not on its command line: kill it by the pid it wrote.
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+                let _ = StdCommand::new("kill").args(["-9", pid.trim()]).status();
+            }
         }
     }
 }
