@@ -23,6 +23,10 @@ pub struct Config {
     pub wait_poll: Duration,
     /// How long shutdown lets requests in flight finish.
     pub shutdown_grace: Duration,
+    /// Cart, checkout and catalogue requests served at once; one more is refused at once with 503.
+    pub max_in_flight: usize,
+    /// Order reads served at once (most of them wait for a final status, cheaply); beyond it, 503.
+    pub max_waiting: usize,
 }
 
 impl Default for Config {
@@ -35,6 +39,8 @@ impl Default for Config {
             max_wait: Duration::from_secs(30),
             wait_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 256,
+            max_waiting: 10_000,
         }
     }
 }
@@ -52,12 +58,16 @@ impl FromEnv for Config {
             max_wait: env.secs("GATEWAY_MAX_WAIT_SECONDS", d.max_wait)?,
             wait_poll: env.millis("GATEWAY_WAIT_POLL_MS", d.wait_poll)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            max_in_flight: env.or("GATEWAY_MAX_IN_FLIGHT", d.max_in_flight)?,
+            max_waiting: env.or("GATEWAY_MAX_WAITING", d.max_waiting)?,
         };
         anyhow::ensure!(
             config.request_timeout >= Duration::from_millis(100),
             "GATEWAY_REQUEST_TIMEOUT_MS must be at least 100"
         );
         anyhow::ensure!(!config.wait_poll.is_zero(), "GATEWAY_WAIT_POLL_MS must be at least 1");
+        anyhow::ensure!(config.max_in_flight >= 1, "GATEWAY_MAX_IN_FLIGHT must be at least 1");
+        anyhow::ensure!(config.max_waiting >= 1, "GATEWAY_MAX_WAITING must be at least 1");
         Ok(config)
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use ordermesh_bus::RpcError;
@@ -55,6 +55,9 @@ pub enum ApiError {
     /// A downstream service (RabbitMQ, inventory) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// More requests in flight than the gateway admits: refused at once rather than queued.
+    #[error("the shop is busy right now; retry in a second")]
+    Overloaded,
     /// No reply within the request deadline.
     #[error(
         "no reply from {0} within the request deadline; the outcome is unknown: retry with the same Idempotency-Key"
@@ -76,7 +79,7 @@ impl ApiError {
             Self::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +119,10 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let body = StatusBody { status: "failure".into(), error: self.to_string() };
-        (self.status_code(), Json(body)).into_response()
+        let mut response = (self.status_code(), Json(body)).into_response();
+        if matches!(self, Self::Overloaded) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

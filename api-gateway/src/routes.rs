@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
+    error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, StatusCode},
     middleware::{self, Next},
@@ -22,6 +23,7 @@ use ordermesh_messages::{
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::transport::Channel;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -52,6 +54,10 @@ pub struct AppState {
     pub wait_poll: Duration,
     /// Reads waiting for an order to be final.
     pub waiters: Arc<crate::waiters::Waiters>,
+    /// Admission limit of cart, checkout and catalogue requests.
+    pub max_in_flight: usize,
+    /// Admission limit of order reads.
+    pub max_waiting: usize,
 }
 
 impl AppState {
@@ -82,13 +88,27 @@ impl AppState {
 
 /// The whole HTTP surface, without a socket: tests can call `app(state).oneshot(request)`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // Work beyond what the mesh can serve is refused at once (503, Retry-After) instead of queueing until
+    // its deadline: a client told "busy" retries; one left waiting holds a slot the next client needed.
+    // One semaphore is shared by all the routes a layer wraps.
+    let shed_beyond = |limit: usize| {
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Overloaded }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(limit))
+    };
+    let work = Router::new()
         .route("/addToCart", post(add_to_cart))
         .route("/checkOutCart", post(check_out_cart))
-        .route("/orders/{orderID}", get(get_order))
         .route("/cart/{clientID}", get(get_cart))
         .route("/cart/{clientID}/items/{productID}", delete(remove_cart_item))
         .route("/products", get(list_products))
+        .route_layer(shed_beyond(state.max_in_flight));
+    // Waiting reads cost little while they wait, so they have a limit of their own and do not crowd out work.
+    let reads = Router::new().route("/orders/{orderID}", get(get_order)).route_layer(shed_beyond(state.max_waiting));
+    Router::new()
+        .merge(work)
+        .merge(reads)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(SwaggerUi::new("/documentation").url("/documentation/openapi.json", ApiDoc::openapi()))
@@ -371,7 +391,7 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
     (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn add_to_cart(
@@ -399,7 +419,7 @@ async fn add_to_cart(
     (status = 409, description = "The cart is empty", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn check_out_cart(
@@ -428,7 +448,7 @@ async fn check_out_cart(
     (status = 200, description = "The order", body = OrderBody),
     (status = 400, description = "Invalid id or waitSeconds", body = StatusBody),
     (status = 404, description = "Unknown order", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn get_order(
@@ -485,7 +505,7 @@ async fn get_order(
 #[utoipa::path(get, path = "/cart/{clientID}", params(("clientID" = String, Path)), responses(
     (status = 200, description = "The cart (empty if the client has none)", body = CartBody),
     (status = 400, description = "Invalid id", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn get_cart(
@@ -506,7 +526,7 @@ async fn get_cart(
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 404, description = "The product is not in the cart", body = StatusBody),
     (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn remove_cart_item(
@@ -527,7 +547,7 @@ async fn remove_cart_item(
 /// The catalogue with prices and available quantities.
 #[utoipa::path(get, path = "/products", responses(
     (status = 200, description = "Every product", body = ProductsBody),
-    (status = 503, description = "Inventory is unreachable", body = StatusBody),
+    (status = 503, description = "Inventory is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "Inventory did not answer in time", body = StatusBody),
 ))]
 async fn list_products(State(state): State<AppState>) -> Result<Json<ProductsBody>, ApiError> {

@@ -42,6 +42,8 @@ impl Application {
             max_wait: config.max_wait,
             wait_poll: config.wait_poll,
             waiters,
+            max_in_flight: config.max_in_flight,
+            max_waiting: config.max_waiting,
         };
         Ok(Self { listener, state, stop, grace: config.shutdown_grace })
     }

@@ -24,6 +24,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long shutdown lets RPCs in flight finish.
     pub shutdown_grace: Duration,
+    /// RPCs served at once on one client connection; beyond it a call is refused at once with
+    /// `RESOURCE_EXHAUSTED` (the callers retry with backoff) rather than queued behind the others.
+    pub max_in_flight_per_connection: usize,
 }
 
 /// The default database: inventory's own, on the local PostgreSQL.
@@ -40,6 +43,7 @@ impl Default for Config {
             health_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight_per_connection: 256,
         }
     }
 }
@@ -57,6 +61,8 @@ impl FromEnv for Config {
             health_interval: env.millis("INVENTORY_HEALTH_INTERVAL_MS", d.health_interval)?,
             request_timeout: env.millis("INVENTORY_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            max_in_flight_per_connection: env
+                .or("INVENTORY_MAX_IN_FLIGHT_PER_CONNECTION", d.max_in_flight_per_connection)?,
         };
         anyhow::ensure!(!config.default_ttl.is_zero(), "INVENTORY_DEFAULT_TTL_SECONDS must be at least 1");
         anyhow::ensure!(

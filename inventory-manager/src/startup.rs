@@ -82,6 +82,8 @@ impl Application {
         let grace = config.shutdown_grace;
         let serve = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .concurrency_limit_per_connection(config.max_in_flight_per_connection)
+            .load_shed(true)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

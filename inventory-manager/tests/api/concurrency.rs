@@ -157,3 +157,32 @@ async fn the_database_itself_refuses_broken_counters() {
     }
     inv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beyond_the_per_connection_limit_calls_are_refused_at_once_and_stock_still_balances() {
+    const BUYERS: usize = 64;
+    let mut inv = crate::helpers::spawn_inventory_with(|c| c.max_in_flight_per_connection = 1).await;
+    inv.product("busy", 1_000).await;
+    // One connection, many calls at once: the one admitted holds the only slot while the others arrive.
+    let attempts = (0..BUYERS).map(|i| {
+        let mut client = inv.client.clone();
+        tokio::spawn(async move { client.reserve(reserve_request(&format!("busy-{i}"), &[("busy", 1)], 0)).await })
+    });
+    let (mut won, mut shed) = (0i64, 0);
+    for result in join_all(attempts).await {
+        match result.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => {
+                // tonic's load shedding answers RESOURCE_EXHAUSTED; both callers treat it as transient.
+                assert_eq!(status.code(), Code::ResourceExhausted, "refused at once, to be retried: {status:?}");
+                shed += 1;
+            }
+        }
+    }
+    assert!(won >= 1 && shed >= 1, "some served ({won}) and some shed ({shed})");
+    let s = inv.stock("busy").await;
+    assert_eq!((s.on_hand, s.reserved, s.available), (1_000, won, 1_000 - won), "only what was served is held");
+    // A refused call retried later is served.
+    inv.reserve("busy-retry", &[("busy", 1)]).await.expect("served once the burst is over");
+    inv.stop().await;
+}

@@ -58,6 +58,8 @@ pub struct Options {
     pub gateway_wait_poll: Option<Duration>,
     /// Point cart-manager and checkout-manager at an inventory that is not there.
     pub inventory_url: Option<String>,
+    /// The gateway's admission limit of cart and checkout requests.
+    pub gateway_max_in_flight: Option<usize>,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             amqp_url: None,
             gateway_wait_poll: None,
             inventory_url: None,
+            gateway_max_in_flight: None,
         }
     }
 }
@@ -198,6 +201,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
             topology: topology.clone(),
             request_timeout: options.request_timeout,
             wait_poll: options.gateway_wait_poll.unwrap_or(Duration::from_secs(1)),
+            max_in_flight: options.gateway_max_in_flight.unwrap_or(256),
             ..Default::default()
         })
         .await

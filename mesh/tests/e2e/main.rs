@@ -9,3 +9,4 @@ mod faults;
 mod helpers;
 mod holes;
 mod input;
+mod overload;

@@ -1,0 +1,69 @@
+//! Overload: beyond its admission limit the gateway refuses at once with 503 and `Retry-After`, and
+//! admits again as soon as a slot is free.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{Options, spawn_mesh_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_its_limit_the_gateway_sheds_at_once_and_admits_again_when_a_slot_frees() {
+    // No cart worker: every add is held until its 3 s deadline, so two of them fill the limit.
+    let mut mesh = spawn_mesh_with(Options {
+        carts: 0,
+        request_timeout: Duration::from_secs(3),
+        gateway_max_in_flight: Some(2),
+        ..Default::default()
+    })
+    .await;
+    mesh.product("kettle", 2_500, 10).await;
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let http = mesh.http.clone();
+            let url = mesh.url("/addToCart");
+            tokio::spawn(async move {
+                let body = json!({"clientID": format!("held{i}"), "productID": "kettle", "quantity": 1});
+                http.post(url).json(&body).send().await.expect("gateway answers").status().as_u16()
+            })
+        })
+        .collect();
+
+    // Once both are in flight, the next request is refused without waiting for anything.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let shed = loop {
+        let started = Instant::now();
+        let response = mesh
+            .http
+            .post(mesh.url("/addToCart"))
+            .json(&json!({"clientID": "extra", "productID": "kettle", "quantity": 1}))
+            .send()
+            .await
+            .expect("gateway answers");
+        if response.status() == 503 {
+            break (started.elapsed(), response);
+        }
+        assert!(Instant::now() < deadline, "never shed; last answer {}", response.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (took, response) = shed;
+    assert!(took < Duration::from_millis(500), "a shed request took {took:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "failure");
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+
+    // Checkout shares the limit; health and documentation do not.
+    let (status, _) = mesh.post(0, "/checkOutCart", json!({"clientID": "extra"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(mesh.get("/healthz").await.0, 200);
+
+    for h in held {
+        assert_eq!(h.await.unwrap(), 504, "a held add ends at its deadline");
+    }
+    // The slots are free again: with a worker back, the same request goes through.
+    mesh.start_cart().await;
+    let (status, body) = mesh.add("extra", "kettle", 1).await;
+    assert_eq!(status, 200, "{body}");
+    mesh.stop().await;
+}
