@@ -23,6 +23,9 @@ const BATCH: i64 = 200;
 /// How long a claimed row is left to its relay before another may publish it: above the publish
 /// deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
 const CLAIM_SECS: f64 = 8.0;
+/// The shortest sleep between passes when a row is due but was not claimable (another relay's claim
+/// statement held it): keeps two relays from spinning on each other.
+const MIN_PAUSE: Duration = Duration::from_millis(20);
 
 /// Adds a message to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -41,32 +44,49 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Publishes what the outbox holds: at once when `wake` is notified, and every `poll` anyway
-/// (for rows written by another instance, or left by a crash).
+/// Publishes what the outbox holds: at once when `wake` is notified (by the transaction that wrote
+/// the rows), when a row claimed by a relay that died falls due, and every `idle` anyway (for rows
+/// written by an instance that died before its relay ran). An idle relay costs one query per `idle`.
 pub async fn run_relay(
     pool: PgPool,
     publisher: Arc<Publisher>,
     wake: Arc<Notify>,
-    poll: Duration,
+    idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut relay = Relay::new(pool, publisher);
     let mut failures = 0u32;
     loop {
-        match relay.pass().await {
+        let pause = match relay.pass().await {
             Ok(n) if n as i64 == BATCH => {
                 failures = 0;
                 continue;
             }
-            Ok(_) => failures = 0,
+            // Nothing to send: sleep until the first claim left by another relay runs out.
+            Ok(0) => {
+                failures = 0;
+                match relay.next_due().await {
+                    Ok(Some(due)) => due.clamp(MIN_PAUSE, idle),
+                    Ok(None) => idle,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "outbox relay could not look for claimed rows");
+                        idle
+                    }
+                }
+            }
+            // Under load the next write wakes the relay; each pass also takes rows whose claim ran out.
+            Ok(_) => {
+                failures = 0;
+                idle
+            }
             Err(err) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::warn!(error = %err, failures, "outbox relay failed; will retry");
                 }
+                Duration::from_millis(100 * u64::from(failures.min(20)))
             }
-        }
-        let pause = if failures == 0 { poll } else { Duration::from_millis(100 * u64::from(failures.min(20))) };
+        };
         tokio::select! {
             _ = wake.notified(), if failures == 0 => {}
             _ = tokio::time::sleep(pause) => {}
@@ -95,6 +115,18 @@ impl Relay {
     /// A relay of `pool`'s outbox.
     pub fn new(pool: PgPool, publisher: Arc<Publisher>) -> Self {
         Self { pool, publisher, published: Vec::new() }
+    }
+
+    /// How long until the first row waiting to be sent is due (a claim of another relay runs out), or
+    /// `None` when none waits.
+    pub async fn next_due(&self) -> sqlx::Result<Option<Duration>> {
+        let secs: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(coalesce(claimed_until, now())) - now())::float8
+             FROM outbox WHERE parked_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
     }
 
     /// Publishes up to one batch; returns how many rows it took care of (sent or parked).

@@ -16,7 +16,8 @@ pub struct Config {
     pub topology: Topology,
     /// Jobs handled at once.
     pub prefetch: u16,
-    /// How often the outbox is polled when nothing woke the relay.
+    /// The longest the outbox relay sleeps when nothing woke it (it wakes on new rows, and when the
+    /// first claim of a relay that died runs out).
     pub outbox_poll: Duration,
     /// How long shutdown waits for jobs in hand and the last outbox pass.
     pub shutdown_grace: Duration,
@@ -29,7 +30,7 @@ impl Default for Config {
             shared: SharedSettings::default(),
             topology: Topology::default(),
             prefetch: 32,
-            outbox_poll: Duration::from_millis(500),
+            outbox_poll: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -43,7 +43,8 @@ pub struct Config {
     pub saga: SagaSettings,
     /// Messages handled at once per queue.
     pub prefetch: u16,
-    /// How often the outbox and due orders are polled when nothing woke them.
+    /// The longest the outbox relay and the saga driver sleep when nothing woke them (they wake on new
+    /// work, and when the first claim or step they know of falls due).
     pub poll: Duration,
     /// How long shutdown waits for the steps in hand and the last outbox pass.
     pub shutdown_grace: Duration,
@@ -70,7 +71,7 @@ impl Default for Config {
                 concurrency: 32,
             },
             prefetch: 64,
-            poll: Duration::from_millis(250),
+            poll: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -166,6 +166,22 @@ pub struct Order {
     pub lines: Vec<Line>,
 }
 
+impl Order {
+    /// The order as `change` leaves it (same version: only a write moves that).
+    pub fn after(self, change: Change) -> Self {
+        Self {
+            status: change.status,
+            step: change.step,
+            roll_back_to: change.roll_back_to,
+            refund_due: change.refund_due,
+            payment_attempts: change.payment_attempts,
+            step_attempts: change.step_attempts,
+            reason: change.reason,
+            ..self
+        }
+    }
+}
+
 /// The result of a step: the order's next state and what to record about it.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -234,26 +250,28 @@ impl Change {
     }
 }
 
-/// Stores a new order (status PENDING, reserve due now) and its `order.created` event.
-/// Returns false when the order already exists: a redelivered `order.place` changes nothing.
-pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder) -> Result<bool> {
+/// Stores a new order (status PENDING, reserve due after `lease`) and its `order.created` event, and
+/// returns it leased to the caller, who goes on with its first step at once; if the caller dies, the
+/// lease runs out and a driver takes the order up. Returns `None` when the order already exists: a
+/// redelivered `order.place` changes nothing.
+pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease: Duration) -> Result<Option<Order>> {
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let version: Option<i64> = sqlx::query_scalar(
         "INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at)
-         VALUES ($1, $2, 'PENDING', 'reserve', $3, now(), $4, now())
-         ON CONFLICT (order_id) DO NOTHING",
+         VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now())
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING version",
     )
     .bind(order.order_id.as_str())
     .bind(order.client_id.as_str())
     .bind(order.total_cents)
     .bind(order.created_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        return Ok(false);
-    }
+    .bind(lease.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(version) = version else {
+        return Ok(None);
+    };
     let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
     let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
     let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
@@ -279,7 +297,30 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder) -> Re
     )
     .await?;
     tx.commit().await?;
-    Ok(true)
+    let mut lines: Vec<Line> = order
+        .lines
+        .iter()
+        .map(|l| Line {
+            product_id: l.product_id.as_str().to_owned(),
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+        })
+        .collect();
+    lines.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    Ok(Some(Order {
+        order_id: order.order_id.as_str().to_owned(),
+        client_id: order.client_id.as_str().to_owned(),
+        status: Status::Pending,
+        step: Step::Reserve,
+        roll_back_to: None,
+        refund_due: false,
+        total_cents: order.total_cents,
+        payment_attempts: 0,
+        step_attempts: 0,
+        reason: String::new(),
+        version,
+        lines,
+    }))
 }
 
 /// Appends a timeline entry and, with it, the status event to the outbox.
@@ -385,6 +426,17 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec
     with_lines(pool, rows).await
 }
 
+/// How long until the first order's next step falls due (a retry's backoff, a payment timeout, a lease
+/// of a driver that died), or `None` when every order is final.
+pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM min(next_action_at) - now())::float8 FROM orders WHERE next_action_at IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
+}
+
 /// One order by id.
 pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
     let row: Option<OrderRow> = sqlx::query_as(
@@ -401,8 +453,21 @@ pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
 /// Writes `change` if the order is still at `order.version`; returns the updated order, or `None` if
 /// someone changed it first (the caller then drops its result).
 pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Change) -> Result<Option<Order>> {
+    apply_chain(pool, topology, order, vec![change]).await
+}
+
+/// Writes `changes`, each worked out from the order as the one before it left it, in one transaction:
+/// the order takes the last one's state, and every one keeps its timeline entry, its status event and
+/// its messages. Version-guarded like [`apply`].
+pub async fn apply_chain(
+    pool: &PgPool,
+    topology: &Topology,
+    order: &Order,
+    changes: Vec<Change>,
+) -> Result<Option<Order>> {
+    let Some(last) = changes.last() else { return Ok(Some(order.clone())) };
     let mut tx = pool.begin().await?;
-    let delay_ms: Option<i64> = change.next_action_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let delay_ms: Option<i64> = last.next_action_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let updated = sqlx::query(
         "UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,
                 step_attempts = $8, reason = $9,
@@ -413,13 +478,13 @@ pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Ch
     )
     .bind(&order.order_id)
     .bind(order.version)
-    .bind(change.status.as_str())
-    .bind(change.step.as_str())
-    .bind(change.roll_back_to.map(Status::as_str))
-    .bind(change.refund_due)
-    .bind(change.payment_attempts)
-    .bind(change.step_attempts)
-    .bind(&change.reason)
+    .bind(last.status.as_str())
+    .bind(last.step.as_str())
+    .bind(last.roll_back_to.map(Status::as_str))
+    .bind(last.refund_due)
+    .bind(last.payment_attempts)
+    .bind(last.step_attempts)
+    .bind(&last.reason)
     .bind(delay_ms)
     .execute(&mut *tx)
     .await?;
@@ -427,46 +492,43 @@ pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Ch
         tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
         return Ok(None);
     }
-    for m in &change.messages {
-        outbox::enqueue(&mut tx, &m.exchange, &m.routing_key, &m.envelope).await?;
-    }
-    if change.status != order.status {
-        record(
-            &mut tx,
-            topology,
-            &order.order_id,
-            &order.client_id,
-            change.status,
-            &change.reason,
-            order.total_cents,
-            change.timeline,
-        )
-        .await?;
-    } else {
-        let (step, outcome, detail) = change.timeline;
-        sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4)")
-            .bind(&order.order_id)
-            .bind(step)
-            .bind(outcome)
-            .bind(&detail)
-            .execute(&mut *tx)
+    let mut status = order.status;
+    let mut next = order.clone();
+    for change in changes {
+        for m in &change.messages {
+            outbox::enqueue(&mut tx, &m.exchange, &m.routing_key, &m.envelope).await?;
+        }
+        if change.status != status {
+            record(
+                &mut tx,
+                topology,
+                &order.order_id,
+                &order.client_id,
+                change.status,
+                &change.reason,
+                order.total_cents,
+                change.timeline.clone(),
+            )
             .await?;
+        } else {
+            let (step, outcome, detail) = &change.timeline;
+            sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4)")
+                .bind(&order.order_id)
+                .bind(step)
+                .bind(outcome)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await?;
+        }
+        status = change.status;
+        next = next.after(change);
     }
     tx.commit().await?;
-    if change.status.is_final() {
-        tracing::info!(order_id = %order.order_id, status = change.status.as_str(), reason = %change.reason, "order final");
+    next.version = order.version + 1;
+    if next.status.is_final() {
+        tracing::info!(order_id = %order.order_id, status = next.status.as_str(), reason = %next.reason, "order final");
     }
-    Ok(Some(Order {
-        status: change.status,
-        step: change.step,
-        roll_back_to: change.roll_back_to,
-        refund_due: change.refund_due,
-        payment_attempts: change.payment_attempts,
-        step_attempts: change.step_attempts,
-        reason: change.reason,
-        version: order.version + 1,
-        ..order.clone()
-    }))
+    Ok(Some(next))
 }
 
 /// Records a refund asked for outside a step (a charge that succeeded after the saga gave up) and

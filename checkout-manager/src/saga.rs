@@ -4,6 +4,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ordermesh_bus::{Topology, publisher::Outgoing};
+use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
@@ -65,8 +66,8 @@ pub struct Saga {
     pub settings: SagaSettings,
     /// Wakes the outbox relay when events were written.
     pub outbox_wake: Arc<Notify>,
-    /// Wakes the driver when a step became due now.
-    pub driver_wake: Arc<Notify>,
+    /// Brings the driver's next wake forward when a step falls due before it.
+    pub driver_alarm: Arc<Alarm>,
 }
 
 impl Saga {
@@ -89,13 +90,21 @@ impl Saga {
                 Step::Commit => self.commit(&order).await?,
                 Step::RollBack => self.roll_back(&order).await?,
             };
+            // Asking for payment calls nothing out, so it is written in the same transaction as the step
+            // that led to it (the charge request goes out through the outbox with it).
+            let mut chain = Vec::new();
+            while change.step == Step::RequestPayment && change.next_action_in == Some(Duration::ZERO) {
+                let next = self.request_payment(&order.clone().after(change.clone()))?;
+                chain.push(std::mem::replace(&mut change, next));
+            }
             // Going straight on with the next step: keep the order leased rather than due, so no other
             // driver takes it up meanwhile (if this one dies, the lease runs out and another does).
             let go_on = change.next_action_in == Some(Duration::ZERO);
             if go_on {
                 change.next_action_in = Some(self.settings.lease);
             }
-            match self.apply(&order, change).await? {
+            chain.push(change);
+            match self.apply_chain(&order, chain).await? {
                 Some(next) if go_on => {
                     self.leases.hold(&next.order_id, next.version);
                     order = next;
@@ -135,8 +144,17 @@ impl Saga {
     }
 
     async fn apply(&self, order: &Order, change: Change) -> Result<Option<Order>, CheckoutError> {
-        let next = orders::apply(&self.pool, &self.topology, order, change).await?;
+        self.apply_chain(order, vec![change]).await
+    }
+
+    /// Writes the changes, wakes the outbox relay, and tells the driver when the next step falls due.
+    async fn apply_chain(&self, order: &Order, chain: Vec<Change>) -> Result<Option<Order>, CheckoutError> {
+        let due = chain.last().and_then(|c| c.next_action_in);
+        let next = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
         self.outbox_wake.notify_one();
+        if let (Some(due), Some(_)) = (due, &next) {
+            self.driver_alarm.due_in(due);
+        }
         Ok(next)
     }
 
@@ -259,7 +277,7 @@ impl Saga {
                 // Otherwise a duplicate, or a result for an order already past payment.
                 return Ok(());
             }
-            let change = match &result.outcome {
+            let mut change = match &result.outcome {
                 PaymentOutcome::Succeeded => {
                     Change::from(&order, ("payment", "ok", format!("charged {} cents", order.total_cents)))
                         .then(Status::PaymentPending, Step::Commit)
@@ -294,8 +312,17 @@ impl Saga {
                     change
                 }
             };
-            if self.apply(&order, change).await?.is_some() {
-                self.driver_wake.notify_one();
+            // What follows a result (commit, or roll back) runs here, leased, rather than after a trip
+            // through the driver.
+            let go_on = change.next_action_in == Some(Duration::ZERO);
+            if go_on {
+                change.next_action_in = Some(self.settings.lease);
+            }
+            if let Some(next) = self.apply(&order, change).await? {
+                if go_on && let Err(e) = self.advance(next).await {
+                    // Recorded and leased: the lease runs out and the driver takes the order up.
+                    tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");
+                }
                 return Ok(());
             }
         }

@@ -52,7 +52,7 @@ impl Application {
             leases: Arc::new(Leases::default()),
             settings: config.saga.clone(),
             outbox_wake: outbox_wake.clone(),
-            driver_wake: Arc::new(Notify::new()),
+            driver_alarm: Arc::default(),
         };
 
         let mut tasks = Vec::new();

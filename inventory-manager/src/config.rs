@@ -16,7 +16,7 @@ pub struct Config {
     pub default_ttl: Duration,
     /// The longest hold a caller may ask for; a forgotten hold must not lock stock for days.
     pub max_ttl: Duration,
-    /// How often expired reservations are looked for.
+    /// The longest the expiry sweeper sleeps: it wakes when the first hold expires, and at least this often.
     pub sweep_interval: Duration,
     /// How often the database is pinged to keep the health status true.
     pub health_interval: Duration,
@@ -39,7 +39,7 @@ impl Default for Config {
             database: DatabaseSettings::new(DEFAULT_DATABASE_URL),
             default_ttl: Duration::from_secs(15 * 60),
             max_ttl: Duration::from_secs(24 * 60 * 60),
-            sweep_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(10),
             health_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),

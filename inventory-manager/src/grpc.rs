@@ -1,6 +1,6 @@
 //! The gRPC transport: decodes requests into domain types, calls the store, encodes the answer.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ordermesh_proto::inventory::v1 as pb;
@@ -12,6 +12,8 @@ use crate::domain::{
     ReservationStatus,
 };
 use crate::error::InventoryError;
+use ordermesh_lifecycle::Alarm;
+
 use crate::store;
 
 /// Page size when a caller asks for none.
@@ -28,12 +30,14 @@ pub struct InventoryGrpc {
     default_ttl: Duration,
     /// Longest hold accepted.
     max_ttl: Duration,
+    /// Told of every hold, so the sweeper wakes in time for it.
+    sweeps: Arc<Alarm>,
 }
 
 impl InventoryGrpc {
     /// A service answering from `pool`.
-    pub fn new(pool: PgPool, default_ttl: Duration, max_ttl: Duration) -> Self {
-        Self { pool, default_ttl, max_ttl }
+    pub fn new(pool: PgPool, default_ttl: Duration, max_ttl: Duration, sweeps: Arc<Alarm>) -> Self {
+        Self { pool, default_ttl, max_ttl, sweeps }
     }
 
     fn ttl(&self, seconds: i64) -> Result<Duration, InventoryError> {
@@ -121,7 +125,9 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
             .collect::<Result<Vec<_>, InventoryError>>()?;
         let lines = Lines::parse(lines)?;
         let ttl = self.ttl(r.ttl_seconds)?;
-        Ok(Response::new(store::reserve(&self.pool, &id, &lines, ttl).await?.into()))
+        let reservation = store::reserve(&self.pool, &id, &lines, ttl).await?;
+        self.sweeps.due_in(ttl);
+        Ok(Response::new(reservation.into()))
     }
 
     async fn commit_reservation(&self, request: Request<pb::CommitReservationRequest>) -> RpcResult<pb::Reservation> {

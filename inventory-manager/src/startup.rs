@@ -1,6 +1,6 @@
 //! Building and running inventory-manager: database, migrations, listener, gRPC server, background tasks.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ordermesh_lifecycle::connect_and_migrate;
@@ -67,10 +67,11 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let inventory = InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl);
+        let sweeps = Arc::new(ordermesh_lifecycle::Alarm::default());
+        let inventory = InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone());
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = tokio::spawn(sweeper::run(pool.clone(), config.sweep_interval, stop_rx.clone()));
+        let sweeper = tokio::spawn(sweeper::run(pool.clone(), sweeps, config.sweep_interval, stop_rx.clone()));
         let prober = tokio::spawn(probe_database(pool.clone(), health, config.health_interval, stop_rx));
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

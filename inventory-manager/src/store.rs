@@ -347,6 +347,16 @@ pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<usize> {
     Ok(ids.len())
 }
 
+/// How long until the first held reservation expires, or `None` when none is held.
+pub async fn next_expiry(pool: &PgPool) -> Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM min(expires_at) - now())::float8 FROM reservations WHERE status = 'held'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
+}
+
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
     reservation_id: String,

@@ -1,34 +1,40 @@
 //! The background task that releases reservations whose time ran out.
+//!
+//! It sleeps until the first held reservation expires (at most `idle`), not on a fixed tick: an idle
+//! inventory costs one query per `idle`. A reservation that expires before the planned wake brings it
+//! forward through the [`Alarm`] the reserve path shares with the sweeper.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use ordermesh_lifecycle::Alarm;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::store;
+use crate::{error::InventoryError, store};
 
 /// Most reservations released in one transaction: bounds how long stock rows stay locked.
 const BATCH: u32 = 500;
 
-/// Sweeps every `interval` until `stop` changes; a failed sweep is logged and tried again next tick.
-pub async fn run(pool: PgPool, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Sweeps until `stop` changes; a failed sweep is logged and tried again after `idle` (at most 1 s).
+pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, mut stop: watch::Receiver<bool>) {
     loop {
+        alarm.looking();
+        let pause = match sweep(&pool).await {
+            Ok(next) => next.map_or(idle, |due| due.min(idle)),
+            Err(err) => {
+                tracing::warn!(error = %err, "sweeping expired reservations failed");
+                idle.min(Duration::from_secs(1))
+            }
+        };
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = alarm.sleep(pause) => {}
             _ = stop.changed() => return,
         }
-        // Drain a backlog in batches without waiting for the next tick.
-        loop {
-            match store::expire_due(&pool, BATCH).await {
-                Ok(n) if n == BATCH as usize => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::warn!(error = %err, "sweeping expired reservations failed");
-                    break;
-                }
-            }
-        }
     }
+}
+
+/// Releases what has expired, in batches, and says how long until the next held reservation expires.
+async fn sweep(pool: &PgPool) -> Result<Option<Duration>, InventoryError> {
+    while store::expire_due(pool, BATCH).await? == BATCH as usize {}
+    store::next_expiry(pool).await
 }

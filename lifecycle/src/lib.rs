@@ -1,7 +1,10 @@
 //! Starting and stopping an ordermesh process: log setup, shutdown signals, and getting a database
 //! pool even on a fresh machine (create the database if missing, wait for PostgreSQL to come up).
 
+pub mod alarm;
 pub mod testdb;
+
+pub use alarm::Alarm;
 
 use std::{str::FromStr, time::Duration};
 

@@ -89,7 +89,7 @@ async fn fixture(settings: SagaSettings) -> Fixture {
         leases: Arc::new(Leases::default()),
         settings,
         outbox_wake: Arc::new(Notify::new()),
-        driver_wake: Arc::new(Notify::new()),
+        driver_alarm: Arc::default(),
     };
     Fixture { saga, stock, pool, database }
 }
@@ -103,7 +103,9 @@ impl Fixture {
             total_cents: 1000,
             created_at: chrono::Utc::now(),
         };
-        assert!(orders::place(&self.pool, &self.saga.topology, &order).await.unwrap());
+        // Due at once (no lease), so the test drives it as the driver would.
+        let placed = orders::place(&self.pool, &self.saga.topology, &order, Duration::ZERO).await.unwrap();
+        assert!(placed.is_some());
         order.order_id.to_string()
     }
 

@@ -1,0 +1,92 @@
+//! Waking a background task when its next piece of work falls due, instead of on a fixed tick.
+//!
+//! The task works out when its first job is due (a query), then sleeps until then, or until someone
+//! who just created an earlier job says so through [`Alarm::due_in`]. Work created later than the
+//! planned wake costs no wake-up at all, so a busy writer does not keep waking the task.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+/// A planned wake-up that earlier work can bring forward.
+#[derive(Debug)]
+pub struct Alarm {
+    origin: Instant,
+    /// Milliseconds after `origin`; `u64::MAX` while the task is working out its next wake, so that
+    /// anything created meanwhile wakes it.
+    planned_ms: AtomicU64,
+    wake: Notify,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Self { origin: Instant::now(), planned_ms: AtomicU64::new(u64::MAX), wake: Notify::new() }
+    }
+}
+
+impl Alarm {
+    /// Work falls due in `delay`: wake the task if it would sleep past that.
+    pub fn due_in(&self, delay: Duration) {
+        if self.millis(Instant::now() + delay) < self.planned_ms.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Work is due now.
+    pub fn due_now(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Call before looking for work: whatever is created from here on wakes the next [`Alarm::sleep`].
+    pub fn looking(&self) {
+        self.planned_ms.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Sleeps `pause`, or less if earlier work is announced (also work announced since [`Alarm::looking`]).
+    pub async fn sleep(&self, pause: Duration) {
+        let at = Instant::now() + pause;
+        self.planned_ms.store(self.millis(at), Ordering::Release);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = self.wake.notified() => {}
+        }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn earlier_work_cuts_the_sleep_short_and_later_work_does_not() {
+        let alarm = std::sync::Arc::new(Alarm::default());
+        alarm.looking();
+        // Announced while the task was looking: the next sleep returns at once.
+        alarm.due_in(Duration::from_secs(60));
+        let started = Instant::now();
+        alarm.sleep(Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_millis(1));
+
+        let sleeper = {
+            let alarm = alarm.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                alarm.sleep(Duration::from_secs(10)).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        alarm.due_in(Duration::from_secs(30)); // later than the planned wake: ignored
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        alarm.due_in(Duration::from_secs(2)); // earlier: wakes it now
+        let slept = sleeper.await.unwrap();
+        assert_eq!(slept, Duration::from_secs(2));
+    }
+}
