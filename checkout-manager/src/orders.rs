@@ -383,26 +383,33 @@ async fn with_lines(pool: &PgPool, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
     .await?;
     rows.into_iter()
         .map(|r| {
-            Ok(Order {
-                lines: lines
-                    .iter()
-                    .filter(|l| l.0 == r.order_id)
-                    .map(|l| Line { product_id: l.1.clone(), quantity: l.2, unit_price_cents: l.3 })
-                    .collect(),
-                status: Status::parse(&r.status)?,
-                step: Step::parse(&r.step)?,
-                roll_back_to: r.roll_back_to.as_deref().map(Status::parse).transpose()?,
-                order_id: r.order_id,
-                client_id: r.client_id,
-                refund_due: r.refund_due,
-                total_cents: r.total_cents,
-                payment_attempts: r.payment_attempts,
-                step_attempts: r.step_attempts,
-                reason: r.reason,
-                version: r.version,
-            })
+            let mine = lines
+                .iter()
+                .filter(|l| l.0 == r.order_id)
+                .map(|l| Line { product_id: l.1.clone(), quantity: l.2, unit_price_cents: l.3 })
+                .collect();
+            r.into_order(mine)
         })
         .collect()
+}
+
+impl OrderRow {
+    fn into_order(self, lines: Vec<Line>) -> Result<Order> {
+        Ok(Order {
+            lines,
+            status: Status::parse(&self.status)?,
+            step: Step::parse(&self.step)?,
+            roll_back_to: self.roll_back_to.as_deref().map(Status::parse).transpose()?,
+            order_id: self.order_id,
+            client_id: self.client_id,
+            refund_due: self.refund_due,
+            total_cents: self.total_cents,
+            payment_attempts: self.payment_attempts,
+            step_attempts: self.step_attempts,
+            reason: self.reason,
+            version: self.version,
+        })
+    }
 }
 
 /// Takes up to `limit` orders whose next step is due, leasing them for `lease` so no other driver
@@ -437,17 +444,35 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
     Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
-/// One order by id.
+/// One order by id, with its lines, in one statement (read on every payment result).
 pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
-    let row: Option<OrderRow> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Loaded {
+        #[sqlx(flatten)]
+        order: OrderRow,
+        products: Vec<String>,
+        quantities: Vec<i64>,
+        prices: Vec<i64>,
+    }
+    let row: Option<Loaded> = sqlx::query_as(
         "SELECT order_id, client_id, status, step, roll_back_to, refund_due, total_cents, payment_attempts,
-                step_attempts, reason, version
-         FROM orders WHERE order_id = $1",
+                step_attempts, reason, version,
+                ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS products,
+                ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS quantities,
+                ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS prices
+         FROM orders o WHERE order_id = $1",
     )
     .bind(order_id)
     .fetch_optional(pool)
     .await?;
-    Ok(with_lines(pool, row.into_iter().collect()).await?.pop())
+    let Some(Loaded { order, products, quantities, prices }) = row else { return Ok(None) };
+    let lines = products
+        .into_iter()
+        .zip(quantities)
+        .zip(prices)
+        .map(|((product_id, quantity), unit_price_cents)| Line { product_id, quantity, unit_price_cents })
+        .collect();
+    Ok(Some(order.into_order(lines)?))
 }
 
 /// Writes `change` if the order is still at `order.version`; returns the updated order, or `None` if
@@ -572,29 +597,57 @@ struct ViewRow {
     total_cents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    products: Vec<String>,
+    quantities: Vec<i64>,
+    prices: Vec<i64>,
+    steps: Vec<String>,
+    outcomes: Vec<String>,
+    details: Vec<String>,
+    ats: Vec<DateTime<Utc>>,
 }
 
-/// The order as shown to clients, with its timeline.
+/// The order as shown to clients, with its timeline: one statement, as it is read on every order query.
 pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
-    let row: Option<ViewRow> =
-        sqlx::query_as("SELECT client_id, status, total_cents, created_at, updated_at FROM orders WHERE order_id = $1")
-            .bind(order_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    let Some(ViewRow { client_id, status, total_cents, created_at, updated_at }) = row else {
-        return Err(CheckoutError::UnknownOrder(order_id.clone()));
-    };
-    let lines: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY product_id",
+    let row: Option<ViewRow> = sqlx::query_as(
+        "SELECT o.client_id, o.status, o.total_cents, o.created_at, o.updated_at,
+                ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS products,
+                ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS quantities,
+                ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS prices,
+                ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
+                ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
+                ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS details,
+                ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS ats
+         FROM orders o WHERE o.order_id = $1",
     )
     .bind(order_id.as_str())
-    .fetch_all(pool)
+    .fetch_optional(pool)
     .await?;
-    let steps: Vec<(String, String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT step, outcome, detail, at FROM order_steps WHERE order_id = $1 ORDER BY id")
-            .bind(order_id.as_str())
-            .fetch_all(pool)
-            .await?;
+    let Some(ViewRow {
+        client_id,
+        status,
+        total_cents,
+        created_at,
+        updated_at,
+        products,
+        quantities,
+        prices,
+        steps,
+        outcomes,
+        details,
+        ats,
+    }) = row
+    else {
+        return Err(CheckoutError::UnknownOrder(order_id.clone()));
+    };
+    let lines: Vec<(String, i64, i64)> =
+        products.into_iter().zip(quantities).zip(prices).map(|((p, q), c)| (p, q, c)).collect();
+    let steps: Vec<(String, String, String, DateTime<Utc>)> = steps
+        .into_iter()
+        .zip(outcomes)
+        .zip(details)
+        .zip(ats)
+        .map(|(((step, outcome), detail), at)| (step, outcome, detail, at))
+        .collect();
     let status = Status::parse(&status)?;
     let bad = |e: ordermesh_messages::IdError| CheckoutError::Internal(anyhow::anyhow!("stored id: {e}"));
     Ok(OrderView {
