@@ -39,7 +39,7 @@ impl Default for Config {
             max_wait: Duration::from_secs(30),
             wait_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
-            max_in_flight: 256,
+            max_in_flight: 32,
             max_waiting: 10_000,
         }
     }

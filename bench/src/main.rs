@@ -5,8 +5,21 @@ use std::{io::Write, process::ExitCode};
 use ordermesh_bench::{Options, run};
 
 #[tokio::main]
+#[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<ExitCode> {
-    let options = Options::parse(std::env::args().skip(1))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", ordermesh_bench::options::USAGE);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = match Options::parse(args) {
+        Ok(options) => options,
+        // A usage mistake is a message for a person, not a stack trace.
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if options.floor_only {
         let floor = ordermesh_bench::floor::measure(
             &options.amqp,

@@ -48,6 +48,7 @@ pub struct Report {
     add: Histogram<u64>,
     checkout: Histogram<u64>,
     to_final: Histogram<u64>,
+    shed: Histogram<u64>,
     /// How long the run took.
     pub elapsed: Duration,
     /// The stock check, once done.
@@ -81,6 +82,7 @@ impl Report {
             add: histogram(),
             checkout: histogram(),
             to_final: histogram(),
+            shed: histogram(),
             elapsed: Duration::ZERO,
             stock: None,
             floor: None,
@@ -110,6 +112,9 @@ impl Report {
             if status == "CONFIRMED" {
                 self.confirmed_units += outcome.units;
             }
+        }
+        if let Some(d) = outcome.shed {
+            let _ = self.shed.record(micros(d));
         }
         if let Some(kind) = outcome.error {
             if outcome.checkout.is_some() && outcome.to_final.is_none() {
@@ -175,6 +180,7 @@ impl Report {
                 "add_to_cart": Self::percentiles(&self.add),
                 "check_out_cart": Self::percentiles(&self.checkout),
                 "checkout_to_final": Self::percentiles(&self.to_final),
+                "shed_503": Self::percentiles(&self.shed),
             },
             "final_status": self.by_status,
             "errors": self.errors,
@@ -206,6 +212,7 @@ impl Report {
             ("addToCart", "add_to_cart"),
             ("checkOutCart", "check_out_cart"),
             ("checkout -> final", "checkout_to_final"),
+            ("refused 503 (shed)", "shed_503"),
         ] {
             let l = &j["latency"][key];
             let n = |k: &str| l[k].as_f64().unwrap_or(0.0);

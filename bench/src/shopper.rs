@@ -23,6 +23,8 @@ pub struct Outcome {
     pub status: Option<String>,
     /// What went wrong, by kind (`add 503`, `checkout 504`, `final status not seen`, …).
     pub error: Option<String>,
+    /// How long the gateway took to refuse a request with 503 (shed), measured from the request's own send.
+    pub shed: Option<Duration>,
     /// Units in the order.
     pub units: i64,
 }
@@ -65,7 +67,9 @@ impl Shopper {
         }
     }
 
-    async fn post(&self, path: &str, key: &str, body: Value) -> Result<(u16, Value), String> {
+    /// The answer and how long it took from this request's send.
+    async fn post_timed(&self, path: &str, key: &str, body: Value) -> Result<(u16, Value, Duration), String> {
+        let sent = Instant::now();
         let response = self
             .http
             .post(format!("{}{path}", self.gateway))
@@ -75,7 +79,8 @@ impl Shopper {
             .await
             .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { "connection".to_owned() })?;
         let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let took = sent.elapsed();
+        Ok((status, response.json().await.unwrap_or(Value::Null), took))
     }
 
     /// Shops once; `scheduled` is when this shopper was due (open loop) or started (closed loop).
@@ -86,29 +91,37 @@ impl Shopper {
         let mut since = scheduled;
         for (i, (product, quantity)) in lines.iter().enumerate() {
             let body = json!({"clientID": self.client, "productID": product, "quantity": quantity});
-            match self.post("/addToCart", &format!("add-{}-{i}", self.client), body).await {
-                Ok((200, _)) => {
+            match self.post_timed("/addToCart", &format!("add-{}-{i}", self.client), body).await {
+                Ok((503, _, took)) => {
+                    outcome.shed = Some(took);
+                    return self.failed(outcome, "add 503".into());
+                }
+                Ok((200, _, _)) => {
                     outcome.adds.push(since.elapsed());
                     since = Instant::now();
                 }
-                Ok((409, _)) if self.scenario == Scenario::Hot => {
+                Ok((409, _, _)) if self.scenario == Scenario::Hot => {
                     outcome.adds.push(since.elapsed());
                     outcome.status = Some("SOLD_OUT_AT_ADD".into());
                     return outcome;
                 }
-                Ok((status, _)) => return self.failed(outcome, format!("add {status}")),
+                Ok((status, _, _)) => return self.failed(outcome, format!("add {status}")),
                 Err(kind) => return self.failed(outcome, format!("add {kind}")),
             }
         }
-        let order_id =
-            match self.post("/checkOutCart", &format!("co-{}", self.client), json!({"clientID": self.client})).await {
-                Ok((202, body)) => match body["orderID"].as_str() {
-                    Some(id) => id.to_owned(),
-                    None => return self.failed(outcome, "checkout 202 without an orderID".into()),
-                },
-                Ok((status, _)) => return self.failed(outcome, format!("checkout {status}")),
-                Err(kind) => return self.failed(outcome, format!("checkout {kind}")),
-            };
+        let key = format!("co-{}", self.client);
+        let order_id = match self.post_timed("/checkOutCart", &key, json!({"clientID": self.client})).await {
+            Ok((202, body, _)) => match body["orderID"].as_str() {
+                Some(id) => id.to_owned(),
+                None => return self.failed(outcome, "checkout 202 without an orderID".into()),
+            },
+            Ok((503, _, took)) => {
+                outcome.shed = Some(took);
+                return self.failed(outcome, "checkout 503".into());
+            }
+            Ok((status, _, _)) => return self.failed(outcome, format!("checkout {status}")),
+            Err(kind) => return self.failed(outcome, format!("checkout {kind}")),
+        };
         outcome.checkout = Some(since.elapsed());
         let accepted = Instant::now();
         while accepted.elapsed() < self.final_wait {

@@ -70,6 +70,9 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
                 .max_connections(settings.max_connections)
                 .min_connections(0)
                 .idle_timeout(settings.idle_timeout)
+                // No ping before each use: it costs a round trip per transaction, and a connection that broke
+                // (PostgreSQL restarted) fails its first statement instead, which every caller already retries.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options.clone())
                 .await
