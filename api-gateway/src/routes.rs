@@ -435,6 +435,9 @@ async fn check_out_cart(
     let job = Checkout { client_id: body.client_id, idempotency_key };
     let accepted: CheckoutAccepted =
         state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_CHECKOUT, &job).await?;
+    if accepted.created {
+        state.waiters.accepted(accepted.order_id.as_str());
+    }
     let body =
         CheckoutBody { status: "accepted".into(), error: String::new(), order_id: accepted.order_id.to_string() };
     Ok((StatusCode::ACCEPTED, Json(body)))
@@ -468,6 +471,9 @@ async fn get_order(
     };
     let until = tokio::time::Instant::now() + wait;
     let request = GetOrder { order_id };
+    // An order this gateway accepted moments ago is known to exist and not yet final: the first read would
+    // only say PENDING (or not found yet), so it waits for the final event first.
+    let mut skip_first_read = !wait.is_zero();
     loop {
         // Registered before the read, so a final event landing between the read and the wait is not missed.
         let waiting = (!wait.is_zero()).then(|| state.waiters.wait_for(request.order_id.as_str()));
@@ -475,6 +481,14 @@ async fn get_order(
         tokio::pin!(woken);
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
+        }
+        if std::mem::take(&mut skip_first_read)
+            && state.waiters.known_pending(request.order_id.as_str())
+            && let Some(woken) = woken.as_mut().as_pin_mut()
+        {
+            let now = tokio::time::Instant::now();
+            let _ = tokio::time::timeout_at((now + state.wait_poll).min(until), woken).await;
+            continue;
         }
         let order = state
             .call::<OrderView>("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request)

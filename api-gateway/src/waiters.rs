@@ -4,8 +4,9 @@
 //! arrives (or a slow fallback poll, for an event missed while the broker was away).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -21,10 +22,23 @@ use tokio::sync::{Notify, watch};
 const FINAL_EVENTS: [&str; 4] =
     [events::ORDER_CONFIRMED, events::ORDER_REJECTED, events::ORDER_PAYMENT_DECLINED, events::ORDER_FAILED];
 
-/// Orders someone is waiting on, each with the one `Notify` all its waiters share.
+/// How long this gateway remembers an order it accepted, and how many at most.
+const RECENT_FOR: Duration = Duration::from_secs(60);
+const RECENT_MAX: usize = 100_000;
+
+/// Orders someone is waiting on, each with the one `Notify` all its waiters share; and the orders this
+/// gateway accepted lately, with whether their final event has been seen.
 #[derive(Debug, Default)]
 pub struct Waiters {
     by_order: Mutex<HashMap<String, Arc<Notify>>>,
+    recent: Mutex<Recent>,
+}
+
+/// Orders accepted here lately: id → final event seen; oldest first for forgetting.
+#[derive(Debug, Default)]
+struct Recent {
+    ended: HashMap<String, bool>,
+    order: VecDeque<(Instant, String)>,
 }
 
 /// A registered wait; leaving it (however the read ends) forgets the order once nobody else waits on it.
@@ -54,8 +68,34 @@ impl Waiters {
         Waiting { waiters: self, order_id: order_id.to_owned(), notify }
     }
 
+    /// This gateway accepted `order_id` (a 202): it exists, and will end with an event.
+    pub fn accepted(&self, order_id: &str) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().expect("recent lock");
+        while recent.order.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT_FOR)
+            || recent.order.len() >= RECENT_MAX
+        {
+            let Some((_, id)) = recent.order.pop_front() else { break };
+            recent.ended.remove(&id);
+        }
+        if !recent.ended.contains_key(order_id) {
+            recent.ended.insert(order_id.to_owned(), false);
+            recent.order.push_back((now, order_id.to_owned()));
+        }
+    }
+
+    /// Whether `order_id` was accepted here lately and its final event has not been seen: a waiting read
+    /// need not ask for it before the event (or the fallback poll) comes.
+    pub fn known_pending(&self, order_id: &str) -> bool {
+        self.recent.lock().expect("recent lock").ended.get(order_id) == Some(&false)
+    }
+
     /// Wakes everyone waiting on `order_id`.
     pub fn wake(&self, order_id: &str) {
+        // Marked before the wake-up: a read that registered and then found it still pending is woken.
+        if let Some(ended) = self.recent.lock().expect("recent lock").ended.get_mut(order_id) {
+            *ended = true;
+        }
         let notify = self.by_order.lock().expect("waiters lock").get(order_id).cloned();
         if let Some(notify) = notify {
             notify.notify_waiters();
@@ -155,5 +195,17 @@ mod tests {
             assert_eq!(waiters.len(), 1, "still waited on by the first");
         }
         assert!(waiters.is_empty(), "forgotten once nobody waits");
+    }
+
+    #[test]
+    fn an_accepted_order_is_pending_until_its_final_event() {
+        let waiters = Waiters::default();
+        assert!(!waiters.known_pending("o1"), "not accepted here");
+        waiters.accepted("o1");
+        assert!(waiters.known_pending("o1"));
+        waiters.wake("o1");
+        assert!(!waiters.known_pending("o1"), "its final event was seen");
+        waiters.accepted("o1");
+        assert!(!waiters.known_pending("o1"), "told again: still ended");
     }
 }

@@ -214,7 +214,8 @@ pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Re
 const CHECKOUT_ATTEMPTS: usize = 3;
 
 /// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
-/// under its idempotency key and queue `order.place` in the outbox, all in one transaction.
+/// under its idempotency key and queue `order.place` in the outbox, all in one transaction. Returns the
+/// order, and whether this call created it (false: an earlier request with the same key did).
 pub async fn checkout(
     pool: &PgPool,
     inventory: &Inventory,
@@ -222,10 +223,10 @@ pub async fn checkout(
     client: &ClientId,
     idempotency_key: &str,
     deadline: Option<DateTime<Utc>>,
-) -> Result<OrderId> {
+) -> Result<(OrderId, bool)> {
     for _ in 0..CHECKOUT_ATTEMPTS {
         if let Some(order_id) = existing_checkout(pool, client, idempotency_key).await? {
-            return Ok(order_id);
+            return Ok((order_id, false));
         }
         let cart = items(pool, client).await?;
         if cart.is_empty() {
@@ -284,7 +285,7 @@ pub async fn checkout(
         before_deadline(&mut tx, deadline).await?;
         tx.commit().await?;
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
-        return Ok(order_id);
+        return Ok((order_id, true));
     }
     Err(CartError::Internal(anyhow::anyhow!("the cart kept changing during checkout")))
 }

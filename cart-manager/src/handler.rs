@@ -70,7 +70,7 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                 if result.is_ok() {
                     ctx.outbox_wake.notify_one();
                 }
-                respond(result.map(|order_id| CheckoutAccepted { order_id }))
+                respond(result.map(|(order_id, created)| CheckoutAccepted { order_id, created }))
             }
             Err(reason) => return Outcome::DeadLetter(reason),
         },

@@ -59,6 +59,9 @@ pub struct Checkout {
 pub struct CheckoutAccepted {
     /// The order the cart became.
     pub order_id: OrderId,
+    /// Whether this request made it (false: an earlier one with the same key did, and it may have ended).
+    #[serde(default)]
+    pub created: bool,
 }
 
 /// One product in a cart.

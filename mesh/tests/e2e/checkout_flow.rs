@@ -206,5 +206,25 @@ async fn a_waiting_order_read_is_woken_by_the_orders_final_event_not_by_polling(
         "woken at the deadline, not by the event: {:?}",
         started.elapsed()
     );
+
+    // The same checkout replayed (same key) names an order that has already ended: a waiting read of it
+    // answers at once, not after waiting for an event that came before it.
+    let replay = |key: &'static str| {
+        mesh.http
+            .post(mesh.url("/checkOutCart"))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"clientID": "vic"}))
+            .send()
+    };
+    assert_eq!(mesh.add("vic", "mug", 1).await.0, 200);
+    let first: serde_json::Value = replay("vic-1").await.unwrap().json().await.unwrap();
+    let vic_order = first["orderID"].as_str().unwrap().to_owned();
+    assert_eq!(mesh.final_order(&vic_order).await["status"], "CONFIRMED");
+    let again: serde_json::Value = replay("vic-1").await.unwrap().json().await.unwrap();
+    assert_eq!(again["orderID"], first["orderID"], "the same order");
+    let started = std::time::Instant::now();
+    let (_, order) = mesh.get(&format!("/orders/{vic_order}?waitSeconds=20")).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert!(started.elapsed() < Duration::from_secs(2), "an ended order is answered at once: {:?}", started.elapsed());
     mesh.stop().await;
 }
