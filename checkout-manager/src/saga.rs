@@ -104,7 +104,7 @@ impl Saga {
                 change.next_action_in = Some(self.settings.lease);
             }
             chain.push(change);
-            match self.apply_chain(&order, chain).await? {
+            match self.apply_chain(&order, chain, go_on).await? {
                 Some(next) if go_on => {
                     self.leases.hold(&next.order_id, next.version);
                     order = next;
@@ -143,16 +143,22 @@ impl Saga {
         Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
     }
 
-    async fn apply(&self, order: &Order, change: Change) -> Result<Option<Order>, CheckoutError> {
-        self.apply_chain(order, vec![change]).await
+    async fn apply(&self, order: &Order, change: Change, leased: bool) -> Result<Option<Order>, CheckoutError> {
+        self.apply_chain(order, vec![change], leased).await
     }
 
-    /// Writes the changes, wakes the outbox relay, and tells the driver when the next step falls due.
-    async fn apply_chain(&self, order: &Order, chain: Vec<Change>) -> Result<Option<Order>, CheckoutError> {
+    /// Writes the changes and wakes the outbox relay. A step scheduled for later is announced to the
+    /// driver; one `leased` to this caller, who goes straight on with it, is not.
+    async fn apply_chain(
+        &self,
+        order: &Order,
+        chain: Vec<Change>,
+        leased: bool,
+    ) -> Result<Option<Order>, CheckoutError> {
         let due = chain.last().and_then(|c| c.next_action_in);
         let next = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
         self.outbox_wake.notify_one();
-        if let (Some(due), Some(_)) = (due, &next) {
+        if let (Some(due), Some(_), false) = (due, &next, leased) {
             self.driver_alarm.due_in(due);
         }
         Ok(next)
@@ -318,7 +324,7 @@ impl Saga {
             if go_on {
                 change.next_action_in = Some(self.settings.lease);
             }
-            if let Some(next) = self.apply(&order, change).await? {
+            if let Some(next) = self.apply(&order, change, go_on).await? {
                 if go_on && let Err(e) = self.advance(next).await {
                     // Recorded and leased: the lease runs out and the driver takes the order up.
                     tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");
