@@ -12,7 +12,7 @@ use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, TimelineEntry},
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::error::CheckoutError;
 
@@ -255,38 +255,11 @@ impl Change {
 /// lease runs out and a driver takes the order up. Returns `None` when the order already exists: a
 /// redelivered `order.place` changes nothing.
 pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease: Duration) -> Result<Option<Order>> {
-    let mut tx = pool.begin().await?;
-    let version: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at)
-         VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now())
-         ON CONFLICT (order_id) DO NOTHING
-         RETURNING version",
-    )
-    .bind(order.order_id.as_str())
-    .bind(order.client_id.as_str())
-    .bind(order.total_cents)
-    .bind(order.created_at)
-    .bind(lease.as_secs_f64())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(version) = version else {
-        return Ok(None);
-    };
     let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
     let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
     let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
-    sqlx::query(
-        "INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
-         SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[])",
-    )
-    .bind(order.order_id.as_str())
-    .bind(&products)
-    .bind(&quantities)
-    .bind(&prices)
-    .execute(&mut *tx)
-    .await?;
-    record(
-        &mut tx,
+    let mut appends = Appends::default();
+    appends.status(
         topology,
         order.order_id.as_str(),
         order.client_id.as_str(),
@@ -294,9 +267,33 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         "",
         order.total_cents,
         ("created", "ok", String::new()),
-    )
-    .await?;
-    tx.commit().await?;
+    )?;
+    let sql = format!(
+        "WITH o AS (
+           INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at)
+           VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now())
+           ON CONFLICT (order_id) DO NOTHING
+           RETURNING order_id, version
+         ), lines AS (
+           INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
+           SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
+         ), {}
+         SELECT version FROM o",
+        appends_sql(9)
+    );
+    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(order.order_id.as_str())
+        .bind(order.client_id.as_str())
+        .bind(order.total_cents)
+        .bind(order.created_at)
+        .bind(lease.as_secs_f64())
+        .bind(&products)
+        .bind(&quantities)
+        .bind(&prices);
+    // One statement: the order, its lines, its first timeline entry and its event are stored together or not at all.
+    let Some(version) = appends.bind(query).fetch_optional(pool).await? else {
+        return Ok(None);
+    };
     let mut lines: Vec<Line> = order
         .lines
         .iter()
@@ -323,38 +320,106 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
     }))
 }
 
-/// Appends a timeline entry and, with it, the status event to the outbox.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    conn: &mut PgConnection,
-    topology: &Topology,
-    order_id: &str,
-    client_id: &str,
-    status: Status,
-    reason: &str,
-    total_cents: i64,
-    (step, outcome, detail): (&str, &str, String),
-) -> Result<()> {
-    let at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4) RETURNING at",
+/// What a write adds beside the order row: timeline entries and outbox messages. They travel as arrays,
+/// so the whole write is one statement: atomic on its own, without BEGIN and COMMIT round trips.
+#[derive(Debug, Default)]
+struct Appends {
+    steps: Vec<String>,
+    outcomes: Vec<String>,
+    details: Vec<String>,
+    ats: Vec<DateTime<Utc>>,
+    exchanges: Vec<String>,
+    routing_keys: Vec<String>,
+    message_ids: Vec<uuid::Uuid>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl Appends {
+    /// A timeline entry; returns its time.
+    fn step(&mut self, (step, outcome, detail): (&str, &str, String)) -> DateTime<Utc> {
+        let at = Utc::now();
+        self.steps.push(step.to_owned());
+        self.outcomes.push(outcome.to_owned());
+        self.details.push(detail);
+        self.ats.push(at);
+        at
+    }
+
+    fn message(&mut self, exchange: &str, routing_key: &str, envelope: &Envelope) {
+        self.exchanges.push(exchange.to_owned());
+        self.routing_keys.push(routing_key.to_owned());
+        self.message_ids.push(envelope.message_id);
+        self.bodies.push(envelope.to_vec());
+    }
+
+    /// A timeline entry and, with it, the order's status event.
+    #[allow(clippy::too_many_arguments)]
+    fn status(
+        &mut self,
+        topology: &Topology,
+        order_id: &str,
+        client_id: &str,
+        status: Status,
+        reason: &str,
+        total_cents: i64,
+        timeline: (&str, &str, String),
+    ) -> Result<()> {
+        let at = self.step(timeline);
+        let event = OrderEvent {
+            order_id: OrderId::parse(order_id).map_err(|e| anyhow::anyhow!("{e}"))?,
+            client_id: ClientId::parse(client_id).map_err(|e| anyhow::anyhow!("{e}"))?,
+            status: status.as_str().to_owned(),
+            reason: reason.to_owned(),
+            total_cents,
+            at,
+        };
+        let envelope = Envelope::new(status.event_kind(), &event).correlated(order_id);
+        self.message(&topology.order_events(), status.event_kind(), &envelope);
+        Ok(())
+    }
+}
+
+/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+7`.
+fn appends_sql(base: usize) -> String {
+    let p = |i: usize| format!("${}", base + i);
+    format!(
+        "steps AS (
+           INSERT INTO order_steps (order_id, step, outcome, detail, at)
+           SELECT o.order_id, s.step, s.outcome, s.detail, s.at
+           FROM o, UNNEST({}::text[], {}::text[], {}::text[], {}::timestamptz[]) WITH ORDINALITY AS s(step, outcome, detail, at, n)
+           ORDER BY s.n
+         ), box AS (
+           INSERT INTO outbox (exchange, routing_key, message_id, body)
+           SELECT m.exchange, m.routing_key, m.message_id, m.body
+           FROM o, UNNEST({}::text[], {}::text[], {}::uuid[], {}::bytea[]) WITH ORDINALITY AS m(exchange, routing_key, message_id, body, n)
+           ORDER BY m.n
+         )",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7)
     )
-    .bind(order_id)
-    .bind(step)
-    .bind(outcome)
-    .bind(&detail)
-    .fetch_one(&mut *conn)
-    .await?;
-    let event = OrderEvent {
-        order_id: OrderId::parse(order_id).map_err(|e| anyhow::anyhow!("{e}"))?,
-        client_id: ClientId::parse(client_id).map_err(|e| anyhow::anyhow!("{e}"))?,
-        status: status.as_str().to_owned(),
-        reason: reason.to_owned(),
-        total_cents,
-        at,
-    };
-    let envelope = Envelope::new(status.event_kind(), &event).correlated(order_id);
-    outbox::enqueue(conn, &topology.order_events(), status.event_kind(), &envelope).await?;
-    Ok(())
+}
+
+impl Appends {
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.steps)
+            .bind(&self.outcomes)
+            .bind(&self.details)
+            .bind(&self.ats)
+            .bind(&self.exchanges)
+            .bind(&self.routing_keys)
+            .bind(&self.message_ids)
+            .bind(&self.bodies)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -491,41 +556,19 @@ pub async fn apply_chain(
     changes: Vec<Change>,
 ) -> Result<Option<Order>> {
     let Some(last) = changes.last() else { return Ok(Some(order.clone())) };
-    let mut tx = pool.begin().await?;
     let delay_ms: Option<i64> = last.next_action_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let updated = sqlx::query(
-        "UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,
-                step_attempts = $8, reason = $9,
-                next_action_at = CASE WHEN $10::bigint IS NULL THEN NULL
-                                      ELSE now() + make_interval(secs => $10::bigint / 1000.0) END,
-                version = version + 1, updated_at = now()
-         WHERE order_id = $1 AND version = $2",
-    )
-    .bind(&order.order_id)
-    .bind(order.version)
-    .bind(last.status.as_str())
-    .bind(last.step.as_str())
-    .bind(last.roll_back_to.map(Status::as_str))
-    .bind(last.refund_due)
-    .bind(last.payment_attempts)
-    .bind(last.step_attempts)
-    .bind(&last.reason)
-    .bind(delay_ms)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
-        return Ok(None);
-    }
-    let mut status = order.status;
+    let (status, step, roll_back_to, refund_due) = (last.status, last.step, last.roll_back_to, last.refund_due);
+    let (payment_attempts, step_attempts, reason) = (last.payment_attempts, last.step_attempts, last.reason.clone());
+
+    let mut appends = Appends::default();
+    let mut was = order.status;
     let mut next = order.clone();
     for change in changes {
         for m in &change.messages {
-            outbox::enqueue(&mut tx, &m.exchange, &m.routing_key, &m.envelope).await?;
+            appends.message(&m.exchange, &m.routing_key, &m.envelope);
         }
-        if change.status != status {
-            record(
-                &mut tx,
+        if change.status != was {
+            appends.status(
                 topology,
                 &order.order_id,
                 &order.client_id,
@@ -533,22 +576,43 @@ pub async fn apply_chain(
                 &change.reason,
                 order.total_cents,
                 change.timeline.clone(),
-            )
-            .await?;
+            )?;
         } else {
-            let (step, outcome, detail) = &change.timeline;
-            sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, $2, $3, $4)")
-                .bind(&order.order_id)
-                .bind(step)
-                .bind(outcome)
-                .bind(detail)
-                .execute(&mut *tx)
-                .await?;
+            appends.step(change.timeline.clone());
         }
-        status = change.status;
+        was = change.status;
         next = next.after(change);
     }
-    tx.commit().await?;
+    let sql = format!(
+        "WITH o AS (
+           UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,
+                  step_attempts = $8, reason = $9,
+                  next_action_at = CASE WHEN $10::bigint IS NULL THEN NULL
+                                        ELSE now() + make_interval(secs => $10::bigint / 1000.0) END,
+                  version = version + 1, updated_at = now()
+           WHERE order_id = $1 AND version = $2
+           RETURNING order_id
+         ), {}
+         SELECT count(*) FROM o",
+        appends_sql(11)
+    );
+    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&order.order_id)
+        .bind(order.version)
+        .bind(status.as_str())
+        .bind(step.as_str())
+        .bind(roll_back_to.map(Status::as_str))
+        .bind(refund_due)
+        .bind(payment_attempts)
+        .bind(step_attempts)
+        .bind(&reason)
+        .bind(delay_ms);
+    // One statement: the order's new state, its timeline entries, its events and its messages, or nothing.
+    let updated: i64 = appends.bind(query).fetch_one(pool).await?;
+    if updated == 0 {
+        tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
+        return Ok(None);
+    }
     next.version = order.version + 1;
     if next.status.is_final() {
         tracing::info!(order_id = %order.order_id, status = next.status.as_str(), reason = %next.reason, "order final");
