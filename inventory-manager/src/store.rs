@@ -206,7 +206,52 @@ enum Settle {
 /// Turns a held reservation into a sale. Committing a committed one is a no-op.
 #[tracing::instrument(skip(pool), fields(reservation_id = %id))]
 pub async fn commit(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
+    if let Some(committed) = commit_single_line(pool, id).await? {
+        return Ok(committed);
+    }
     settle(pool, id, Settle::Commit).await
+}
+
+/// The common case in one statement: a held, unexpired reservation of one line. One stock row is the only
+/// lock besides the reservation's, so lock order cannot matter; anything else (several lines, expired,
+/// already settled, unknown) returns `None` and takes the general path.
+async fn commit_single_line(pool: &PgPool, id: &ReservationId) -> Result<Option<Reservation>> {
+    #[derive(sqlx::FromRow)]
+    struct Committed {
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        committed_at: DateTime<Utc>,
+        product_id: String,
+        quantity: i64,
+    }
+    let row: Option<Committed> = sqlx::query_as(
+        "WITH r AS (
+           UPDATE reservations SET status = 'committed', committed_at = clock_timestamp()
+           WHERE reservation_id = $1 AND status = 'held' AND expires_at > now()
+             AND (SELECT count(*) FROM reservation_lines WHERE reservation_id = $1) = 1
+           RETURNING reservation_id, created_at, expires_at, committed_at
+         ), s AS (
+           UPDATE stock SET on_hand = on_hand - l.quantity, reserved = reserved - l.quantity, updated_at = now()
+           FROM r JOIN reservation_lines l USING (reservation_id)
+           WHERE stock.product_id = l.product_id
+           RETURNING stock.product_id, l.quantity
+         )
+         SELECT r.created_at, r.expires_at, r.committed_at, s.product_id, s.quantity FROM r, s",
+    )
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let Some(Committed { created_at, expires_at, committed_at, product_id, quantity }) = row else { return Ok(None) };
+    Ok(Some(Reservation {
+        reservation_id: id.clone(),
+        status: ReservationStatus::Committed,
+        lines: Lines::from_stored(vec![stored_line((product_id, quantity))?]),
+        created_at,
+        expires_at,
+        committed_at: Some(committed_at),
+        rolled_back_at: None,
+        expired_at: None,
+    }))
 }
 
 /// Releases a held reservation. Rolling back a rolled-back or expired one is a no-op.
