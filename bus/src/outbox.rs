@@ -126,7 +126,7 @@ impl Relay {
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
+        Ok(ordermesh_lifecycle::due_in_secs(secs))
     }
 
     /// Publishes up to one batch; returns how many rows it took care of (sent or parked).

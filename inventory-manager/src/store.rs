@@ -399,7 +399,7 @@ pub async fn next_expiry(pool: &PgPool) -> Result<Option<Duration>> {
     )
     .fetch_one(pool)
     .await?;
-    Ok(secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
+    Ok(ordermesh_lifecycle::due_in_secs(secs))
 }
 
 #[derive(sqlx::FromRow)]

@@ -60,6 +60,12 @@ impl Alarm {
     }
 }
 
+/// The wait until a due time a query worked out as seconds from now (`EXTRACT(EPOCH FROM min(t) - now())`):
+/// `None` when nothing is due; a time already past is due now.
+pub fn due_in_secs(secs: Option<f64>) -> Option<Duration> {
+    secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +94,13 @@ mod tests {
         alarm.due_in(Duration::from_secs(2)); // earlier: wakes it now
         let slept = sleeper.await.unwrap();
         assert_eq!(slept, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn due_times_in_the_past_are_due_now() {
+        assert_eq!(due_in_secs(None), None);
+        assert_eq!(due_in_secs(Some(-3.0)), Some(Duration::ZERO));
+        assert_eq!(due_in_secs(Some(1.5)), Some(Duration::from_millis(1500)));
+        assert_eq!(due_in_secs(Some(f64::INFINITY)), Some(Duration::MAX));
     }
 }

@@ -4,7 +4,7 @@
 pub mod alarm;
 pub mod testdb;
 
-pub use alarm::Alarm;
+pub use alarm::{Alarm, due_in_secs};
 
 use std::{str::FromStr, time::Duration};
 
