@@ -211,7 +211,16 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     }
 
     let channel =
-        Channel::from_shared(real_inventory_url.clone()).unwrap().connect().await.expect("inventory reachable");
+        // Every call of the test's own client has a deadline too: a test fails with a reason, it never hangs.
+        Channel::from_shared(real_inventory_url.clone())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("inventory reachable");
     let mesh = TestMesh {
         gateways,
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
