@@ -377,6 +377,22 @@ impl Appends {
         self.message(&topology.order_events(), status.event_kind(), &envelope);
         Ok(())
     }
+
+    /// Binds the arrays as the parameters [`appends_sql`] names.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.steps)
+            .bind(&self.outcomes)
+            .bind(&self.details)
+            .bind(&self.ats)
+            .bind(&self.exchanges)
+            .bind(&self.routing_keys)
+            .bind(&self.message_ids)
+            .bind(&self.bodies)
+    }
 }
 
 /// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+7`.
@@ -405,23 +421,6 @@ fn appends_sql(base: usize) -> String {
     )
 }
 
-impl Appends {
-    fn bind<'q>(
-        &'q self,
-        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.steps)
-            .bind(&self.outcomes)
-            .bind(&self.details)
-            .bind(&self.ats)
-            .bind(&self.exchanges)
-            .bind(&self.routing_keys)
-            .bind(&self.message_ids)
-            .bind(&self.bodies)
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     order_id: String,
@@ -437,25 +436,38 @@ struct OrderRow {
     version: i64,
 }
 
-async fn with_lines(pool: &PgPool, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.order_id.as_str()).collect();
-    let lines: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT order_id, product_id, quantity, unit_price_cents FROM order_lines
-         WHERE order_id = ANY($1) ORDER BY order_id, product_id",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            let mine = lines
-                .iter()
-                .filter(|l| l.0 == r.order_id)
-                .map(|l| Line { product_id: l.1.clone(), quantity: l.2, unit_price_cents: l.3 })
-                .collect();
-            r.into_order(mine)
-        })
-        .collect()
+/// An order's lines as three arrays, in the byte order of product ids (the order `place` keeps them in),
+/// for any statement over `orders o`: read with the order in one statement, never in a second one.
+const LINE_ARRAYS: &str = "
+    ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS products,
+    ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS quantities,
+    ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS prices";
+
+/// The saga's columns of `orders o`.
+const ORDER_COLUMNS: &str = "o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
+    o.payment_attempts, o.step_attempts, o.reason, o.version";
+
+/// An order row with its lines ([`LINE_ARRAYS`]).
+#[derive(sqlx::FromRow)]
+struct OrderWithLines {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    products: Vec<String>,
+    quantities: Vec<i64>,
+    prices: Vec<i64>,
+}
+
+impl OrderWithLines {
+    fn into_order(self) -> Result<Order> {
+        let lines = self
+            .products
+            .into_iter()
+            .zip(self.quantities)
+            .zip(self.prices)
+            .map(|((product_id, quantity), unit_price_cents)| Line { product_id, quantity, unit_price_cents })
+            .collect();
+        self.order.into_order(lines)
+    }
 }
 
 impl OrderRow {
@@ -480,22 +492,16 @@ impl OrderRow {
 /// Takes up to `limit` orders whose next step is due, leasing them for `lease` so no other driver
 /// takes them meanwhile; if this instance dies, the lease runs out and another picks them up.
 pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<Order>> {
-    let rows: Vec<OrderRow> = sqlx::query_as(
+    let sql = format!(
         "UPDATE orders o SET next_action_at = now() + make_interval(secs => $2), version = o.version + 1
          FROM (SELECT order_id FROM orders WHERE next_action_at <= now()
                ORDER BY next_action_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
          WHERE o.order_id = due.order_id
-         RETURNING o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
-                   o.payment_attempts, o.step_attempts, o.reason, o.version",
-    )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    with_lines(pool, rows).await
+         RETURNING {ORDER_COLUMNS}, {LINE_ARRAYS}"
+    );
+    let rows: Vec<OrderWithLines> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(lease.as_secs_f64()).fetch_all(pool).await?;
+    rows.into_iter().map(OrderWithLines::into_order).collect()
 }
 
 /// How long until the first order's next step falls due (a retry's backoff, a payment timeout, a lease
@@ -511,33 +517,10 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
 
 /// One order by id, with its lines, in one statement (read on every payment result).
 pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
-    #[derive(sqlx::FromRow)]
-    struct Loaded {
-        #[sqlx(flatten)]
-        order: OrderRow,
-        products: Vec<String>,
-        quantities: Vec<i64>,
-        prices: Vec<i64>,
-    }
-    let row: Option<Loaded> = sqlx::query_as(
-        "SELECT order_id, client_id, status, step, roll_back_to, refund_due, total_cents, payment_attempts,
-                step_attempts, reason, version,
-                ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS products,
-                ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS quantities,
-                ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS prices
-         FROM orders o WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(Loaded { order, products, quantities, prices }) = row else { return Ok(None) };
-    let lines = products
-        .into_iter()
-        .zip(quantities)
-        .zip(prices)
-        .map(|((product_id, quantity), unit_price_cents)| Line { product_id, quantity, unit_price_cents })
-        .collect();
-    Ok(Some(order.into_order(lines)?))
+    let sql = format!("SELECT {ORDER_COLUMNS}, {LINE_ARRAYS} FROM orders o WHERE o.order_id = $1");
+    let row: Option<OrderWithLines> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(pool).await?;
+    row.map(OrderWithLines::into_order).transpose()
 }
 
 /// Writes `change` if the order is still at `order.version`; returns the updated order, or `None` if
@@ -672,20 +655,17 @@ struct ViewRow {
 
 /// The order as shown to clients, with its timeline: one statement, as it is read on every order query.
 pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
-    let row: Option<ViewRow> = sqlx::query_as(
+    let sql = format!(
         "SELECT o.client_id, o.status, o.total_cents, o.created_at, o.updated_at,
-                ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS products,
-                ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS quantities,
-                ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id) AS prices,
+                {LINE_ARRAYS},
                 ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
                 ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
                 ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS details,
                 ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS ats
-         FROM orders o WHERE o.order_id = $1",
-    )
-    .bind(order_id.as_str())
-    .fetch_optional(pool)
-    .await?;
+         FROM orders o WHERE o.order_id = $1"
+    );
+    let row: Option<ViewRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id.as_str()).fetch_optional(pool).await?;
     let Some(ViewRow {
         client_id,
         status,
