@@ -139,7 +139,7 @@ async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_published() {
-    let (url, name) = ordermesh_lifecycle::testdb::unique_database("om_test_bus_");
+    let (url, name) = ordermesh_testkit::testdb::unique_database("om_test_bus_");
     let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
     // The outbox exactly as the services create it.
     for sql in [
@@ -178,5 +178,5 @@ async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_publishe
     let _ = topology.delete(&channel).await;
     let _ = amqp.close(200, "ok".into()).await;
     pool.close().await;
-    ordermesh_lifecycle::testdb::drop_database(&name).await;
+    ordermesh_testkit::testdb::drop_database(&name).await;
 }

@@ -2,7 +2,8 @@
 
 use inventory_manager::{Application, Config};
 use ordermesh_config::FromEnv;
-use ordermesh_lifecycle::{init_logs, shutdown_signal};
+use ordermesh_lifecycle::shutdown_signal;
+use ordermesh_telemetry::init_logs;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

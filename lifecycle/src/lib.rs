@@ -1,8 +1,7 @@
-//! Starting and stopping an ordermesh process: log setup, shutdown signals, and getting a database
-//! pool even on a fresh machine (create the database if missing, wait for PostgreSQL to come up).
+//! Starting and stopping an ordermesh process: shutdown signals, waking background tasks on work, and getting
+//! a database pool even on a fresh machine (create the database if missing, wait for PostgreSQL to come up).
 
 pub mod alarm;
-pub mod testdb;
 
 pub use alarm::{Alarm, due_in_secs};
 
@@ -14,14 +13,6 @@ use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tracing_subscriber::EnvFilter;
-
-/// Installs the global log subscriber: readable lines filtered by `RUST_LOG` (default `info`). Call once.
-pub fn init_logs() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,lapin=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-}
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use ordermesh_config::DatabaseSettings;
-use ordermesh_lifecycle::{connect, testdb};
+use ordermesh_lifecycle::connect;
+use ordermesh_testkit::testdb;
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {

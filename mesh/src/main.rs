@@ -4,7 +4,8 @@
 use std::{process::ExitCode, time::Duration};
 
 use ordermesh::{MeshConfig, audit, run};
-use ordermesh_lifecycle::{init_logs, shutdown_signal};
+use ordermesh_lifecycle::shutdown_signal;
+use ordermesh_telemetry::init_logs;
 
 const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;

@@ -1,7 +1,8 @@
 //! payment-gateway's binary: configuration from the environment, then answer payments until Ctrl-C or SIGTERM.
 
 use ordermesh_config::FromEnv;
-use ordermesh_lifecycle::{init_logs, shutdown_signal};
+use ordermesh_lifecycle::shutdown_signal;
+use ordermesh_telemetry::init_logs;
 use payment_gateway::{Application, Config};
 
 #[tokio::main]

@@ -17,11 +17,12 @@ use checkout_manager::{
 };
 use ordermesh_bus::Topology;
 use ordermesh_config::DatabaseSettings;
-use ordermesh_lifecycle::{connect_and_migrate, testdb};
+use ordermesh_lifecycle::connect_and_migrate;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
 };
+use ordermesh_testkit::testdb;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 

@@ -3,8 +3,9 @@
 use std::{sync::Once, time::Duration};
 
 use inventory_manager::{Application, Config};
-use ordermesh_lifecycle::{DatabaseSettings, testdb};
+use ordermesh_lifecycle::DatabaseSettings;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_testkit::testdb;
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, transport::Channel};

@@ -43,7 +43,7 @@ async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_measures_what_rabbitmq_and_postgresql_alone_do() {
-    let server = ordermesh_lifecycle::testdb::server_url();
+    let server = ordermesh_testkit::testdb::server_url();
     let floor =
         ordermesh_bench::floor::measure(ordermesh_bus::DEFAULT_AMQP_URL, &server, 4, Duration::from_millis(500))
             .await

@@ -4,8 +4,8 @@ use std::{sync::Once, time::Duration};
 
 use ordermesh_bus::{DEFAULT_AMQP_URL, Topology};
 use ordermesh_config::{DatabaseSettings, SharedSettings};
-use ordermesh_lifecycle::testdb;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_testkit::testdb;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -108,7 +108,7 @@ fn init_logs() {
     ONCE.call_once(|| {
         // The services' own log setup, only when asked, so test output stays quiet.
         if std::env::var_os("TEST_LOG").is_some() {
-            ordermesh_lifecycle::init_logs();
+            ordermesh_telemetry::init_logs();
         }
     });
 }

@@ -1,0 +1,69 @@
+//! HTTP for metrics: the middleware that counts a router's requests, and the small server that serves
+//! `/metrics` and `/healthz` for the services that have no HTTP port of their own.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::{StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::net::TcpListener;
+
+use crate::metrics::{CONTENT_TYPE, Metrics};
+
+/// Middleware (`axum::middleware::from_fn_with_state(metrics, track)`, added with `Router::layer`) counting
+/// each answer by route template, so ids do not become series; unmatched paths count as `unmatched`.
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    metrics.http(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `GET /metrics` for a router whose state is the service's [`Metrics`].
+pub async fn scrape(State(metrics): State<Metrics>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render().await).into_response()
+}
+
+/// Whether the service can do its work now (connected to what it needs).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The metrics endpoint of a worker: bound at build time (port 0 in tests), served until stopped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    listener: TcpListener,
+    metrics: Metrics,
+}
+
+impl MetricsServer {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<Self> {
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener on {addr}"))?;
+        Ok(Self { listener, metrics })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves `GET /metrics`, and `GET /healthz` (200 when `ready` says so, else 503), until `stop` resolves.
+    pub async fn serve(self, ready: Readiness, stop: impl Future<Output = ()> + Send + 'static) {
+        let health = get(move || {
+            let ready = ready.clone();
+            async move { if ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") } }
+        });
+        let app = Router::new().route("/metrics", get(scrape)).with_state(self.metrics).route("/healthz", health);
+        if let Err(e) = axum::serve(self.listener, app).with_graceful_shutdown(stop).await {
+            tracing::warn!(error = %e, "the metrics server failed");
+        }
+    }
+}

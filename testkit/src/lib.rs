@@ -1,0 +1,3 @@
+//! Helpers for ordermesh's tests only: a dev-dependency, so production builds never compile them.
+
+pub mod testdb;
