@@ -21,6 +21,7 @@ use ordermesh_messages::{
     },
 };
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_telemetry::{Metrics, grpc::GrpcMetrics};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::transport::Channel;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -45,7 +46,7 @@ pub struct AppState {
     /// Queue names.
     pub topology: Topology,
     /// Catalogue reads.
-    pub inventory: InventoryServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<GrpcMetrics<Channel>>,
     /// Deadline for each downstream request.
     pub request_timeout: Duration,
     /// Bound of `waitSeconds`.
@@ -58,6 +59,8 @@ pub struct AppState {
     pub max_in_flight: usize,
     /// Admission limit of order reads.
     pub max_waiting: usize,
+    /// This gateway's metrics, served at `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -111,11 +114,14 @@ pub fn app(state: AppState) -> Router {
         .merge(reads)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(SwaggerUi::new("/documentation").url("/documentation/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        // Outermost, so refusals, timeouts and unknown routes are counted too.
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), ordermesh_telemetry::http::track))
         .with_state(state)
 }
 
@@ -140,7 +146,7 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         title = "ordermesh api-gateway",
         description = "Carts, checkout and order status of ordermesh. Every error is `{status: \"failure\", error}`."
     ),
-    paths(add_to_cart, check_out_cart, get_order, get_cart, remove_cart_item, list_products, healthz, readyz),
+    paths(add_to_cart, check_out_cart, get_order, get_cart, remove_cart_item, list_products, healthz, readyz, metrics),
     components(schemas(
         AddToCartRequest,
         CheckOutCartRequest,
@@ -594,6 +600,15 @@ async fn list_products(State(state): State<AppState>) -> Result<Json<ProductsBod
         page_token = page.next_page_token;
     }
     Ok(Json(ProductsBody { products }))
+}
+
+/// Prometheus metrics of this gateway (OpenMetrics text): requests by route and status with latency,
+/// messages by queue and type, gRPC calls to inventory. Never refused for load.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)
+))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    ordermesh_telemetry::http::scrape(State(state.metrics)).await
 }
 
 /// Liveness: the process answers.

@@ -4,7 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, RpcClient};
-use ordermesh_proto::inventory::v1::lazy_client;
+use ordermesh_proto::inventory::v1::{inventory_service_client::InventoryServiceClient, lazy_channel};
+use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -30,20 +31,30 @@ impl Application {
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
         let (stop, stop_rx) = watch::channel(false);
-        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop_rx.clone());
+        let metrics = Metrics::new("api-gateway");
+        let bus = Bus::start(
+            config.shared.amqp_url.expose().to_owned(),
+            config.topology.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        );
         let waiters = Arc::new(Waiters::default());
         tokio::spawn(waiters::listen(bus.clone(), config.topology.clone(), waiters.clone(), stop_rx));
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),
             bus,
             topology: config.topology.clone(),
-            inventory: lazy_client(&config.shared.inventory_url, config.shared.inventory_timeout)?,
+            inventory: InventoryServiceClient::new(
+                GrpcMetricsLayer::client(metrics.clone())
+                    .wrap(lazy_channel(&config.shared.inventory_url, config.shared.inventory_timeout)?),
+            ),
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,
             wait_poll: config.wait_poll,
             waiters,
             max_in_flight: config.max_in_flight,
             max_waiting: config.max_waiting,
+            metrics,
         };
         Ok(Self { listener, state, stop, grace: config.shutdown_grace })
     }

@@ -5,6 +5,8 @@ use std::{sync::Arc, time::Duration};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::watch;
 
+use ordermesh_telemetry::Metrics;
+
 use crate::topology::Topology;
 
 /// Why the bus could not do what was asked.
@@ -35,6 +37,8 @@ struct Inner {
     current: watch::Receiver<Option<Arc<Connection>>>,
     /// The names this process uses.
     topology: Topology,
+    /// Where publishers and consumers on this connection count their messages.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Bus {
@@ -58,7 +62,7 @@ pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(2);
 impl Bus {
     /// Starts the supervisor and returns at once: the process may start before RabbitMQ does.
     /// The topology is declared on every (re)connect. The supervisor stops when `stop` becomes true.
-    pub fn start(url: String, topology: Topology, mut stop: watch::Receiver<bool>) -> Self {
+    pub fn start(url: String, topology: Topology, metrics: Metrics, mut stop: watch::Receiver<bool>) -> Self {
         let (tx, rx) = watch::channel(None);
         let declare = topology.clone();
         tokio::spawn(async move {
@@ -108,12 +112,23 @@ impl Bus {
             }
             let _ = tx.send(None);
         });
-        Self { inner: Arc::new(Inner { current: rx, topology }) }
+        Self { inner: Arc::new(Inner { current: rx, topology, metrics }) }
     }
 
     /// The names this process uses.
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// The service's metrics, where messages are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Readiness for a `/healthz`: connected to RabbitMQ.
+    pub fn readiness(&self) -> ordermesh_telemetry::http::Readiness {
+        let bus = self.clone();
+        Arc::new(move || bus.is_connected())
     }
 
     /// Whether a connection is up right now.

@@ -8,15 +8,7 @@
 //! request whose sender's deadline has passed is dropped and counted, never dead-lettered: a dead-letter
 //! queue holds only what an operator must look at, and every message in one carries its reason.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use lapin::{
@@ -26,6 +18,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use ordermesh_messages::Envelope;
+use ordermesh_telemetry::Metrics;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
@@ -60,18 +53,11 @@ impl ConsumerSettings {
 /// Retries of one message before it is dead-lettered, unless configured otherwise.
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
 
-static EXPIRED_DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Requests this process dropped because their sender's deadline had passed.
-pub fn expired_dropped() -> u64 {
-    EXPIRED_DROPPED.load(Ordering::Relaxed)
-}
-
-/// Counts (and logs) a request dropped for its deadline: by the consumer before handling, or by a
-/// handler whose transaction found the deadline passed.
-pub fn count_expired(kind: &str) {
-    let dropped = EXPIRED_DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::info!(%kind, dropped_so_far = dropped, "request dropped: its sender's deadline passed before it was applied");
+/// Counts (in `amqp_requests_expired`) and logs a request dropped for its deadline: by the consumer before
+/// handling, or by a handler whose transaction found the deadline passed.
+pub fn count_expired(metrics: &Metrics, queue: &str, kind: &str) {
+    Metrics::message(&metrics.families().expired, queue, kind);
+    tracing::info!(%queue, %kind, "request dropped: its sender's deadline passed before it was applied");
 }
 
 /// A decoded delivery handed to a handler.
@@ -165,9 +151,12 @@ pub fn spawn_consumer(
                     let handler = handler.clone();
                     let publisher = publisher.clone();
                     let queue = queue.clone();
+                    let metrics = bus.metrics().clone();
                     async move {
                         match delivery {
-                            Ok(delivery) => handle_delivery(delivery, &queue, max_retries, &handler, &publisher).await,
+                            Ok(delivery) => {
+                                handle_delivery(delivery, &queue, max_retries, &handler, &publisher, &metrics).await
+                            }
                             Err(err) => tracing::warn!(%queue, error = %err, "consumer error"),
                         }
                     }
@@ -183,13 +172,25 @@ pub fn spawn_consumer(
     })
 }
 
-async fn handle_delivery(delivery: Delivery, queue: &str, max_retries: u32, handler: &Handler, publisher: &Publisher) {
+async fn handle_delivery(
+    delivery: Delivery,
+    queue: &str,
+    max_retries: u32,
+    handler: &Handler,
+    publisher: &Publisher,
+    metrics: &Metrics,
+) {
     let envelope = match Envelope::from_slice(&delivery.data) {
         Ok(e) => e,
-        Err(reason) => return dead_letter(delivery, queue, &reason, publisher).await,
+        Err(reason) => return dead_letter(delivery, queue, &reason, publisher, metrics).await,
     };
+    let families = metrics.families();
+    Metrics::message(&families.consumed, queue, &envelope.kind);
+    if delivery.redelivered {
+        Metrics::message(&families.redelivered, queue, &envelope.kind);
+    }
     if envelope.is_expired() {
-        count_expired(&envelope.kind);
+        count_expired(metrics, queue, &envelope.kind);
         return ack(&delivery).await;
     }
     let retries = retries_of(&delivery);
@@ -200,6 +201,7 @@ async fn handle_delivery(delivery: Delivery, queue: &str, max_retries: u32, hand
         retries,
     };
     let reply_to = incoming.reply_to.clone();
+    let kind = incoming.envelope.kind.clone();
     let correlation = incoming.envelope.message_id.to_string();
     // A panicking handler is a bug: the message goes to the dead-letter queue instead of looping forever.
     let outcome = tokio::spawn((handler)(incoming))
@@ -219,14 +221,15 @@ async fn handle_delivery(delivery: Delivery, queue: &str, max_retries: u32, hand
         }
         Outcome::Retry(reason) if retries >= max_retries => {
             let reason = format!("gave up after {} attempts: {reason}", retries + 1);
-            dead_letter(delivery, queue, &reason, publisher).await;
+            dead_letter(delivery, queue, &reason, publisher, metrics).await;
         }
         Outcome::Retry(reason) => {
             tracing::warn!(%queue, %reason, retries, "transient failure; retrying");
+            Metrics::message(&families.retried, queue, &kind);
             tokio::time::sleep(retry_pause(retries)).await;
             retry(delivery, queue, retries + 1, publisher).await;
         }
-        Outcome::DeadLetter(reason) => dead_letter(delivery, queue, &reason, publisher).await,
+        Outcome::DeadLetter(reason) => dead_letter(delivery, queue, &reason, publisher, metrics).await,
     }
 }
 
@@ -268,14 +271,18 @@ async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publis
 /// Republishes the raw message to the queue's dead-letter exchange with the reason, then acks it.
 /// If that publish fails the message goes back to its queue (after a pause) to be dead-lettered on a
 /// later delivery: the broker's own dead-lettering would lose the reason.
-async fn dead_letter(delivery: Delivery, queue: &str, reason: &str, publisher: &Publisher) {
+async fn dead_letter(delivery: Delivery, queue: &str, reason: &str, publisher: &Publisher, metrics: &Metrics) {
     tracing::error!(%queue, %reason, "dead-lettering message");
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
     headers.insert(ORIGIN_HEADER.into(), AMQPValue::LongString(queue.into()));
     let props: BasicProperties = delivery.properties.clone().with_headers(headers);
     match publisher.publish_raw(&Topology::dead_letter_exchange(queue), "", &delivery.data, props).await {
-        Ok(()) => ack(&delivery).await,
+        Ok(()) => {
+            let kind = delivery.properties.kind().as_ref().map_or("unknown", |k| k.as_str());
+            Metrics::message(&metrics.families().dead_lettered, queue, kind);
+            ack(&delivery).await
+        }
         Err(err) => {
             tracing::warn!(%queue, error = %err, "could not dead-letter; handing the message back");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -190,3 +190,26 @@ impl Relay {
 pub async fn relay_batch(pool: &PgPool, publisher: &Arc<Publisher>) -> anyhow::Result<usize> {
     Relay::new(pool.clone(), publisher.clone()).pass().await
 }
+
+/// Samples the outbox's backlog (rows not yet published, parked ones included) and the age of its oldest
+/// row into `metrics` at each scrape: one indexed query per scrape, none when nobody looks.
+pub fn watch_backlog(metrics: &ordermesh_telemetry::Metrics, pool: &PgPool) {
+    let (metrics, pool) = (metrics.clone(), pool.clone());
+    metrics.clone().add_sampler(move || {
+        let (metrics, pool) = (metrics.clone(), pool.clone());
+        async move {
+            let row: sqlx::Result<(i64, Option<f64>)> =
+                sqlx::query_as("SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox")
+                    .fetch_one(&pool)
+                    .await;
+            match row {
+                Ok((backlog, oldest)) => {
+                    let f = metrics.families();
+                    metrics.set(&f.outbox_backlog, backlog);
+                    metrics.set_f64(&f.outbox_oldest_seconds, oldest.unwrap_or(0.0));
+                }
+                Err(e) => tracing::warn!(error = %e, "sampling the outbox backlog failed"),
+            }
+        }
+    });
+}

@@ -9,6 +9,7 @@ use lapin::{
     types::FieldTable,
 };
 use ordermesh_messages::Envelope;
+use ordermesh_telemetry::Metrics;
 use tokio::sync::Mutex;
 
 use crate::connection::{Bus, BusError, CHANNEL_TIMEOUT};
@@ -131,6 +132,11 @@ impl Publisher {
         let confirmations = try_join_all(confirms).await.map_err(|e| self.forget(e))?;
         if confirmations.iter().any(|c| c.is_nack()) {
             return Err(BusError::Nacked);
+        }
+        let published = &self.bus.metrics().families().published;
+        for m in messages {
+            let to = if m.exchange.is_empty() { &m.routing_key } else { &m.exchange };
+            Metrics::message(published, to, &m.envelope.kind);
         }
         Ok(())
     }

@@ -170,7 +170,9 @@ impl RpcClient {
                 return Err(RpcError::Unavailable);
             }
             Ok(Ok(confirm)) if confirm.is_nack() => return Err(RpcError::Unavailable),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                ordermesh_telemetry::Metrics::message(&self.bus.metrics().families().published, queue, &request.kind)
+            }
         }
         let result = match tokio::time::timeout_at(until, rx).await {
             Ok(Ok(reply)) => Ok(reply),

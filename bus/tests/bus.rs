@@ -16,6 +16,7 @@ use ordermesh_bus::{
     spawn_consumer,
 };
 use ordermesh_messages::Envelope;
+use ordermesh_telemetry::Metrics;
 use tokio::sync::watch;
 
 fn topology() -> Topology {
@@ -60,7 +61,7 @@ async fn message_count(channel: &lapin::Channel, queue: &str) -> u32 {
 
 async fn start(topology: &Topology) -> (Bus, Arc<Publisher>, watch::Sender<bool>) {
     let (stop_tx, stop) = watch::channel(false);
-    let bus = Bus::start(DEFAULT_AMQP_URL.into(), topology.clone(), stop);
+    let bus = Bus::start(DEFAULT_AMQP_URL.into(), topology.clone(), Metrics::new("bus-test"), stop);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !bus.is_connected() {
         assert!(tokio::time::Instant::now() < deadline, "bus not connected");
@@ -118,7 +119,7 @@ async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
     let live = Envelope::new("cart.get", &serde_json::json!({}));
     publish(&channel, &queue, &expired.to_vec()).await;
     publish(&channel, &queue, &live.to_vec()).await;
-    let dropped_before = ordermesh_bus::consumer::expired_dropped();
+    let metrics = bus.metrics().clone();
     let consumer = spawn_consumer(bus, publisher, queue.clone(), ConsumerSettings::new(1), handler, stop.subscribe());
 
     // Prefetch 1 and FIFO: once the live one was handled, the expired one (ahead of it) was taken care of.
@@ -128,7 +129,11 @@ async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the expired request never reached the handler");
-    assert!(ordermesh_bus::consumer::expired_dropped() > dropped_before, "the drop was counted");
+    let scraped = metrics.render().await;
+    let counted = format!("amqp_requests_expired_total{{queue=\"{queue}\",kind=\"cart.add_item\"}} 1");
+    assert!(scraped.contains(&counted), "the drop was counted: {scraped}");
+    let consumed = format!("amqp_messages_consumed_total{{queue=\"{queue}\",kind=\"cart.get\"}} 1");
+    assert!(scraped.contains(&consumed), "the live one was counted as consumed: {scraped}");
     assert_eq!(message_count(&channel, &Topology::dead_letter_queue(&queue)).await, 0, "no dead letter");
 
     let _ = stop.send(true);

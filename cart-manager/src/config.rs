@@ -1,6 +1,6 @@
 //! cart-manager's typed configuration, read once through the shared loader (the environment, or a map in tests).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::{ConsumerSettings, Topology};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
@@ -21,6 +21,8 @@ pub struct Config {
     pub outbox_poll: Duration,
     /// How long shutdown waits for jobs in hand and the last outbox pass.
     pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_addr: SocketAddr,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             prefetch: 32,
             outbox_poll: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
         }
     }
 }
@@ -48,6 +51,7 @@ impl FromEnv for Config {
             prefetch: env.or("CART_PREFETCH", d.prefetch)?,
             outbox_poll: env.millis("CART_OUTBOX_POLL_MS", d.outbox_poll)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            metrics_addr: env.or("CART_METRICS_ADDR", d.metrics_addr)?,
         };
         anyhow::ensure!(config.prefetch > 0, "CART_PREFETCH must be at least 1");
         Ok(config)

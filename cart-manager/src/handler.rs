@@ -7,6 +7,7 @@ use ordermesh_messages::{
     Envelope, ReplyError, kinds,
     payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, GetOrder, RemoveItem},
 };
+use ordermesh_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -24,6 +25,8 @@ pub struct CartContext {
     pub topology: Topology,
     /// Wakes the outbox relay after a checkout commits.
     pub outbox_wake: Arc<Notify>,
+    /// Where dropped requests are counted.
+    pub metrics: Metrics,
 }
 
 /// Handles one job from `cart-manager.jobs`.
@@ -88,7 +91,7 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
         Some(reply) => Outcome::Reply(reply),
         // Nobody waits for the answer, and nothing was changed.
         None => {
-            ordermesh_bus::consumer::count_expired(&envelope.kind);
+            ordermesh_bus::consumer::count_expired(&ctx.metrics, &ctx.topology.cart_jobs(), &envelope.kind);
             Outcome::Ack
         }
     }

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use ordermesh_messages::ProductId;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_telemetry::{
+    Metrics,
+    grpc::{GrpcMetrics, GrpcMetricsLayer},
+};
 use tonic::{Code, transport::Channel};
 
 use crate::error::CartError;
@@ -20,14 +24,15 @@ pub struct ProductInfo {
 /// inventory-manager, reached lazily: the channel (re)connects on demand, so inventory may start later.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    client: InventoryServiceClient<Channel>,
+    client: InventoryServiceClient<GrpcMetrics<Channel>>,
     timeout: Duration,
 }
 
 impl Inventory {
     /// A client for `url` (e.g. `http://127.0.0.1:50051`).
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self { client: pb::lazy_client(url, timeout)?, timeout })
+    pub fn new(url: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+        let channel = GrpcMetricsLayer::client(metrics).wrap(pb::lazy_channel(url, timeout)?);
+        Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 
     /// Price and availability of one product.

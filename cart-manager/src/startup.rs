@@ -1,10 +1,11 @@
 //! Building and running cart-manager: database, RabbitMQ, the job consumer and the outbox relay.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Publisher, handler_fn, outbox, spawn_consumer};
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_telemetry::{Metrics, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
 
@@ -23,13 +24,24 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/cart");
 pub struct Application {
     config: Config,
     pool: PgPool,
+    metrics: Metrics,
+    metrics_server: MetricsServer,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the cart database")?;
-        Ok(Self { config, pool })
+        let metrics = Metrics::new("cart-manager");
+        metrics.watch_pool("cart", &pool);
+        outbox::watch_backlog(&metrics, &pool);
+        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        Ok(Self { config, pool, metrics, metrics_server })
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     /// The database pool, for tests.
@@ -39,16 +51,23 @@ impl Application {
 
     /// Consumes cart jobs and relays the outbox until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool } = self;
+        let Self { config, pool, metrics, metrics_server } = self;
         let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop.clone());
+        let bus = Bus::start(
+            config.shared.amqp_url.expose().to_owned(),
+            config.topology.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
+        let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let wake = Arc::new(Notify::new());
         let ctx = CartContext {
             pool: pool.clone(),
-            inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout)?,
+            inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout, metrics.clone())?,
             topology: config.topology.clone(),
             outbox_wake: wake.clone(),
+            metrics,
         };
         let handler = handler_fn(move |incoming| {
             let ctx = ctx.clone();
@@ -70,7 +89,8 @@ impl Application {
         let _ = stop_tx.send(true);
         // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.
         let stopped =
-            tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, relay, pruner) }).await;
+            tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, relay, pruner, metrics_task) })
+                .await;
         if stopped.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
         }

@@ -1,6 +1,6 @@
 //! checkout-manager's typed configuration, read once through the shared loader (the environment, or a map in tests).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::{ConsumerSettings, Topology};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
@@ -48,6 +48,8 @@ pub struct Config {
     pub poll: Duration,
     /// How long shutdown waits for the steps in hand and the last outbox pass.
     pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_addr: SocketAddr,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             prefetch: 64,
             poll: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
         }
     }
 }
@@ -100,6 +103,7 @@ impl FromEnv for Config {
             prefetch: env.or("CHECKOUT_PREFETCH", d.prefetch)?,
             poll: env.millis("CHECKOUT_POLL_MS", d.poll)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            metrics_addr: env.or("CHECKOUT_METRICS_ADDR", d.metrics_addr)?,
         };
         anyhow::ensure!(config.saga.max_payment_attempts >= 1, "CHECKOUT_MAX_PAYMENT_ATTEMPTS must be at least 1");
         anyhow::ensure!(config.saga.max_reserve_attempts >= 1, "CHECKOUT_MAX_RESERVE_ATTEMPTS must be at least 1");

@@ -5,6 +5,10 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use ordermesh_proto::inventory::v1::{self as pb, ErrorReason, inventory_service_client::InventoryServiceClient};
+use ordermesh_telemetry::{
+    Metrics,
+    grpc::{GrpcMetrics, GrpcMetricsLayer},
+};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -69,14 +73,15 @@ impl Stock for Inventory {
 /// inventory-manager, reached lazily so it may start after checkout-manager.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    client: InventoryServiceClient<Channel>,
+    client: InventoryServiceClient<GrpcMetrics<Channel>>,
     timeout: Duration,
 }
 
 impl Inventory {
     /// A client for `url`.
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self { client: pb::lazy_client(url, timeout)?, timeout })
+    pub fn new(url: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+        let channel = GrpcMetricsLayer::client(metrics).wrap(pb::lazy_channel(url, timeout)?);
+        Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

@@ -164,6 +164,8 @@ pub struct Order {
     pub version: i64,
     /// What was ordered, in product order.
     pub lines: Vec<Line>,
+    /// When the order last changed as read (the start of the wait for payment, for one).
+    pub changed_at: DateTime<Utc>,
 }
 
 impl Order {
@@ -177,6 +179,7 @@ impl Order {
             payment_attempts: change.payment_attempts,
             step_attempts: change.step_attempts,
             reason: change.reason,
+            changed_at: Utc::now(),
             ..self
         }
     }
@@ -317,6 +320,7 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         reason: String::new(),
         version,
         lines,
+        changed_at: order.created_at,
     }))
 }
 
@@ -434,6 +438,7 @@ struct OrderRow {
     step_attempts: i32,
     reason: String,
     version: i64,
+    updated_at: DateTime<Utc>,
 }
 
 /// An order's lines as three arrays, in the byte order of product ids (the order `place` keeps them in),
@@ -445,7 +450,7 @@ const LINE_ARRAYS: &str = "
 
 /// The saga's columns of `orders o`.
 const ORDER_COLUMNS: &str = "o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
-    o.payment_attempts, o.step_attempts, o.reason, o.version";
+    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at";
 
 /// An order row with its lines ([`LINE_ARRAYS`]).
 #[derive(sqlx::FromRow)]
@@ -485,6 +490,7 @@ impl OrderRow {
             step_attempts: self.step_attempts,
             reason: self.reason,
             version: self.version,
+            changed_at: self.updated_at,
         })
     }
 }

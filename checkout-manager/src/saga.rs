@@ -1,7 +1,13 @@
 //! The checkout saga: reserve → pay → commit, or roll back and record why. Every decision about an
 //! order's next step is made here, and each step's result is stored before the next step starts.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
 
 use ordermesh_bus::{Topology, publisher::Outgoing};
 use ordermesh_lifecycle::Alarm;
@@ -9,6 +15,7 @@ use ordermesh_messages::{
     ClientId, Envelope, OrderId, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
 };
+use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -68,6 +75,8 @@ pub struct Saga {
     pub outbox_wake: Arc<Notify>,
     /// Brings the driver's next wake forward when a step falls due before it.
     pub driver_alarm: Arc<Alarm>,
+    /// Where steps and final statuses are counted.
+    pub metrics: Metrics,
 }
 
 impl Saga {
@@ -82,6 +91,7 @@ impl Saga {
         self.leases.hold(&order.order_id, order.version);
         let _holding = Holding { leases: &self.leases, order_id: order.order_id.clone() };
         loop {
+            let started = Instant::now();
             let mut change = match order.step {
                 Step::Done => return Ok(()),
                 Step::Reserve => self.reserve(&order).await,
@@ -90,6 +100,7 @@ impl Saga {
                 Step::Commit => self.commit(&order).await?,
                 Step::RollBack => self.roll_back(&order).await?,
             };
+            let took = started.elapsed();
             // Asking for payment calls nothing out, so it is written in the same transaction as the step
             // that led to it (the charge request goes out through the outbox with it).
             let mut chain = Vec::new();
@@ -104,7 +115,7 @@ impl Saga {
                 change.next_action_in = Some(self.settings.lease);
             }
             chain.push(change);
-            match self.apply_chain(&order, chain, go_on).await? {
+            match self.apply_chain(&order, chain, go_on, took).await? {
                 Some(next) if go_on => {
                     self.leases.hold(&next.order_id, next.version);
                     order = next;
@@ -143,20 +154,38 @@ impl Saga {
         Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
     }
 
-    async fn apply(&self, order: &Order, change: Change, leased: bool) -> Result<Option<Order>, CheckoutError> {
-        self.apply_chain(order, vec![change], leased).await
+    async fn apply(
+        &self,
+        order: &Order,
+        change: Change,
+        leased: bool,
+        took: Duration,
+    ) -> Result<Option<Order>, CheckoutError> {
+        self.apply_chain(order, vec![change], leased, took).await
     }
 
     /// Writes the changes and wakes the outbox relay. A step scheduled for later is announced to the
-    /// driver; one `leased` to this caller, who goes straight on with it, is not.
+    /// driver; one `leased` to this caller, who goes straight on with it, is not. Once written, the first
+    /// change's step counts with its outcome and how long it `took`.
     async fn apply_chain(
         &self,
         order: &Order,
         chain: Vec<Change>,
         leased: bool,
+        took: Duration,
     ) -> Result<Option<Order>, CheckoutError> {
         let due = chain.last().and_then(|c| c.next_action_in);
+        let (step, outcome) = chain.first().map_or(("", ""), |c| (c.timeline.0, c.timeline.1));
         let next = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
+        if let Some(next) = &next {
+            // Asking for payment is not a step's outcome; its answer is.
+            if outcome != "requested" {
+                self.metrics.saga_step(step, outcome, took);
+            }
+            if next.status.is_final() && !order.status.is_final() {
+                Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
+            }
+        }
         self.outbox_wake.notify_one();
         if let (Some(due), Some(_), false) = (due, &next, leased) {
             self.driver_alarm.due_in(due);
@@ -324,7 +353,9 @@ impl Saga {
             if go_on {
                 change.next_action_in = Some(self.settings.lease);
             }
-            if let Some(next) = self.apply(&order, change, go_on).await? {
+            // The payment step lasts from the request (the order's last change) to this answer.
+            let took = (Utc::now() - order.changed_at).to_std().unwrap_or_default();
+            if let Some(next) = self.apply(&order, change, go_on, took).await? {
                 if go_on && let Err(e) = self.advance(next).await {
                     // Recorded and leased: the lease runs out and the driver takes the order up.
                     tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");

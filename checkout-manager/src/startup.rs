@@ -1,10 +1,11 @@
 //! Building and running checkout-manager: database, RabbitMQ consumers, the saga driver and the outbox relay.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer};
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_telemetry::{Metrics, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
 
@@ -23,13 +24,24 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/checkout");
 pub struct Application {
     config: Config,
     pool: PgPool,
+    metrics: Metrics,
+    metrics_server: MetricsServer,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the checkout database")?;
-        Ok(Self { config, pool })
+        let metrics = Metrics::new("checkout-manager");
+        metrics.watch_pool("checkout", &pool);
+        outbox::watch_backlog(&metrics, &pool);
+        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        Ok(Self { config, pool, metrics, metrics_server })
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     /// The database pool, for tests (balances, stored orders).
@@ -39,23 +51,29 @@ impl Application {
 
     /// Runs the saga until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool } = self;
+        let Self { config, pool, metrics, metrics_server } = self;
         let topology = config.topology.clone();
         let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), topology.clone(), stop.clone());
+        let bus =
+            Bus::start(config.shared.amqp_url.expose().to_owned(), topology.clone(), metrics.clone(), stop.clone());
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let outbox_wake = Arc::new(Notify::new());
         let saga = Saga {
             pool: pool.clone(),
-            inventory: Arc::new(Inventory::new(&config.shared.inventory_url, config.saga.inventory_timeout)?),
+            inventory: Arc::new(Inventory::new(
+                &config.shared.inventory_url,
+                config.saga.inventory_timeout,
+                metrics.clone(),
+            )?),
             topology: topology.clone(),
             leases: Arc::new(Leases::default()),
             settings: config.saga.clone(),
             outbox_wake: outbox_wake.clone(),
             driver_alarm: Arc::default(),
+            metrics,
         };
 
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())))];
         let consume = |queue: String, handler: Handler| {
             spawn_consumer(
                 bus.clone(),

@@ -27,6 +27,8 @@ pub struct Config {
     /// RPCs served at once on one client connection; beyond it a call is refused at once with
     /// `RESOURCE_EXHAUSTED` (the callers retry with backoff) rather than queued behind the others.
     pub max_in_flight_per_connection: usize,
+    /// Where `/metrics` and `/healthz` are served (HTTP, beside the gRPC port).
+    pub metrics_addr: SocketAddr,
 }
 
 /// The default database: inventory's own, on the local PostgreSQL.
@@ -44,6 +46,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_in_flight_per_connection: 256,
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9103)),
         }
     }
 }
@@ -61,6 +64,7 @@ impl FromEnv for Config {
             health_interval: env.millis("INVENTORY_HEALTH_INTERVAL_MS", d.health_interval)?,
             request_timeout: env.millis("INVENTORY_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            metrics_addr: env.or("INVENTORY_METRICS_ADDR", d.metrics_addr)?,
             max_in_flight_per_connection: env
                 .or("INVENTORY_MAX_IN_FLIGHT_PER_CONNECTION", d.max_in_flight_per_connection)?,
         };

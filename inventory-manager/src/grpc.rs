@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::error::InventoryError;
 use ordermesh_lifecycle::Alarm;
+use ordermesh_telemetry::Metrics;
 
 use crate::store;
 
@@ -32,12 +33,22 @@ pub struct InventoryGrpc {
     max_ttl: Duration,
     /// Told of every hold, so the sweeper wakes in time for it.
     sweeps: Arc<Alarm>,
+    /// Where reservation events are counted.
+    metrics: Metrics,
 }
 
 impl InventoryGrpc {
     /// A service answering from `pool`.
-    pub fn new(pool: PgPool, default_ttl: Duration, max_ttl: Duration, sweeps: Arc<Alarm>) -> Self {
-        Self { pool, default_ttl, max_ttl, sweeps }
+    pub fn new(pool: PgPool, default_ttl: Duration, max_ttl: Duration, sweeps: Arc<Alarm>, metrics: Metrics) -> Self {
+        Self { pool, default_ttl, max_ttl, sweeps, metrics }
+    }
+
+    /// Counts `event` if this call made it happen: a replay answers with the first call's stamp, which is
+    /// older than the call (the database stamps with its clock, on this host or one kept in time with it).
+    fn count_if_new(&self, event: &str, stamp: Option<DateTime<Utc>>, called_at: DateTime<Utc>) {
+        if stamp.is_some_and(|t| t >= called_at) {
+            Metrics::count(&self.metrics.families().reservations, event, 1);
+        }
     }
 
     fn ttl(&self, seconds: i64) -> Result<Duration, InventoryError> {
@@ -125,14 +136,19 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
             .collect::<Result<Vec<_>, InventoryError>>()?;
         let lines = Lines::parse(lines)?;
         let ttl = self.ttl(r.ttl_seconds)?;
+        let called_at = Utc::now();
         let reservation = store::reserve(&self.pool, &id, &lines, ttl).await?;
         self.sweeps.due_in(ttl);
+        self.count_if_new("held", Some(reservation.created_at), called_at);
         Ok(Response::new(reservation.into()))
     }
 
     async fn commit_reservation(&self, request: Request<pb::CommitReservationRequest>) -> RpcResult<pb::Reservation> {
         let id = ReservationId::parse(request.into_inner().reservation_id)?;
-        Ok(Response::new(store::commit(&self.pool, &id).await?.into()))
+        let called_at = Utc::now();
+        let reservation = store::commit(&self.pool, &id).await?;
+        self.count_if_new("committed", reservation.committed_at, called_at);
+        Ok(Response::new(reservation.into()))
     }
 
     async fn roll_back_reservation(
@@ -140,7 +156,10 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         request: Request<pb::RollBackReservationRequest>,
     ) -> RpcResult<pb::Reservation> {
         let id = ReservationId::parse(request.into_inner().reservation_id)?;
-        Ok(Response::new(store::roll_back(&self.pool, &id).await?.into()))
+        let called_at = Utc::now();
+        let reservation = store::roll_back(&self.pool, &id).await?;
+        self.count_if_new("rolled_back", reservation.rolled_back_at, called_at);
+        Ok(Response::new(reservation.into()))
     }
 
     async fn get_reservation(&self, request: Request<pb::GetReservationRequest>) -> RpcResult<pb::Reservation> {

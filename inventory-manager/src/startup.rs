@@ -1,10 +1,19 @@
 //! Building and running inventory-manager: database, migrations, listener, gRPC server, background tasks.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
+use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -25,6 +34,8 @@ pub struct Application {
     pool: PgPool,
     /// Kept for the intervals and TTLs that `run_until_stopped` hands out.
     config: Config,
+    metrics: Metrics,
+    metrics_server: MetricsServer,
 }
 
 impl Application {
@@ -35,7 +46,16 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
-        Ok(Self { listener, pool, config })
+        let metrics = Metrics::new("inventory-manager");
+        metrics.watch_pool("inventory", &pool);
+        watch_held(&metrics, &pool);
+        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        Ok(Self { listener, pool, config, metrics, metrics_server })
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
@@ -50,7 +70,7 @@ impl Application {
 
     /// Serves gRPC, sweeps expired reservations and reports health until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, pool, config } = self;
+        let Self { listener, pool, config, metrics, metrics_server } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         // Migrations have run and the pool is connected: the service is ready.
         health.set_serving::<InventoryServiceServer<InventoryGrpc>>().await;
@@ -68,11 +88,20 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let sweeps = Arc::new(ordermesh_lifecycle::Alarm::default());
-        let inventory = InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone());
+        let inventory =
+            InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone(), metrics.clone());
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = tokio::spawn(sweeper::run(pool.clone(), sweeps, config.sweep_interval, stop_rx.clone()));
-        let prober = tokio::spawn(probe_database(pool.clone(), health, config.health_interval, stop_rx));
+        let sweeper =
+            tokio::spawn(sweeper::run(pool.clone(), sweeps, config.sweep_interval, metrics.clone(), stop_rx.clone()));
+        // Ready when the database answers, as the gRPC health service says.
+        let serving = Arc::new(AtomicBool::new(true));
+        let ready = {
+            let serving = serving.clone();
+            Arc::new(move || serving.load(Ordering::Relaxed)) as ordermesh_telemetry::http::Readiness
+        };
+        let metrics_task = tokio::spawn(metrics_server.serve(ready, stopped(stop_rx.clone())));
+        let prober = tokio::spawn(probe_database(pool.clone(), health, serving, config.health_interval, stop_rx));
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
@@ -85,6 +114,7 @@ impl Application {
             .timeout(config.request_timeout)
             .concurrency_limit_per_connection(config.max_in_flight_per_connection)
             .load_shed(true)
+            .layer(GrpcMetricsLayer::server(metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -101,14 +131,37 @@ impl Application {
             }
         };
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(sweeper, prober);
+        let _ = tokio::join!(sweeper, prober, metrics_task);
         pool.close().await;
         result.context("gRPC server failed")
     }
 }
 
+/// Samples the reservations held now at each scrape (an index-only count over the held ones).
+fn watch_held(metrics: &Metrics, pool: &PgPool) {
+    let (m, pool) = (metrics.clone(), pool.clone());
+    metrics.add_sampler(move || {
+        let (m, pool) = (m.clone(), pool.clone());
+        async move {
+            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE status = 'held'")
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(held) => m.set(&m.families().reservations_held, held),
+                Err(e) => tracing::warn!(error = %e, "sampling the reservations held failed"),
+            }
+        }
+    });
+}
+
 /// Keeps the health status true to the database: NOT_SERVING while it does not answer.
-async fn probe_database(pool: PgPool, health: HealthReporter, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn probe_database(
+    pool: PgPool,
+    health: HealthReporter,
+    serving_flag: Arc<AtomicBool>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let service = <InventoryServiceServer<InventoryGrpc> as NamedService>::NAME;
     let mut serving = true;
     loop {
@@ -119,6 +172,7 @@ async fn probe_database(pool: PgPool, health: HealthReporter, interval: Duration
         let ok = tokio::time::timeout(interval, sqlx::query("SELECT 1").execute(&pool)).await.is_ok_and(|r| r.is_ok());
         if ok != serving {
             serving = ok;
+            serving_flag.store(ok, Ordering::Relaxed);
             let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
             tracing::warn!(?status, "database health changed");
             health.set_service_status("", status).await;

@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use ordermesh_lifecycle::Alarm;
+use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -16,10 +17,10 @@ use crate::{error::InventoryError, store};
 const BATCH: u32 = 500;
 
 /// Sweeps until `stop` changes; a failed sweep is logged and tried again after `idle` (at most 1 s).
-pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, metrics: Metrics, mut stop: watch::Receiver<bool>) {
     loop {
         alarm.looking();
-        let pause = match sweep(&pool).await {
+        let pause = match sweep(&pool, &metrics).await {
             Ok(next) => next.map_or(idle, |due| due.min(idle)),
             Err(err) => {
                 tracing::warn!(error = %err, "sweeping expired reservations failed");
@@ -34,7 +35,13 @@ pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, mut stop: watc
 }
 
 /// Releases what has expired, in batches, and says how long until the next held reservation expires.
-async fn sweep(pool: &PgPool) -> Result<Option<Duration>, InventoryError> {
-    while store::expire_due(pool, BATCH).await? == BATCH as usize {}
+async fn sweep(pool: &PgPool, metrics: &Metrics) -> Result<Option<Duration>, InventoryError> {
+    loop {
+        let expired = store::expire_due(pool, BATCH).await?;
+        Metrics::count(&metrics.families().reservations, "expired", u64::try_from(expired).unwrap_or(0));
+        if expired < BATCH as usize {
+            break;
+        }
+    }
     store::next_expiry(pool).await
 }

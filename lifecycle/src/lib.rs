@@ -33,6 +33,11 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// Resolves once `stop` turns true (or its sender is gone): a task's shutdown future.
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 pub use ordermesh_config::DatabaseSettings;
 
 /// How long startup waits for PostgreSQL to answer before giving up.

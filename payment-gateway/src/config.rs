@@ -1,6 +1,6 @@
 //! payment-gateway's typed configuration, read once through the shared loader (the environment, or a map in tests).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::{ConsumerSettings, Topology};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
@@ -33,6 +33,8 @@ pub struct Config {
     pub prefetch: u16,
     /// How long shutdown waits for the requests in hand.
     pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_addr: SocketAddr,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             },
             prefetch: 256,
             shutdown_grace: Duration::from_secs(10),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9104)),
         }
     }
 }
@@ -70,6 +73,7 @@ impl FromEnv for Config {
             },
             prefetch: env.or("PAYMENT_PREFETCH", d.prefetch)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            metrics_addr: env.or("PAYMENT_METRICS_ADDR", d.metrics_addr)?,
         };
         anyhow::ensure!(
             (0.0..=1.0).contains(&config.simulator.failure_rate),

@@ -1,10 +1,11 @@
 //! Building and running payment-gateway: its database, the RabbitMQ connection and the request consumer.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Publisher, handler_fn, spawn_consumer};
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_telemetry::{Metrics, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
 
@@ -18,13 +19,23 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/payment");
 pub struct Application {
     config: Config,
     pool: PgPool,
+    metrics: Metrics,
+    metrics_server: MetricsServer,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the payment database")?;
-        Ok(Self { config, pool })
+        let metrics = Metrics::new("payment-gateway");
+        metrics.watch_pool("payment", &pool);
+        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        Ok(Self { config, pool, metrics, metrics_server })
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     /// The provider's books, for tests and tools.
@@ -34,9 +45,11 @@ impl Application {
 
     /// Answers payment requests until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool } = self;
+        let Self { config, pool, metrics, metrics_server } = self;
         let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), stop.clone());
+        let bus =
+            Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), metrics, stop.clone());
+        let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let provider = Provider {
             pool: pool.clone(),
@@ -58,7 +71,7 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down payment-gateway");
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(config.shutdown_grace, consumer).await.is_err() {
+        if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "payment-gateway did not stop within its grace period; unacked requests will be redelivered");
         }
         pool.close().await;

@@ -16,13 +16,21 @@ pub mod inventory {
             timeout: std::time::Duration,
         ) -> Result<inventory_service_client::InventoryServiceClient<tonic::transport::Channel>, tonic::transport::Error>
         {
+            Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout)?))
+        }
+
+        /// The channel of [`lazy_client`], for a caller that wraps it in tower layers (metrics) first.
+        pub fn lazy_channel(
+            url: &str,
+            timeout: std::time::Duration,
+        ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
             let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .http2_keep_alive_interval(std::time::Duration::from_secs(10))
                 .keep_alive_timeout(std::time::Duration::from_secs(5))
                 .keep_alive_while_idle(true);
-            Ok(inventory_service_client::InventoryServiceClient::new(channel.connect_lazy()))
+            Ok(channel.connect_lazy())
         }
 
         /// `ErrorInfo.domain` of every structured error inventory-manager sends (the reasons are [`ErrorReason`]).

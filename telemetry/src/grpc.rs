@@ -1,4 +1,5 @@
-//! A tower layer counting a gRPC server's calls by method and status code, with their latency.
+//! A tower layer counting gRPC calls by method and status code, with their latency: on a server, around its
+//! routes; on a client, around its channel.
 //!
 //! tonic answers an error as a trailers-only response (the code in the headers) and a success with
 //! `grpc-status: 0` in the trailers, so a unary call without the header in its headers succeeded.
@@ -15,16 +16,34 @@ use tower::{Layer, Service};
 
 use crate::metrics::{Metrics, grpc_code_name};
 
-/// Counts every call of the services it wraps into `metrics`.
+/// Which end of the call is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Counts every call of the service it wraps into `metrics`.
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer {
     metrics: Metrics,
+    side: Side,
 }
 
 impl GrpcMetricsLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    /// Around a server's routes: `grpc_server_*`.
+    pub fn server(metrics: Metrics) -> Self {
+        Self { metrics, side: Side::Server }
+    }
+
+    /// Around a client's channel: `grpc_client_*`.
+    pub fn client(metrics: Metrics) -> Self {
+        Self { metrics, side: Side::Client }
+    }
+
+    /// Wraps `inner` (as [`Layer::layer`], without importing tower).
+    pub fn wrap<S>(&self, inner: S) -> GrpcMetrics<S> {
+        self.layer(inner)
     }
 }
 
@@ -32,7 +51,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner, metrics: self.metrics.clone() }
+        GrpcMetrics { inner, metrics: self.metrics.clone(), side: self.side }
     }
 }
 
@@ -41,6 +60,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetrics<S> {
     inner: S,
     metrics: Metrics,
+    side: Side,
 }
 
 /// The method of a gRPC path `/package.Service/Method`, as `Service/Method`.
@@ -68,7 +88,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = method_of(request.uri().path());
-        let metrics = self.metrics.clone();
+        let (metrics, side) = (self.metrics.clone(), self.side);
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -80,11 +100,16 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
                     .map_or("OK", grpc_code_name),
+                // The channel failed before any answer (connect refused, the client's own deadline).
+                Err(_) if side == Side::Client => "UNAVAILABLE",
                 Err(_) => "UNKNOWN",
             };
             // The health and reflection services answer probes; only the shop's own calls are counted.
             if !method.starts_with("Health/") && !method.starts_with("ServerReflection/") {
-                metrics.grpc_served(&method, code, started.elapsed());
+                match side {
+                    Side::Server => metrics.grpc_served(&method, code, started.elapsed()),
+                    Side::Client => metrics.grpc_called(&method, code, started.elapsed()),
+                }
             }
             result
         })

@@ -91,6 +91,7 @@ async fn fixture(settings: SagaSettings) -> Fixture {
         settings,
         outbox_wake: Arc::new(Notify::new()),
         driver_alarm: Arc::default(),
+        metrics: ordermesh_telemetry::Metrics::new("checkout-manager"),
     };
     Fixture { saga, stock, pool, database }
 }

@@ -39,6 +39,7 @@ pub async fn spawn_inventory_with(tweak: impl FnOnce(&mut Config)) -> TestInvent
 
     let mut config = Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(database_url) },
         ..Config::default()
     };

@@ -93,6 +93,8 @@ pub struct TestMesh {
     pub checkout_db: PgPool,
     /// payment-gateway's database, to look at charges and balances.
     pub payment_db: PgPool,
+    /// Each worker's `/metrics` URL (the gateways serve theirs on their own port).
+    pub metrics: Vec<(&'static str, String)>,
     /// The test's names.
     pub topology: Topology,
     /// cart-manager instances, stoppable one by one.
@@ -139,8 +141,11 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         ..SharedSettings::default()
     };
 
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let metrics_url = |addr: std::net::SocketAddr| format!("http://{addr}/metrics");
     let inventory = inventory_manager::Application::build(inventory_manager::Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: any_port,
         database: db(inv_url),
         ..Default::default()
     })
@@ -148,6 +153,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     .expect("inventory builds");
     let real_inventory_url = format!("http://{}", inventory.local_addr());
     let inventory_url = options.inventory_url.clone().unwrap_or_else(|| real_inventory_url.clone());
+    let mut metrics = vec![("inventory-manager", metrics_url(inventory.metrics_addr()))];
     let mut services = vec![Running::spawn(|stop| inventory.run_until_stopped(stop))];
 
     let mut checkout_config = checkout_manager::Config {
@@ -155,6 +161,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         topology: topology.clone(),
         shared: shared(&inventory_url),
         poll: Duration::from_millis(100),
+        metrics_addr: any_port,
         ..Default::default()
     };
     checkout_config.saga.retry_base = Duration::from_millis(50);
@@ -164,18 +171,21 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     (options.checkout)(&mut checkout_config);
     let checkout = checkout_manager::Application::build(checkout_config).await.expect("checkout builds");
     let checkout_db = checkout.pool().clone();
+    metrics.push(("checkout-manager", metrics_url(checkout.metrics_addr())));
     services.push(Running::spawn(|stop| checkout.run_until_stopped(stop)));
 
     let mut payment_config = payment_gateway::Config {
         database: db(pay_url),
         topology: topology.clone(),
         shared: shared(&inventory_url),
+        metrics_addr: any_port,
         ..Default::default()
     };
     payment_config.simulator.latency = Duration::from_millis(5);
     (options.payment)(&mut payment_config);
     let payment = payment_gateway::Application::build(payment_config).await.expect("payment builds");
     let payment_db = payment.pool().clone();
+    metrics.push(("payment-gateway", metrics_url(payment.metrics_addr())));
     services.push(Running::spawn(|stop| payment.run_until_stopped(stop)));
 
     let cart_config = cart_manager::Config {
@@ -183,11 +193,14 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         topology: topology.clone(),
         shared: shared(&inventory_url),
         outbox_poll: Duration::from_millis(100),
+        metrics_addr: any_port,
         ..Default::default()
     };
     let mut carts = Vec::new();
     for _ in 0..options.carts {
-        carts.push(start_cart(cart_config.clone()).await);
+        let (cart, addr) = start_cart(cart_config.clone()).await;
+        metrics.push(("cart-manager", metrics_url(addr)));
+        carts.push(cart);
     }
 
     let mut gateways = Vec::new();
@@ -228,6 +241,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         inventory_url: real_inventory_url,
         checkout_db,
         payment_db,
+        metrics,
         topology,
         carts,
         cart_config,
@@ -243,15 +257,16 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     mesh
 }
 
-async fn start_cart(config: cart_manager::Config) -> Running {
+async fn start_cart(config: cart_manager::Config) -> (Running, std::net::SocketAddr) {
     let cart = cart_manager::Application::build(config).await.expect("cart builds");
-    Running::spawn(|stop| cart.run_until_stopped(stop))
+    let addr = cart.metrics_addr();
+    (Running::spawn(|stop| cart.run_until_stopped(stop)), addr)
 }
 
 impl TestMesh {
     /// Starts one more cart-manager and waits until it consumes.
     pub async fn start_cart(&mut self) {
-        self.carts.push(start_cart(self.cart_config.clone()).await);
+        self.carts.push(start_cart(self.cart_config.clone()).await.0);
         self.wait_until_consuming().await;
     }
 

@@ -9,4 +9,5 @@ mod faults;
 mod helpers;
 mod holes;
 mod input;
+mod metrics;
 mod overload;

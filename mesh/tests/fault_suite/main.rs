@@ -108,6 +108,8 @@ impl Suite {
             [("INVENTORY", "inventory"), ("CART", "cart"), ("CHECKOUT", "checkout"), ("PAYMENT", "payment")]
         {
             common.insert(format!("{prefix}_DATABASE_URL"), pg.url(&format!("ordermesh_{db}")));
+            // Several instances of a service may run at once here: each takes a free port for its metrics.
+            common.insert(format!("{prefix}_METRICS_ADDR"), "127.0.0.1:0".into());
         }
         let mut services = BTreeMap::new();
         for name in SERVICES {
