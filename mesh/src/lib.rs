@@ -3,6 +3,7 @@
 //! environment as its own binary would be.
 
 pub mod audit;
+pub mod probe;
 
 use std::future::Future;
 

@@ -9,7 +9,9 @@ use ordermesh_telemetry::init_logs;
 
 const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
-                                                    exits 1 if a promise is broken (default N: 60)";
+                                                    exits 1 if a promise is broken (default N: 60)
+       ordermesh probe URL                          health check: http://host:port/path must answer 2xx,
+                                                    grpc://host:port must be SERVING; exits 1 if not";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -33,6 +35,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        ["probe", url] => Ok(match ordermesh::probe::probe(url).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::FAILURE
+            }
+        }),
         _ => anyhow::bail!("{USAGE}"),
     }
 }

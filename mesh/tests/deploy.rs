@@ -1,0 +1,149 @@
+//! docker-compose.yml and the Dockerfile, checked without a Docker engine: the file parses, the databases'
+//! ports stay private, every ordermesh service has a health check that probes its own port, every setting
+//! it passes is one the services read, and the image caches its dependencies in a layer of their own.
+
+use std::{collections::BTreeMap, path::Path};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root")
+}
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Applies YAML merge keys (`<<: *anchor`), which compose honours and the YAML 1.2 parser leaves as they are.
+fn merged(node: &Yaml) -> Yaml {
+    match node {
+        Yaml::Hash(map) => {
+            let mut out = yaml_rust2::yaml::Hash::new();
+            if let Some(base) = map.get(&Yaml::String("<<".into()))
+                && let Yaml::Hash(base) = merged(base)
+            {
+                out.extend(base);
+            }
+            for (k, v) in map {
+                if k.as_str() != Some("<<") {
+                    out.insert(k.clone(), merged(v));
+                }
+            }
+            Yaml::Hash(out)
+        }
+        Yaml::Array(items) => Yaml::Array(items.iter().map(merged).collect()),
+        other => other.clone(),
+    }
+}
+
+fn strings(node: &Yaml) -> Vec<String> {
+    node.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+/// Every Rust source file's text, to check that a setting is read somewhere.
+fn sources() -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(root()).unwrap().flatten() {
+        let src = entry.path().join("src");
+        if src.is_dir() {
+            let mut stack = vec![src];
+            while let Some(dir) = stack.pop() {
+                for f in std::fs::read_dir(dir).unwrap().flatten() {
+                    let p = f.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|e| e == "rs") {
+                        text.push_str(&std::fs::read_to_string(p).unwrap());
+                    }
+                }
+            }
+        }
+    }
+    text
+}
+
+#[test]
+fn compose_file_parses_and_each_service_is_private_healthy_and_configured() {
+    let docs = YamlLoader::load_from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+    let compose = merged(&docs[0]);
+    let services = compose["services"].as_hash().expect("services");
+    let names: Vec<&str> = services.keys().filter_map(Yaml::as_str).collect();
+    for expected in [
+        "postgres",
+        "rabbitmq",
+        "inventory-manager",
+        "cart-manager",
+        "checkout-manager",
+        "payment-gateway",
+        "api-gateway",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from compose");
+    }
+    for infra in ["postgres", "rabbitmq"] {
+        assert!(compose["services"][infra]["ports"].is_badvalue(), "{infra} publishes ports on the host");
+        assert!(!compose["services"][infra]["healthcheck"]["test"].is_badvalue(), "{infra} has a health check");
+    }
+
+    let code = sources();
+    let dockerfile = read("Dockerfile");
+    let ours: BTreeMap<&str, &Yaml> = names
+        .iter()
+        .copied()
+        .filter(|n| !["postgres", "rabbitmq"].contains(n))
+        .map(|n| (n, &compose["services"][n]))
+        .collect();
+    for (name, service) in &ours {
+        let command = strings(&service["command"]);
+        assert_eq!(command.first().map(String::as_str), Some(*name), "{name} runs its own binary");
+        assert!(dockerfile.contains(&format!("/src/target/release/{name}")), "the image ships {name}");
+
+        let env = service["environment"].as_hash().unwrap_or_else(|| panic!("{name} has an environment"));
+        // RUST_LOG is read by tracing's EnvFilter, not by name in our code.
+        for key in env.keys().filter_map(Yaml::as_str).filter(|k| *k != "RUST_LOG") {
+            // Database settings are read as `<PREFIX>_DATABASE_URL` from the service's prefix.
+            let read = match key.strip_suffix("_DATABASE_URL") {
+                Some(prefix) => code.contains(&format!("\"{prefix}\"")) && code.contains("_DATABASE_URL"),
+                None => code.contains(&format!("\"{key}\"")),
+            };
+            assert!(read, "{name} sets {key}, which no service reads");
+        }
+        let setting = |k: &str| env.get(&Yaml::String(k.into())).and_then(Yaml::as_str).map(str::to_owned);
+
+        let test = strings(&service["healthcheck"]["test"]);
+        assert_eq!(test.get(..3).map(|t| t.join(" ")), Some("CMD ordermesh probe".into()), "{name}: {test:?}");
+        let target = &test[3];
+        // The probe must hit the port the service listens on, inside the container.
+        let listen = match *name {
+            "api-gateway" => setting("GATEWAY_LISTEN_ADDR"),
+            "inventory-manager" => setting("INVENTORY_LISTEN_ADDR"),
+            "cart-manager" => setting("CART_METRICS_ADDR"),
+            "checkout-manager" => setting("CHECKOUT_METRICS_ADDR"),
+            "payment-gateway" => setting("PAYMENT_METRICS_ADDR"),
+            other => panic!("unexpected service {other}"),
+        }
+        .unwrap_or_else(|| panic!("{name} sets its listen address"));
+        assert!(listen.starts_with("0.0.0.0:"), "{name} listens on all interfaces: {listen}");
+        let port = listen.rsplit(':').next().unwrap();
+        assert!(target.contains(&format!("127.0.0.1:{port}")), "{name} probes {target}, not its port {port}");
+
+        for (dep, condition) in service["depends_on"].as_hash().into_iter().flatten() {
+            let dep = dep.as_str().unwrap();
+            assert!(names.contains(&dep), "{name} depends on unknown {dep}");
+            if condition["condition"].as_str() == Some("service_healthy") {
+                assert!(!compose["services"][dep]["healthcheck"].is_badvalue(), "{dep} must have a health check");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_image_caches_dependencies_and_listens_on_all_interfaces() {
+    let dockerfile = read("Dockerfile");
+    let cook = dockerfile.find("cargo chef cook").expect("dependencies built in their own layer");
+    let copy_all = dockerfile[cook..].find("COPY . .").expect("sources copied after the dependency layer");
+    assert!(dockerfile[cook + copy_all..].contains("cargo build --release"));
+    for setting in ["GATEWAY_LISTEN_ADDR=0.0.0.0:5003", "INVENTORY_LISTEN_ADDR=0.0.0.0:50051"] {
+        assert!(dockerfile.contains(setting), "the image's default command listens on all interfaces ({setting})");
+    }
+    assert!(dockerfile.contains("CMD [\"ordermesh\"]"));
+}
