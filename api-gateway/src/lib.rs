@@ -4,6 +4,7 @@
 //! `routes` holds the handlers and the OpenAPI document, `extract` the JSON and query extractors that
 //! answer in the API's error shape, `error` the one error type and its mapping to HTTP status.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod extract;

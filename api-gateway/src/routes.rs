@@ -28,10 +28,18 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
+use ordermesh_messages::admin::{
+    Count, Entry, MinuteCount, OrderDetail, OrderSummary, OrdersPage, Overview, StepStats,
+};
+
 use crate::{
+    admin,
     error::{ApiError, StatusBody},
     extract::{ApiJson, ApiPath, RawQuery},
 };
+
+/// Admin API requests served at once.
+const ADMIN_MAX_IN_FLIGHT: usize = 16;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -65,7 +73,7 @@ pub struct AppState {
 
 impl AppState {
     /// Sends a job to `queue` and decodes its reply as `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         service: &'static str,
         queue: String,
@@ -107,11 +115,20 @@ pub fn app(state: AppState) -> Router {
         .route("/cart/{clientID}/items/{productID}", delete(remove_cart_item))
         .route("/products", get(list_products))
         .route_layer(shed_beyond(state.max_in_flight));
+    // The operators' view has a small limit of its own: a dashboard left open everywhere cannot crowd out shoppers.
+    let admin = Router::new()
+        .route("/admin/overview", get(admin::overview))
+        .route("/admin/orders", get(admin::orders))
+        .route("/admin/dead-letters", get(admin::dead_letters))
+        .route("/admin/services", get(admin::services))
+        .route_layer(shed_beyond(ADMIN_MAX_IN_FLIGHT));
     // Waiting reads cost little while they wait, so they have a limit of their own and do not crowd out work.
     let reads = Router::new().route("/orders/{orderID}", get(get_order)).route_layer(shed_beyond(state.max_waiting));
     Router::new()
         .merge(work)
         .merge(reads)
+        .merge(admin)
+        .route("/dashboard", get(admin::dashboard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -146,7 +163,22 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         title = "ordermesh api-gateway",
         description = "Carts, checkout and order status of ordermesh. Every error is `{status: \"failure\", error}`."
     ),
-    paths(add_to_cart, check_out_cart, get_order, get_cart, remove_cart_item, list_products, healthz, readyz, metrics),
+    paths(
+        add_to_cart,
+        check_out_cart,
+        get_order,
+        get_cart,
+        remove_cart_item,
+        list_products,
+        healthz,
+        readyz,
+        metrics,
+        admin::overview,
+        admin::orders,
+        admin::dead_letters,
+        admin::services,
+        admin::dashboard
+    ),
     components(schemas(
         AddToCartRequest,
         CheckOutCartRequest,
@@ -159,7 +191,19 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         CartLine,
         ProductsBody,
         ProductItem,
-        ReadyBody
+        ReadyBody,
+        admin::DeadLettersBody,
+        admin::DeadLetterQueue,
+        admin::ServicesBody,
+        admin::ServiceState,
+        Count,
+        Entry,
+        MinuteCount,
+        OrderDetail,
+        OrderSummary,
+        OrdersPage,
+        Overview,
+        StepStats
     ))
 )]
 pub struct ApiDoc;

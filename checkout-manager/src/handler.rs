@@ -1,12 +1,14 @@
-//! The AMQP transport of checkout-manager: new orders, order reads and payment results.
+//! The AMQP transport of checkout-manager: new orders, order reads (and the operators' view) and payment results.
 
 use ordermesh_bus::{Incoming, Outcome};
 use ordermesh_messages::{
-    Envelope, ReplyError, kinds,
+    Envelope, ReplyError,
+    admin::{OrdersRequest, OverviewRequest},
+    kinds,
     payloads::{GetOrder, PaymentResult, PlaceOrder},
 };
 
-use crate::{error::CheckoutError, orders, saga::Saga};
+use crate::{admin, error::CheckoutError, orders, saga::Saga};
 
 /// `checkout-manager.jobs`: `order.place`.
 pub async fn on_job(saga: &Saga, incoming: Incoming) -> Outcome {
@@ -59,15 +61,28 @@ fn check_order(order: &PlaceOrder) -> Result<(), String> {
 
 /// `checkout-manager.queries`: `order.get`.
 pub async fn on_query(saga: &Saga, incoming: Incoming) -> Outcome {
-    if incoming.envelope.kind != kinds::ORDER_GET {
-        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
+    let envelope = &incoming.envelope;
+    match envelope.kind.as_str() {
+        kinds::ORDER_GET => match envelope.payload::<GetOrder>() {
+            Ok(r) => reply(orders::view(&saga.pool, &r.order_id).await),
+            Err(reason) => Outcome::DeadLetter(reason),
+        },
+        kinds::ADMIN_OVERVIEW => match envelope.payload::<OverviewRequest>() {
+            Ok(r) => reply(admin::overview(&saga.pool, &r).await),
+            Err(reason) => Outcome::DeadLetter(reason),
+        },
+        kinds::ADMIN_ORDERS => match envelope.payload::<OrdersRequest>() {
+            Ok(r) => reply(admin::orders(&saga.pool, &r).await),
+            Err(reason) => Outcome::DeadLetter(reason),
+        },
+        other => Outcome::DeadLetter(format!("unknown message type {other:?}")),
     }
-    let request: GetOrder = match incoming.envelope.payload() {
-        Ok(r) => r,
-        Err(reason) => return Outcome::DeadLetter(reason),
-    };
-    let reply = orders::view(&saga.pool, &request.order_id).await.map_err(|e| ReplyError::from(&e));
-    Outcome::Reply(Envelope::new(kinds::REPLY, &reply))
+}
+
+/// A query's answer, or its error as the reply's error.
+fn reply<T: serde::Serialize>(result: Result<T, CheckoutError>) -> Outcome {
+    let result = result.map_err(|e| ReplyError::from(&e));
+    Outcome::Reply(Envelope::new(kinds::REPLY, &result))
 }
 
 /// `checkout-manager.payment-results`: `payment.result`.

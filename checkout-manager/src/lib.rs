@@ -5,6 +5,7 @@
 //! is the `Stock` trait and its gRPC client; `handler` is the AMQP transport. The payment provider is
 //! its own service (payment-gateway), reached only by messages.
 
+pub mod admin;
 pub mod config;
 pub mod driver;
 pub mod error;

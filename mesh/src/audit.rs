@@ -11,11 +11,8 @@
 
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
-use lapin::{
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::AMQPValue,
-};
-use ordermesh_bus::{Topology, consumer::REASON_HEADER};
+use lapin::options::QueueDeclareOptions;
+use ordermesh_bus::{Topology, consumer::REASON_HEADER, dead_letters};
 use ordermesh_config::DatabaseSettings;
 use sqlx::PgPool;
 
@@ -291,14 +288,17 @@ async fn broker(config: &MeshConfig, report: &mut Report) {
         report.note(format!("queue {queue}: {} ready", depth.map_or_else(|e| format!("? ({e})"), |d| d.to_string())));
         // Looked at without acking: closing the channel hands every message back to the dead-letter queue.
         let mut reasons: HashMap<String, usize> = HashMap::new();
-        while let Ok(Some(m)) = channel.basic_get(dlq.as_str().into(), BasicGetOptions::default()).await {
-            let reason = m.delivery.properties.headers().as_ref().and_then(|h| h.inner().get(REASON_HEADER).cloned());
-            match reason {
-                Some(AMQPValue::LongString(s)) => {
-                    *reasons.entry(String::from_utf8_lossy(s.as_bytes()).into_owned()).or_default() += 1
+        let Ok(look) = conn.create_channel().await else { continue };
+        match dead_letters::peek(look, &dlq, usize::MAX).await {
+            Ok(peeked) => {
+                for reason in peeked.reasons {
+                    match reason {
+                        Some(reason) => *reasons.entry(reason).or_default() += 1,
+                        None => report.violation("dead letters", format!("a message in {dlq} has no {REASON_HEADER}")),
+                    }
                 }
-                _ => report.violation("dead letters", format!("a message in {dlq} has no {REASON_HEADER}")),
             }
+            Err(e) => report.violation("dead letters", format!("cannot read {dlq}: {e}")),
         }
         let _ = channel.close(200, "audit done".into()).await;
         for (reason, n) in reasons {

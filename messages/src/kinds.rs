@@ -22,6 +22,10 @@ pub const PAYMENT_REFUND: &str = "payment.refund";
 pub const PAYMENT_RESULT: &str = "payment.result";
 /// Any reply to a request; the correlation id says to which.
 pub const REPLY: &str = "reply";
+/// Operators' overview of orders (the dashboard), asked of checkout-manager.
+pub const ADMIN_OVERVIEW: &str = "admin.overview";
+/// Operators' list of the latest orders, asked of checkout-manager.
+pub const ADMIN_ORDERS: &str = "admin.orders";
 
 /// Order events on the topic exchange; the routing key is the type.
 pub mod events {

@@ -4,6 +4,7 @@
 //! (`cart.add_item`, `order.place`, `payment.charge`, `order.confirmed`). On the order-events topic
 //! exchange the routing key *is* the event's type, so `order.*` or `order.confirmed` bind as filters.
 
+pub mod admin;
 pub mod envelope;
 pub mod ids;
 pub mod kinds;

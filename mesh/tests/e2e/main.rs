@@ -4,6 +4,7 @@
 mod bench;
 mod checkout_flow;
 mod concurrency;
+mod dashboard;
 mod docs;
 mod faults;
 mod helpers;
