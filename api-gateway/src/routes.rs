@@ -488,6 +488,7 @@ async fn check_out_cart(
     if accepted.created {
         state.waiters.accepted(accepted.order_id.as_str());
     }
+    tracing::Span::current().record("order_id", accepted.order_id.as_str());
     let body =
         CheckoutBody { status: "accepted".into(), error: String::new(), order_id: accepted.order_id.to_string() };
     Ok((StatusCode::ACCEPTED, Json(body)))

@@ -20,6 +20,7 @@ use lapin::{
 use ordermesh_messages::Envelope;
 use ordermesh_telemetry::Metrics;
 use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument;
 
 use crate::{
     connection::Bus,
@@ -184,6 +185,31 @@ async fn handle_delivery(
         Ok(e) => e,
         Err(reason) => return dead_letter(delivery, queue, &reason, publisher, metrics).await,
     };
+    // The handling joins the sender's trace; messages about an order carry its id as their correlation id.
+    let span = tracing::info_span!(
+        "consume",
+        service = metrics.service(),
+        %queue,
+        kind = %envelope.kind,
+        trace_id = tracing::field::Empty,
+        order_id = tracing::field::Empty,
+    );
+    ordermesh_telemetry::trace::continue_trace(&span, envelope.traceparent.as_deref());
+    if let (Some(id), false) = (&envelope.correlation_id, envelope.kind == ordermesh_messages::kinds::REPLY) {
+        span.record("order_id", id.as_str());
+    }
+    handle_decoded(delivery, envelope, queue, max_retries, handler, publisher, metrics).instrument(span).await
+}
+
+async fn handle_decoded(
+    delivery: Delivery,
+    envelope: Envelope,
+    queue: &str,
+    max_retries: u32,
+    handler: &Handler,
+    publisher: &Publisher,
+    metrics: &Metrics,
+) {
     let families = metrics.families();
     Metrics::message(&families.consumed, queue, &envelope.kind);
     if delivery.redelivered {
@@ -204,7 +230,7 @@ async fn handle_delivery(
     let kind = incoming.envelope.kind.clone();
     let correlation = incoming.envelope.message_id.to_string();
     // A panicking handler is a bug: the message goes to the dead-letter queue instead of looping forever.
-    let outcome = tokio::spawn((handler)(incoming))
+    let outcome = tokio::spawn((handler)(incoming).in_current_span())
         .await
         .unwrap_or_else(|e| Outcome::DeadLetter(format!("handler panicked: {e}")));
     match outcome {

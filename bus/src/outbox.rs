@@ -38,7 +38,7 @@ pub async fn enqueue(
         .bind(exchange)
         .bind(routing_key)
         .bind(envelope.message_id)
-        .bind(envelope.to_vec())
+        .bind(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()))
         .execute(conn)
         .await?;
     Ok(())

@@ -114,6 +114,7 @@ impl Publisher {
 
     async fn publish_all_unbounded(&self, messages: &[Outgoing]) -> Result<(), BusError> {
         let channel = self.confirm_channel().await?;
+        let traceparent = ordermesh_telemetry::trace::traceparent();
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let props = properties(&m.envelope).with_headers(m.headers.clone());
@@ -122,7 +123,7 @@ impl Publisher {
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
                     BasicPublishOptions::default(),
-                    &m.envelope.to_vec(),
+                    &m.envelope.to_vec_traced(traceparent.clone()),
                     props,
                 )
                 .await

@@ -154,7 +154,13 @@ impl RpcClient {
         let props = properties(&request).with_reply_to(REPLY_TO.into()).with_correlation_id(id.as_str().into());
         let publish = async {
             rc.channel
-                .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &request.to_vec(), props)
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &request.to_vec_traced(ordermesh_telemetry::trace::traceparent()),
+                    props,
+                )
                 .await?
                 .await
         };

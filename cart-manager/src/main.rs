@@ -3,11 +3,12 @@
 use cart_manager::{Application, Config};
 use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
-use ordermesh_telemetry::init_logs;
+use ordermesh_telemetry::init;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logs();
+    // Kept to the end of main: dropping it flushes the spans not yet exported.
+    let _telemetry = init("cart-manager")?;
     let config = Config::from_env()?;
     tracing::info!(?config, "starting cart-manager");
     Application::build(config).await?.run_until_stopped(shutdown_signal()).await

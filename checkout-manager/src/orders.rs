@@ -353,7 +353,7 @@ impl Appends {
         self.exchanges.push(exchange.to_owned());
         self.routing_keys.push(routing_key.to_owned());
         self.message_ids.push(envelope.message_id);
-        self.bodies.push(envelope.to_vec());
+        self.bodies.push(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()));
     }
 
     /// A timeline entry and, with it, the order's status event.

@@ -3,11 +3,12 @@
 use inventory_manager::{Application, Config};
 use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
-use ordermesh_telemetry::init_logs;
+use ordermesh_telemetry::init;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logs();
+    // Kept to the end of main: dropping it flushes the spans not yet exported.
+    let _telemetry = init("inventory-manager")?;
     let config = Config::from_env()?;
     tracing::info!(?config, "starting inventory-manager");
     let app = Application::build(config).await?;

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use ordermesh::{MeshConfig, audit, run};
 use ordermesh_lifecycle::shutdown_signal;
-use ordermesh_telemetry::init_logs;
+use ordermesh_telemetry::init;
 
 const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => {
-            init_logs();
+            let _telemetry = init("ordermesh")?;
             run(MeshConfig::from_env()?, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,10 @@ pub struct Envelope {
     /// act on it (checked again inside the transaction that records the effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// The W3C trace context of the span that sent it, so the receiver's work joins the same trace (one trace
+    /// per order, across services and through the outbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The type-specific body.
     pub payload: serde_json::Value,
 }
@@ -40,6 +44,7 @@ impl Envelope {
             correlation_id: None,
             time: Utc::now(),
             deadline: None,
+            traceparent: None,
             payload: serde_json::to_value(payload).expect("payloads are plain data and always serialise"),
         }
     }
@@ -73,6 +78,14 @@ impl Envelope {
     /// Encodes the envelope.
     pub fn to_vec(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+
+    /// Encodes the envelope carrying `traceparent`, unless it already carries one of its own.
+    pub fn to_vec_traced(&self, traceparent: Option<String>) -> Vec<u8> {
+        match (&self.traceparent, traceparent) {
+            (None, Some(traceparent)) => Self { traceparent: Some(traceparent), ..self.clone() }.to_vec(),
+            _ => self.to_vec(),
+        }
     }
 
     /// Decodes the payload as `T`.

@@ -2,12 +2,13 @@
 
 use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
-use ordermesh_telemetry::init_logs;
+use ordermesh_telemetry::init;
 use payment_gateway::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logs();
+    // Kept to the end of main: dropping it flushes the spans not yet exported.
+    let _telemetry = init("payment-gateway")?;
     let config = Config::from_env()?;
     tracing::info!(?config, "starting payment-gateway");
     Application::build(config).await?.run_until_stopped(shutdown_signal()).await

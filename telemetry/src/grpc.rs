@@ -1,5 +1,5 @@
-//! A tower layer counting gRPC calls by method and status code, with their latency: on a server, around its
-//! routes; on a client, around its channel.
+//! A tower layer counting gRPC calls by method and status code, with their latency, and carrying the trace:
+//! on a client, around its channel (it sends `traceparent`); on a server, around its routes (it continues it).
 //!
 //! tonic answers an error as a trailers-only response (the code in the headers) and a success with
 //! `grpc-status: 0` in the trailers, so a unary call without the header in its headers succeeded.
@@ -11,10 +11,14 @@ use std::{
     time::Instant,
 };
 
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
-use crate::metrics::{Metrics, grpc_code_name};
+use crate::{
+    metrics::{Metrics, grpc_code_name},
+    trace,
+};
 
 /// Which end of the call is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,33 +90,56 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let method = method_of(request.uri().path());
         let (metrics, side) = (self.metrics.clone(), self.side);
         let started = Instant::now();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or("OK", grpc_code_name),
-                // The channel failed before any answer (connect refused, the client's own deadline).
-                Err(_) if side == Side::Client => "UNAVAILABLE",
-                Err(_) => "UNKNOWN",
-            };
-            // The health and reflection services answer probes; only the shop's own calls are counted.
-            if !method.starts_with("Health/") && !method.starts_with("ServerReflection/") {
-                match side {
-                    Side::Server => metrics.grpc_served(&method, code, started.elapsed()),
-                    Side::Client => metrics.grpc_called(&method, code, started.elapsed()),
+        // The trace goes along in the call's metadata; the server continues it.
+        let span = match side {
+            Side::Client => {
+                if let Some(value) = trace::traceparent().and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    request.headers_mut().insert(trace::TRACEPARENT, value);
                 }
+                tracing::Span::none()
             }
-            result
-        })
+            Side::Server => {
+                let span = tracing::info_span!(
+                    "grpc",
+                    service = metrics.service(),
+                    method = %method,
+                    trace_id = tracing::field::Empty,
+                );
+                let parent = request.headers().get(trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+                trace::continue_trace(&span, parent);
+                span
+            }
+        };
+        let call = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let result = call.await;
+                let code = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or("OK", grpc_code_name),
+                    // The channel failed before any answer (connect refused, the client's own deadline).
+                    Err(_) if side == Side::Client => "UNAVAILABLE",
+                    Err(_) => "UNKNOWN",
+                };
+                // The health and reflection services answer probes; only the shop's own calls are counted.
+                if !method.starts_with("Health/") && !method.starts_with("ServerReflection/") {
+                    match side {
+                        Side::Server => metrics.grpc_served(&method, code, started.elapsed()),
+                        Side::Client => metrics.grpc_called(&method, code, started.elapsed()),
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -14,15 +14,32 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::metrics::{CONTENT_TYPE, Metrics};
+use tracing::Instrument;
+
+use crate::{
+    metrics::{CONTENT_TYPE, Metrics},
+    trace,
+};
 
 /// Middleware (`axum::middleware::from_fn_with_state(metrics, track)`, added with `Router::layer`) counting
-/// each answer by route template, so ids do not become series; unmatched paths count as `unmatched`.
+/// each answer by route template, so ids do not become series (unmatched paths count as `unmatched`), and
+/// running the request in a span that starts its trace or continues the caller's `traceparent`. A handler
+/// that learns the order's id records it on that span (`order_id`).
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "http",
+        service = metrics.service(),
+        %method,
+        %route,
+        trace_id = tracing::field::Empty,
+        order_id = tracing::field::Empty,
+    );
+    let parent = request.headers().get(trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+    trace::continue_trace(&span, parent);
+    let response = next.run(request).instrument(span).await;
     metrics.http(&method, &route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -5,6 +5,7 @@ pub mod grpc;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod trace;
 
-pub use logs::init_logs;
+pub use logs::{Telemetry, init, init_logs};
 pub use metrics::Metrics;
