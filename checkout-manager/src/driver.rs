@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use tokio::{sync::watch, task::JoinSet};
+use tracing::Instrument;
 
 use crate::saga::Saga;
 
@@ -69,13 +70,25 @@ async fn drive(saga: &Saga, idle: Duration, stop: &mut watch::Receiver<bool>) {
                 for order in orders {
                     saga.leases.hold(&order.order_id, order.version);
                     let saga = saga.clone();
-                    running.spawn(async move {
-                        let id = order.order_id.clone();
-                        if let Err(e) = saga.advance(order).await {
-                            // The lease runs out and the step is tried again.
-                            tracing::warn!(order_id = %id, error = %e, "saga step failed");
+                    // A step the driver takes up later (a retry, a payment timeout) starts a trace of its own;
+                    // its log lines carry that trace and the order.
+                    let span = tracing::info_span!(
+                        "saga",
+                        service = saga.metrics.service(),
+                        order_id = %order.order_id,
+                        trace_id = tracing::field::Empty,
+                    );
+                    ordermesh_telemetry::trace::continue_trace(&span, None);
+                    running.spawn(
+                        async move {
+                            let id = order.order_id.clone();
+                            if let Err(e) = saga.advance(order).await {
+                                // The lease runs out and the step is tried again.
+                                tracing::warn!(order_id = %id, error = %e, "saga step failed");
+                            }
                         }
-                    });
+                        .instrument(span),
+                    );
                 }
                 if claimed == free {
                     continue;
