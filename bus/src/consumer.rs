@@ -194,7 +194,8 @@ async fn handle_delivery(
         trace_id = tracing::field::Empty,
         order_id = tracing::field::Empty,
     );
-    ordermesh_telemetry::trace::continue_trace(&span, envelope.traceparent.as_deref());
+    let traceparent = crate::publisher::delivered_traceparent(&delivery.properties, &envelope);
+    ordermesh_telemetry::trace::continue_trace(&span, traceparent.as_deref());
     if let (Some(id), false) = (&envelope.correlation_id, envelope.kind == ordermesh_messages::kinds::REPLY) {
         span.record("order_id", id.as_str());
     }

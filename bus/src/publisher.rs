@@ -6,10 +6,10 @@ use futures::future::try_join_all;
 use lapin::{
     BasicProperties, Channel,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use ordermesh_messages::Envelope;
-use ordermesh_telemetry::Metrics;
+use ordermesh_telemetry::{Metrics, trace};
 use tokio::sync::Mutex;
 
 use crate::connection::{Bus, BusError, CHANNEL_TIMEOUT};
@@ -48,6 +48,23 @@ pub fn properties(envelope: &Envelope) -> BasicProperties {
         props = props.with_correlation_id(id.as_str().into());
     }
     props
+}
+
+/// Puts the W3C trace context in the message's AMQP headers too (it also travels in the envelope, which the
+/// outbox keeps), so tools that read headers see it.
+pub fn trace_header(headers: &mut FieldTable, traceparent: Option<&String>) {
+    if let Some(value) = traceparent {
+        headers.insert(trace::TRACEPARENT.into(), AMQPValue::LongString(value.as_str().into()));
+    }
+}
+
+/// The trace context a delivery carries: its `traceparent` header, else its envelope's.
+pub fn delivered_traceparent(properties: &BasicProperties, envelope: &Envelope) -> Option<String> {
+    let header = properties.headers().as_ref().and_then(|h| match h.inner().get(trace::TRACEPARENT) {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    });
+    header.or_else(|| envelope.traceparent.clone())
 }
 
 /// A confirm-mode channel shared by a process's publishers.
@@ -117,7 +134,9 @@ impl Publisher {
         let traceparent = ordermesh_telemetry::trace::traceparent();
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
-            let props = properties(&m.envelope).with_headers(m.headers.clone());
+            let mut headers = m.headers.clone();
+            trace_header(&mut headers, m.envelope.traceparent.as_ref().or(traceparent.as_ref()));
+            let props = properties(&m.envelope).with_headers(headers);
             let confirm = channel
                 .basic_publish(
                     m.exchange.as_str().into(),

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, oneshot};
 
 use crate::{
     connection::{Bus, CHANNEL_TIMEOUT},
-    publisher::properties,
+    publisher::{properties, trace_header},
 };
 
 /// RabbitMQ's pseudo-queue for direct replies.
@@ -151,18 +151,16 @@ impl RpcClient {
         rc.pending.lock().expect("pending map lock").insert(id.clone(), tx);
         let forget = Forget { pending: &rc.pending, id: &id };
 
-        let props = properties(&request).with_reply_to(REPLY_TO.into()).with_correlation_id(id.as_str().into());
+        let traceparent = ordermesh_telemetry::trace::traceparent();
+        let mut headers = FieldTable::default();
+        trace_header(&mut headers, traceparent.as_ref());
+        let props = properties(&request)
+            .with_reply_to(REPLY_TO.into())
+            .with_correlation_id(id.as_str().into())
+            .with_headers(headers);
+        let body = request.to_vec_traced(traceparent);
         let publish = async {
-            rc.channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    &request.to_vec_traced(ordermesh_telemetry::trace::traceparent()),
-                    props,
-                )
-                .await?
-                .await
+            rc.channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props).await?.await
         };
         match tokio::time::timeout_at(until, publish).await {
             Err(_) => {

@@ -76,6 +76,22 @@ async fn one_checkout_is_one_trace_across_every_service() {
 
     let mesh = helpers::spawn_mesh().await;
     mesh.product("trace-lamp", 1_000, 5).await;
+    // Listen to the order events, as another system would, to see the context in the AMQP headers too.
+    let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let exclusive = lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let events = channel.queue_declare("".into(), exclusive, Default::default()).await.unwrap();
+    let exchange = mesh.topology.order_events();
+    channel
+        .queue_bind(
+            events.name().clone(),
+            exchange.as_str().into(),
+            "order.confirmed".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(mesh.add("trace-client", "trace-lamp", 1).await.0, 200);
     // The client's own trace context: the gateway continues it.
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
@@ -92,6 +108,24 @@ async fn one_checkout_is_one_trace_across_every_service() {
     let order: serde_json::Value = response.json().await.unwrap();
     let order_id = order["orderID"].as_str().unwrap();
     assert_eq!(mesh.final_order(order_id).await["status"], "CONFIRMED");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let confirmed = loop {
+        if let Some(m) = channel.basic_get(events.name().clone(), Default::default()).await.unwrap() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no order.confirmed event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let header = confirmed.delivery.properties.headers().as_ref().and_then(|h| h.inner().get("traceparent").cloned());
+    match header {
+        Some(lapin::types::AMQPValue::LongString(v)) => {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            assert!(v.contains(&trace_id), "the event's traceparent header {v} is not of trace {trace_id}");
+        }
+        other => panic!("the event carries no traceparent header: {other:?}"),
+    }
+    let _ = conn.close(200, "ok".into()).await;
 
     let wanted: BTreeSet<&str> =
         ["api-gateway", "cart-manager", "checkout-manager", "inventory-manager", "payment-gateway"].into();
