@@ -76,8 +76,10 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
 pub async fn orders(State(state): State<AppState>, query: RawQuery) -> Result<Json<OrdersPage>, ApiError> {
     query.only(&["search", "limit"])?;
     let search = query.get("search").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-    if search.as_ref().is_some_and(|s| s.len() > 100) {
-        return Err(ApiError::BadRequest("search must be at most 100 characters".into()));
+    if search.as_ref().is_some_and(|s| s.chars().count() > 100 || s.chars().any(char::is_control)) {
+        return Err(ApiError::BadRequest(
+            "search must be at most 100 characters, none of them control characters".into(),
+        ));
     }
     let request = OrdersRequest { search, limit: number(&query, "limit", 50, 1..=200)? };
     let page = state.call("checkout-manager", state.topology.checkout_queries(), kinds::ADMIN_ORDERS, &request).await?;

@@ -131,6 +131,16 @@ impl Bus {
         Arc::new(move || bus.is_connected())
     }
 
+    /// Resolves once the connection that is current when called is gone (the supervisor notices within its
+    /// watch interval), even if a new one is already up by then.
+    pub async fn disconnected(&self) {
+        let mut current = self.inner.current.clone();
+        let Some(connection) = current.borrow_and_update().clone() else { return };
+        let _ = current
+            .wait_for(|now| !now.as_ref().is_some_and(|c| Arc::ptr_eq(c, &connection) && c.status().connected()))
+            .await;
+    }
+
     /// Whether a connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.inner.current.borrow().as_ref().is_some_and(|c| c.status().connected())

@@ -23,7 +23,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
 use crate::{
-    connection::Bus,
+    connection::{Bus, CHANNEL_TIMEOUT},
     publisher::{Outgoing, Publisher},
     topology::Topology,
 };
@@ -50,6 +50,9 @@ impl ConsumerSettings {
         Self { prefetch, max_retries: DEFAULT_MAX_RETRIES }
     }
 }
+
+/// Deadline of an ack or nack: on a connection that just broke one may never complete.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Retries of one message before it is dead-lettered, unless configured otherwise.
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
@@ -124,10 +127,15 @@ pub fn spawn_consumer(
                     )
                     .await
             };
-            let consumer = match consumer.await {
-                Ok(c) => c,
-                Err(err) => {
+            let consumer = match tokio::time::timeout(CHANNEL_TIMEOUT, consumer).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(err)) => {
                     tracing::warn!(%queue, error = %err, "could not start consuming; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(%queue, "the broker did not answer a subscription in time; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -144,27 +152,37 @@ pub fn spawn_consumer(
                             break;
                         }
                     }
-                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                    let _ = tokio::time::timeout(CHANNEL_TIMEOUT, cancel).await;
                 })
             };
+            // The stream ends at its first error or when the connection goes, whichever comes first: a
+            // subscription on a dead connection does not always end by itself, and must not keep this
+            // consumer from subscribing again on the next one. Deliveries in hand still finish.
+            let lost = bus.disconnected();
             consumer
+                .take_while(|delivery| {
+                    if let Err(err) = delivery {
+                        tracing::warn!(%queue, error = %err, "consumer error");
+                    }
+                    std::future::ready(delivery.is_ok())
+                })
+                .take_until(lost)
                 .for_each_concurrent(usize::from(prefetch), |delivery| {
                     let handler = handler.clone();
                     let publisher = publisher.clone();
                     let queue = queue.clone();
                     let metrics = bus.metrics().clone();
                     async move {
-                        match delivery {
-                            Ok(delivery) => {
-                                handle_delivery(delivery, &queue, max_retries, &handler, &publisher, &metrics).await
-                            }
-                            Err(err) => tracing::warn!(%queue, error = %err, "consumer error"),
+                        // Errors ended the stream above; only deliveries get here.
+                        if let Ok(delivery) = delivery {
+                            handle_delivery(delivery, &queue, max_retries, &handler, &publisher, &metrics).await
                         }
                     }
                 })
                 .await;
             canceller.abort();
-            let _ = channel.close(200, "consumer done".into()).await;
+            let _ = tokio::time::timeout(CHANNEL_TIMEOUT, channel.close(200, "consumer done".into())).await;
             if *stop.borrow() {
                 return;
             }
@@ -276,9 +294,18 @@ fn retries_of(delivery: &Delivery) -> u32 {
 }
 
 async fn ack(delivery: &Delivery) {
-    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %err, "ack failed; the message will be redelivered");
+    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "ack failed; the message will be redelivered"),
+        Err(_) => tracing::warn!("ack not sent in time; the message will be redelivered"),
     }
+}
+
+/// Hands the message back to its queue as it is. On a broken connection that happens anyway (unacked
+/// messages are requeued), so a nack that cannot be sent in time is let go.
+async fn nack(delivery: &Delivery) {
+    let nack = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() });
+    let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
 }
 
 /// Hands the message back to its queue with the retry count raised (confirmed), then acks the original.
@@ -290,7 +317,7 @@ async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publis
     match publisher.publish_raw("", queue, &delivery.data, props).await {
         Ok(()) => ack(&delivery).await,
         Err(_) => {
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            nack(&delivery).await;
         }
     }
 }
@@ -313,7 +340,7 @@ async fn dead_letter(delivery: Delivery, queue: &str, reason: &str, publisher: &
         Err(err) => {
             tracing::warn!(%queue, error = %err, "could not dead-letter; handing the message back");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            nack(&delivery).await;
         }
     }
 }

@@ -140,8 +140,22 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
     assert_eq!(found["orders"][0]["order_id"], rejected.as_str());
     let (_, found) = mesh.get(&format!("/admin/orders?search={declined}")).await;
     assert_eq!(found["orders"][0]["client_id"], "dash-cat", "search by order id: {found}");
-    let (status, bad) = mesh.get("/admin/orders?limit=0").await;
-    assert_eq!((status, bad["status"].as_str()), (400, Some("failure")), "{bad}");
+    for bad in [
+        "/admin/orders?limit=0",
+        "/admin/orders?limit=-1",
+        "/admin/orders?limit=1.5",
+        "/admin/orders?search=%00",
+        "/admin/orders?what=1",
+        "/admin/overview?windowMinutes=0",
+        "/admin/overview?windowMinutes=99999999999",
+        "/admin/overview?stuckAfterSeconds=abc",
+    ] {
+        let (status, body) = mesh.get(bad).await;
+        assert_eq!((status, body["status"].as_str()), (400, Some("failure")), "{bad}: {body}");
+    }
+    let long = "x".repeat(101);
+    let (status, _) = mesh.get(&format!("/admin/orders?search={long}")).await;
+    assert_eq!(status, 400, "an overlong search");
 
     let (status, overview) = mesh.get("/admin/overview").await;
     assert_eq!(status, 200, "{overview}");
