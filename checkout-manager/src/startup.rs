@@ -35,7 +35,12 @@ impl Application {
         let metrics = Metrics::new("checkout-manager");
         metrics.watch_pool("checkout", &pool);
         outbox::watch_backlog(&metrics, &pool);
-        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        let metrics_server = MetricsServer::bind(
+            config.metrics_addr,
+            config.metrics_addr == Config::default().metrics_addr,
+            metrics.clone(),
+        )
+        .await?;
         Ok(Self { config, pool, metrics, metrics_server })
     }
 

@@ -49,7 +49,12 @@ impl Application {
         let metrics = Metrics::new("inventory-manager");
         metrics.watch_pool("inventory", &pool);
         watch_held(&metrics, &pool);
-        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        let metrics_server = MetricsServer::bind(
+            config.metrics_addr,
+            config.metrics_addr == Config::default().metrics_addr,
+            metrics.clone(),
+        )
+        .await?;
         Ok(Self { listener, pool, config, metrics, metrics_server })
     }
 

@@ -29,7 +29,12 @@ impl Application {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the payment database")?;
         let metrics = Metrics::new("payment-gateway");
         metrics.watch_pool("payment", &pool);
-        let metrics_server = MetricsServer::bind(config.metrics_addr, metrics.clone()).await?;
+        let metrics_server = MetricsServer::bind(
+            config.metrics_addr,
+            config.metrics_addr == Config::default().metrics_addr,
+            metrics.clone(),
+        )
+        .await?;
         Ok(Self { config, pool, metrics, metrics_server })
     }
 

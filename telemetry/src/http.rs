@@ -60,10 +60,22 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr`.
-    pub async fn bind(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<Self> {
-        let listener =
-            TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener on {addr}"))?;
+    /// Binds `addr`. When `addr` is only the default (`is_default`) and another process holds it (a second
+    /// instance of the same service on this host), a free port on the same interface is taken instead, with a
+    /// warning: a second worker must not fail to start over its metrics. An address set explicitly must bind.
+    pub async fn bind(addr: SocketAddr, is_default: bool, metrics: Metrics) -> anyhow::Result<Self> {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) if is_default && e.kind() == std::io::ErrorKind::AddrInUse => {
+                let listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                    .await
+                    .with_context(|| format!("binding the metrics listener on {}:0", addr.ip()))?;
+                let taken = listener.local_addr()?;
+                tracing::warn!(default = %addr, serving = %taken, service = metrics.service(), "the default metrics address is taken (another instance on this host?); serving metrics on a free port instead");
+                listener
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("binding the metrics listener on {addr}"))),
+        };
         Ok(Self { listener, metrics })
     }
 
@@ -82,5 +94,22 @@ impl MetricsServer {
         if let Err(e) = axum::serve(self.listener, app).with_graceful_shutdown(stop).await {
             tracing::warn!(error = %e, "the metrics server failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_default_address_falls_back_to_a_free_port_and_an_explicit_one_fails() {
+        let first = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), true, Metrics::new("a")).await.unwrap();
+        let taken = first.local_addr();
+        let second = MetricsServer::bind(taken, true, Metrics::new("a")).await.expect("the default falls back");
+        assert_ne!(second.local_addr().port(), taken.port());
+        assert_eq!(second.local_addr().ip(), taken.ip());
+        let err =
+            MetricsServer::bind(taken, false, Metrics::new("a")).await.expect_err("an explicit address must bind");
+        assert!(format!("{err:#}").contains(&taken.to_string()), "{err:#}");
     }
 }
