@@ -97,6 +97,9 @@ async fn remember(
 /// Adds `quantity` units, keeping the cart's total for the product within what inventory has available.
 ///
 /// Idempotent on the request's key: a repeat with the same body gets the first answer and adds nothing.
+/// After the product read (outside any transaction: no lock across a network call) it is one statement: the
+/// replay lookup, the deadline check, the conditional add and the record of the answer commit together or not
+/// at all. A racing copy of the same request fails on the record's key and answers from the first.
 pub async fn add_item(
     pool: &PgPool,
     inventory: &Inventory,
@@ -107,55 +110,77 @@ pub async fn add_item(
 ) -> Result<ItemAdded> {
     let key = request.key();
     let fingerprint = serde_json::json!({"op": "add_item", "productID": product, "quantity": quantity}).to_string();
-    if let Some(answer) = replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await? {
-        return Ok(answer);
-    }
-    // Read before the transaction: no row lock is held across a network call.
-    let info = inventory.product(product).await?;
+    let info = match inventory.product(product).await {
+        Ok(info) => info,
+        // A replay answers as the first time did, even if the product is gone or inventory is down now.
+        Err(e) => return replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await?.ok_or(e),
+    };
     let limit = info.available.min(MAX_UNITS_PER_PRODUCT);
-    let mut tx = pool.begin().await?;
-    // One conditional upsert: the check and the add cannot be split by a concurrent add.
-    let total: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO cart_items AS c (client_id, product_id, quantity)
-         SELECT $1, $2, $3 WHERE $3 <= $4
-         ON CONFLICT (client_id, product_id) DO UPDATE
-           SET quantity = c.quantity + EXCLUDED.quantity, updated_at = now()
-           WHERE c.quantity + EXCLUDED.quantity <= $4
-         RETURNING quantity",
+    let applied = sqlx::query_as::<_, AddOutcome>(
+        "WITH prior AS (
+           SELECT fingerprint, response FROM cart_requests WHERE client_id = $1 AND request_key = $5
+         ), in_time AS (
+           SELECT $7::timestamptz IS NULL OR clock_timestamp() < $7 AS ok
+         ), added AS (
+           INSERT INTO cart_items AS c (client_id, product_id, quantity)
+           SELECT $1, $2, $3 WHERE $3 <= $4 AND NOT EXISTS (SELECT 1 FROM prior) AND (SELECT ok FROM in_time)
+           ON CONFLICT (client_id, product_id) DO UPDATE
+             SET quantity = c.quantity + EXCLUDED.quantity, updated_at = now()
+             WHERE c.quantity + EXCLUDED.quantity <= $4
+           RETURNING quantity
+         ), recorded AS (
+           INSERT INTO cart_requests (client_id, request_key, fingerprint, response)
+           SELECT $1, $5, $6, jsonb_build_object('quantity_in_cart', quantity) FROM added
+         )
+         SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint,
+                (SELECT response FROM prior) AS prior_response,
+                (SELECT ok FROM in_time) AS in_time,
+                (SELECT quantity FROM added) AS total,
+                (SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2) AS in_cart",
     )
     .bind(client.as_str())
     .bind(product.as_str())
     .bind(quantity.get())
     .bind(limit)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(total) = total else {
-        tx.rollback().await?;
-        let in_cart =
-            sqlx::query_scalar::<_, i64>("SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2")
-                .bind(client.as_str())
-                .bind(product.as_str())
-                .fetch_optional(pool)
+    .bind(&key)
+    .bind(&fingerprint)
+    .bind(request.deadline)
+    .fetch_one(pool)
+    .await;
+    let outcome = match applied {
+        Ok(outcome) => outcome,
+        // 23505: a copy of this request recorded first; its answer is the answer, and this add never happened.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
                 .await?
-                .unwrap_or_default();
-        return Err(CartError::NotEnoughStock {
+                .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match outcome {
+        AddOutcome { prior_fingerprint: Some(stored), .. } if stored != fingerprint => Err(CartError::KeyReused),
+        AddOutcome { prior_response: Some(response), .. } => serde_json::from_value(response)
+            .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
+        AddOutcome { in_time: false, .. } => Err(CartError::Expired),
+        AddOutcome { total: Some(total), .. } => Ok(ItemAdded { quantity_in_cart: total }),
+        // The snapshot the statement read: what the cart held before this add.
+        AddOutcome { in_cart, .. } => Err(CartError::NotEnoughStock {
             product_id: product.clone(),
-            in_cart,
+            in_cart: in_cart.unwrap_or_default(),
             adding: quantity.get(),
             available: info.available,
-        });
-    };
-    let answer = ItemAdded { quantity_in_cart: total };
-    if !remember(&mut tx, client, &key, &fingerprint, &answer).await? {
-        // A copy of this request got there first; its answer is the answer, and this add never happened.
-        tx.rollback().await?;
-        return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
-            .await?
-            .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));
+        }),
     }
-    before_deadline(&mut tx, request.deadline).await?;
-    tx.commit().await?;
-    Ok(answer)
+}
+
+/// What the one-statement add found and did.
+#[derive(sqlx::FromRow)]
+struct AddOutcome {
+    prior_fingerprint: Option<String>,
+    prior_response: Option<serde_json::Value>,
+    in_time: bool,
+    total: Option<i64>,
+    in_cart: Option<i64>,
 }
 
 /// Takes a product out of the cart entirely; idempotent on the request's key like [`add_item`].

@@ -59,6 +59,36 @@ async fn a_retried_add_with_the_same_key_is_applied_once_and_another_body_under_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_copies_of_one_add_apply_once_and_a_replay_answers_even_when_the_product_is_gone() {
+    let mut options = Options { carts: 2, ..Options::default() };
+    options.request_timeout = Duration::from_secs(10);
+    let mesh = spawn_mesh_with(options).await;
+    mesh.product("vase", 300, 50).await;
+    let add = || {
+        mesh.http
+            .post(mesh.url("/addToCart"))
+            .header("Idempotency-Key", "fay-add-1")
+            .json(&json!({"clientID": "fay", "productID": "vase", "quantity": 3}))
+            .send()
+    };
+    // Sent at once to two cart workers: the copies race for the same key.
+    let answers = futures::future::join_all((0..12).map(|_| add())).await;
+    for r in answers {
+        assert_eq!(r.unwrap().status().as_u16(), 200, "every copy gets the first answer");
+    }
+    let cart = mesh.get("/cart/fay").await.1;
+    assert_eq!(cart["items"][0]["quantity"], 3, "twelve copies, one add: {cart}");
+
+    // The product disappears from the catalogue's view (no stock left): a retry still gets the first answer.
+    mesh.product("vase", 300, 0).await;
+    assert_eq!(add().await.unwrap().status().as_u16(), 200, "the replay answers as the first time did");
+    let (status, body) = mesh.add("fay", "vase", 1).await;
+    assert_eq!(status, 409, "a new add is refused: {body}");
+    assert!(body["error"].as_str().unwrap().contains('3'), "the refusal says what the cart holds: {body}");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_whose_deadline_passed_in_the_queue_is_never_applied_nor_dead_lettered() {
     // No cart worker yet: the add waits in the queue past the gateway's deadline.
     let mut mesh =
