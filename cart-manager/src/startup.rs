@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use ordermesh_bus::{Bus, Publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
-use ordermesh_telemetry::{Metrics, http::MetricsServer};
+use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
 
@@ -24,7 +24,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/cart");
 pub struct Application {
     config: Config,
     pool: PgPool,
-    metrics: Metrics,
     metrics_server: MetricsServer,
 }
 
@@ -32,16 +31,16 @@ impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the cart database")?;
-        let metrics = Metrics::new("cart-manager");
-        metrics.watch_pool("cart", &pool);
-        outbox::watch_backlog(&metrics, &pool);
-        let metrics_server = MetricsServer::bind(
+        let metrics_server = MetricsServer::for_service(
+            "cart-manager",
+            "cart",
+            &pool,
             config.metrics_addr,
-            config.metrics_addr == Config::default().metrics_addr,
-            metrics.clone(),
+            Config::default().metrics_addr,
         )
         .await?;
-        Ok(Self { config, pool, metrics, metrics_server })
+        outbox::watch_backlog(metrics_server.metrics(), &pool);
+        Ok(Self { config, pool, metrics_server })
     }
 
     /// Where `/metrics` and `/healthz` are served.
@@ -56,7 +55,8 @@ impl Application {
 
     /// Consumes cart jobs and relays the outbox until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics, metrics_server } = self;
+        let Self { config, pool, metrics_server } = self;
+        let metrics = metrics_server.metrics().clone();
         let (stop_tx, stop) = watch::channel(false);
         let bus = Bus::start(
             config.shared.amqp_url.expose().to_owned(),

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
-use ordermesh_telemetry::{Metrics, http::MetricsServer};
+use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::{Notify, watch};
 
@@ -24,7 +24,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/checkout");
 pub struct Application {
     config: Config,
     pool: PgPool,
-    metrics: Metrics,
     metrics_server: MetricsServer,
 }
 
@@ -32,16 +31,16 @@ impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the checkout database")?;
-        let metrics = Metrics::new("checkout-manager");
-        metrics.watch_pool("checkout", &pool);
-        outbox::watch_backlog(&metrics, &pool);
-        let metrics_server = MetricsServer::bind(
+        let metrics_server = MetricsServer::for_service(
+            "checkout-manager",
+            "checkout",
+            &pool,
             config.metrics_addr,
-            config.metrics_addr == Config::default().metrics_addr,
-            metrics.clone(),
+            Config::default().metrics_addr,
         )
         .await?;
-        Ok(Self { config, pool, metrics, metrics_server })
+        outbox::watch_backlog(metrics_server.metrics(), &pool);
+        Ok(Self { config, pool, metrics_server })
     }
 
     /// Where `/metrics` and `/healthz` are served.
@@ -56,7 +55,8 @@ impl Application {
 
     /// Runs the saga until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics, metrics_server } = self;
+        let Self { config, pool, metrics_server } = self;
+        let metrics = metrics_server.metrics().clone();
         let topology = config.topology.clone();
         let (stop_tx, stop) = watch::channel(false);
         let bus =

@@ -34,7 +34,6 @@ pub struct Application {
     pool: PgPool,
     /// Kept for the intervals and TTLs that `run_until_stopped` hands out.
     config: Config,
-    metrics: Metrics,
     metrics_server: MetricsServer,
 }
 
@@ -46,16 +45,16 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
-        let metrics = Metrics::new("inventory-manager");
-        metrics.watch_pool("inventory", &pool);
-        watch_held(&metrics, &pool);
-        let metrics_server = MetricsServer::bind(
+        let metrics_server = MetricsServer::for_service(
+            "inventory-manager",
+            "inventory",
+            &pool,
             config.metrics_addr,
-            config.metrics_addr == Config::default().metrics_addr,
-            metrics.clone(),
+            Config::default().metrics_addr,
         )
         .await?;
-        Ok(Self { listener, pool, config, metrics, metrics_server })
+        watch_held(metrics_server.metrics(), &pool);
+        Ok(Self { listener, pool, config, metrics_server })
     }
 
     /// Where `/metrics` and `/healthz` are served.
@@ -75,7 +74,8 @@ impl Application {
 
     /// Serves gRPC, sweeps expired reservations and reports health until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, pool, config, metrics, metrics_server } = self;
+        let Self { listener, pool, config, metrics_server } = self;
+        let metrics = metrics_server.metrics().clone();
         let (health, health_service) = tonic_health::server::health_reporter();
         // Migrations have run and the pool is connected: the service is ready.
         health.set_serving::<InventoryServiceServer<InventoryGrpc>>().await;

@@ -79,6 +79,25 @@ impl MetricsServer {
         Ok(Self { listener, metrics })
     }
 
+    /// The usual setup of a service with a database: a registry named for `service`, its pool's connections
+    /// watched (as `pool_name`), served at `addr`, which may fall back to a free port if it is `default`.
+    pub async fn for_service(
+        service: &'static str,
+        pool_name: &str,
+        pool: &sqlx::PgPool,
+        addr: SocketAddr,
+        default: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(service);
+        metrics.watch_pool(pool_name, pool);
+        Self::bind(addr, addr == default, metrics).await
+    }
+
+    /// The metrics it serves, to record into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
