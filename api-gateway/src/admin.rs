@@ -13,6 +13,7 @@ use axum::{
 };
 use ordermesh_bus::{Topology, dead_letters};
 use ordermesh_messages::{
+    Channel,
     admin::{OrdersPage, OrdersRequest, Overview, OverviewRequest},
     kinds,
 };
@@ -67,6 +68,7 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
 #[utoipa::path(get, path = "/admin/orders", tag = "admin", params(
     ("search" = Option<String>, Query, description = "An order id or a client id, matched exactly"),
     ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "At most this many (default 50)"),
+    ("channel" = Option<String>, Query, description = "Only orders from this channel (`web`, `phone`, `sales-desk`, `direct`, ...)"),
 ), responses(
     (status = 200, description = "Orders, newest first", body = OrdersPage),
     (status = 400, description = "A parameter out of range", body = crate::error::StatusBody),
@@ -74,14 +76,18 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
     (status = 504, description = "No reply within the request deadline", body = crate::error::StatusBody),
 ))]
 pub async fn orders(State(state): State<AppState>, query: RawQuery) -> Result<Json<OrdersPage>, ApiError> {
-    query.only(&["search", "limit"])?;
+    query.only(&["search", "limit", "channel"])?;
     let search = query.get("search").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     if search.as_ref().is_some_and(|s| s.chars().count() > 100 || s.chars().any(char::is_control)) {
         return Err(ApiError::BadRequest(
             "search must be at most 100 characters, none of them control characters".into(),
         ));
     }
-    let request = OrdersRequest { search, limit: number(&query, "limit", 50, 1..=200)? };
+    let channel = match query.get("channel").map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(Channel::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?.to_string()),
+    };
+    let request = OrdersRequest { search, limit: number(&query, "limit", 50, 1..=200)?, channel };
     let page = state.call("checkout-manager", state.topology.checkout_queries(), kinds::ADMIN_ORDERS, &request).await?;
     Ok(Json(page))
 }

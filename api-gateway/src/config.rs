@@ -3,7 +3,41 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::Topology;
-use ordermesh_config::{Env, FromEnv, SharedSettings};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
+use ordermesh_messages::Channel;
+
+/// Whether callers must present an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every route but health, metrics and the documentation needs a key (`GATEWAY_AUTH=required`).
+    Required,
+    /// Anyone may call anything, and orders record the channel `direct` (`GATEWAY_AUTH=off`).
+    Off,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw {
+            "required" => Ok(Self::Required),
+            "off" => Ok(Self::Off),
+            other => Err(format!("must be required or off, got {other:?}")),
+        }
+    }
+}
+
+/// The channels API keys may be made for: `ORDERMESH_CHANNELS`, comma-separated (default `web,phone,sales-desk`).
+pub fn channels(env: &Env<'_>) -> anyhow::Result<Vec<Channel>> {
+    let raw = env.string("ORDERMESH_CHANNELS", "web,phone,sales-desk");
+    let channels = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| Channel::parse(c).map_err(|e| anyhow::anyhow!("ORDERMESH_CHANNELS={raw:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!channels.is_empty(), "ORDERMESH_CHANNELS must name at least one channel");
+    Ok(channels)
+}
 
 /// Everything api-gateway needs to start. `Debug` is safe to log: URLs print redacted.
 #[derive(Debug, Clone)]
@@ -27,6 +61,12 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Order reads served at once (most of them wait for a final status, cheaply); beyond it, 503.
     pub max_waiting: usize,
+    /// Whether callers need an API key.
+    pub auth: AuthMode,
+    /// The gateway's own database (API keys); only opened when `auth` is required.
+    pub database: DatabaseSettings,
+    /// Requests per second of a key that has no rate of its own; a key may burst that many at once.
+    pub key_rate_per_second: u32,
 }
 
 impl Default for Config {
@@ -41,6 +81,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_in_flight: 32,
             max_waiting: 10_000,
+            auth: AuthMode::Required,
+            database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_gateway"),
+            key_rate_per_second: 100,
         }
     }
 }
@@ -60,7 +103,11 @@ impl FromEnv for Config {
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
             max_in_flight: env.or("GATEWAY_MAX_IN_FLIGHT", d.max_in_flight)?,
             max_waiting: env.or("GATEWAY_MAX_WAITING", d.max_waiting)?,
+            auth: env.or("GATEWAY_AUTH", d.auth)?,
+            database: DatabaseSettings::from_env(env, "GATEWAY", d.database)?,
+            key_rate_per_second: env.or("GATEWAY_KEY_RATE_PER_SECOND", d.key_rate_per_second)?,
         };
+        anyhow::ensure!(config.key_rate_per_second >= 1, "GATEWAY_KEY_RATE_PER_SECOND must be at least 1");
         anyhow::ensure!(
             config.request_timeout >= Duration::from_millis(100),
             "GATEWAY_REQUEST_TIMEOUT_MS must be at least 100"

@@ -55,6 +55,15 @@ pub enum ApiError {
     /// A downstream service (RabbitMQ, inventory) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// No API key, or one the gateway does not know (or that was revoked).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A known key whose role does not allow this route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The key sent more requests than its rate allows; retry after the given number of seconds.
+    #[error("this API key is over its request rate; retry in {0} s")]
+    RateLimited(u64),
     /// More requests in flight than the gateway admits: refused at once rather than queued.
     #[error("the shop is busy right now; retry in a second")]
     Overloaded,
@@ -74,6 +83,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -120,8 +132,20 @@ impl IntoResponse for ApiError {
         }
         let body = StatusBody { status: "failure".into(), error: self.to_string() };
         let mut response = (self.status_code(), Json(body)).into_response();
-        if matches!(self, Self::Overloaded) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::Overloaded => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited(secs) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::Unauthorized(_) => {
+                // RFC 9110: a 401 names the scheme that would work.
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey header=\"X-API-Key\""));
+            }
+            _ => {}
         }
         response
     }

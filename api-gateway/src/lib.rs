@@ -5,14 +5,16 @@
 //! answer in the API's error shape, `error` the one error type and its mapping to HTTP status.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod routes;
 pub mod startup;
 pub mod waiters;
 
-pub use config::Config;
+pub use config::{AuthMode, Config};
 pub use error::ApiError;
 pub use routes::{ApiDoc, AppState, app};
 pub use startup::Application;

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, Extension, Request, State},
     http::{HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -14,10 +14,10 @@ use axum::{
 use chrono::{DateTime, Utc};
 use ordermesh_bus::{Bus, RpcClient, Topology};
 use ordermesh_messages::{
-    ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, ReplyError, kinds,
+    ClientId, Email, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, ReplyError, kinds,
     payloads::{
-        AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, ItemAdded, OrderLine, OrderView, PlaceOrder,
-        RemoveItem,
+        AddItem, CartView, Checkout, CheckoutAccepted, GetCart, GetOrder, GetProfile, ItemAdded, OrderLine, OrderView,
+        PlaceOrder, Profile, PutProfile, RemoveItem,
     },
 };
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
@@ -34,8 +34,10 @@ use ordermesh_messages::admin::{
 
 use crate::{
     admin,
+    auth::{self, Auth, Caller, Gate},
     error::{ApiError, StatusBody},
     extract::{ApiJson, ApiPath, RawQuery},
+    keys::Role,
 };
 
 /// Admin API requests served at once.
@@ -69,6 +71,8 @@ pub struct AppState {
     pub max_waiting: usize,
     /// This gateway's metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// Who may call (API keys, roles, rates).
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -108,12 +112,17 @@ pub fn app(state: AppState) -> Router {
             .load_shed()
             .layer(GlobalConcurrencyLimitLayer::new(limit))
     };
+    // The key gate runs inside the shed limit: a flood of made-up keys is refused like any overload,
+    // never turned into unbounded key lookups.
+    let gate = |needs: Role| middleware::from_fn_with_state(Gate { auth: state.auth.clone(), needs }, auth::gate);
     let work = Router::new()
         .route("/addToCart", post(add_to_cart))
         .route("/checkOutCart", post(check_out_cart))
         .route("/cart/{clientID}", get(get_cart))
         .route("/cart/{clientID}/items/{productID}", delete(remove_cart_item))
+        .route("/clients/{clientID}", get(get_client).put(put_client))
         .route("/products", get(list_products))
+        .route_layer(gate(Role::Shopper))
         .route_layer(shed_beyond(state.max_in_flight));
     // The operators' view has a small limit of its own: a dashboard left open everywhere cannot crowd out shoppers.
     let admin = Router::new()
@@ -121,14 +130,23 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/orders", get(admin::orders))
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/admin/services", get(admin::services))
+        .route("/dashboard", get(admin::dashboard))
+        .route_layer(gate(Role::Operator))
         .route_layer(shed_beyond(ADMIN_MAX_IN_FLIGHT));
+    let sign_in = Router::new()
+        .route("/dashboard/session", post(auth::sign_in))
+        .route_layer(shed_beyond(ADMIN_MAX_IN_FLIGHT))
+        .with_state(state.auth.clone());
     // Waiting reads cost little while they wait, so they have a limit of their own and do not crowd out work.
-    let reads = Router::new().route("/orders/{orderID}", get(get_order)).route_layer(shed_beyond(state.max_waiting));
+    let reads = Router::new()
+        .route("/orders/{orderID}", get(get_order))
+        .route_layer(gate(Role::Shopper))
+        .route_layer(shed_beyond(state.max_waiting));
     Router::new()
         .merge(work)
         .merge(reads)
         .merge(admin)
-        .route("/dashboard", get(admin::dashboard))
+        .merge(sign_in)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -159,6 +177,7 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
 /// The OpenAPI document, served at `/documentation/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
+    modifiers(&ApiKeySecurity),
     info(
         title = "ordermesh api-gateway",
         description = "Carts, checkout and order status of ordermesh. Every error is `{status: \"failure\", error}`."
@@ -169,6 +188,8 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         get_order,
         get_cart,
         remove_cart_item,
+        put_client,
+        get_client,
         list_products,
         healthz,
         readyz,
@@ -189,6 +210,8 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         TimelineItem,
         CartBody,
         CartLine,
+        PutClientRequest,
+        ClientBody,
         ProductsBody,
         ProductItem,
         ReadyBody,
@@ -207,6 +230,62 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
     ))
 )]
 pub struct ApiDoc;
+
+/// Routes anyone may call, key or not.
+const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Declares the `X-API-Key` scheme (Swagger UI's Authorize button fills it in) and puts it, with its 401,
+/// 403 and 429 answers, on every route but the open ones.
+#[derive(Debug)]
+struct ApiKeySecurity;
+
+impl utoipa::Modify for ApiKeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            ContentBuilder, Ref, ResponseBuilder,
+            security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme},
+        };
+        let scheme = ApiKeyValue::with_description(
+            auth::API_KEY_HEADER_NAME,
+            "An API key from `keys create`: a shopper key for the shop's routes, an operator key for everything. \
+             Not needed when the gateway runs with GATEWAY_AUTH=off.",
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(scheme)));
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("StatusBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_ROUTES.contains(&path.as_str()) {
+                continue;
+            }
+            let admin = path.starts_with("/admin") || path == "/dashboard";
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten() {
+                operation.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), answer("No X-API-Key, or an unknown or revoked one").into());
+                responses.insert(
+                    "403".into(),
+                    answer(if admin {
+                        "The key is not an operator key"
+                    } else {
+                        "The key's role may not use this route"
+                    })
+                    .into(),
+                );
+                responses.insert("429".into(), answer("The key is over its request rate (with `Retry-After`)").into());
+            }
+        }
+    }
+}
 
 /// `POST /addToCart` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -305,6 +384,10 @@ pub struct OrderBody {
     pub updated_at: DateTime<Utc>,
     /// Every saga step, oldest first.
     pub timeline: Vec<TimelineItem>,
+    /// Where the order came from: the channel of the API key that placed it (`web`, `phone`, `sales-desk`, ...),
+    /// or `direct` when the gateway admits callers without keys.
+    #[schema(example = "web")]
+    pub channel: String,
 }
 
 impl From<OrderView> for OrderBody {
@@ -322,6 +405,7 @@ impl From<OrderView> for OrderBody {
                 .into_iter()
                 .map(|t| TimelineItem { step: t.step, outcome: t.outcome, detail: t.detail, at: t.at })
                 .collect(),
+            channel: o.channel.to_string(),
         }
     }
 }
@@ -338,6 +422,7 @@ impl OrderBody {
             created_at: o.created_at,
             updated_at: o.created_at,
             timeline: Vec::new(),
+            channel: o.channel.to_string(),
         }
     }
 }
@@ -474,6 +559,7 @@ async fn add_to_cart(
 ))]
 async fn check_out_cart(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckOutCartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -482,7 +568,7 @@ async fn check_out_cart(
         // Without a key, a redelivery of this one request still makes one order.
         None => format!("request:{}", uuid::Uuid::now_v7()),
     };
-    let job = Checkout { client_id: body.client_id, idempotency_key };
+    let job = Checkout { client_id: body.client_id, idempotency_key, channel: caller.channel };
     let accepted: CheckoutAccepted =
         state.call("cart-manager", state.topology.cart_jobs(), kinds::CART_CHECKOUT, &job).await?;
     if accepted.created {
@@ -507,10 +593,21 @@ async fn check_out_cart(
 ))]
 async fn get_order(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(order_id): ApiPath<String>,
     query: RawQuery,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order_id = parse(order_id, OrderId::parse)?;
+    let order = read_order(&state, order_id, query).await?;
+    // A shopper key sees its own channel's orders only; another channel's order does not exist for it.
+    if !caller.may_see(&order.channel) {
+        return Err(ApiError::NotFound(format!("no order {}", order.order_id)));
+    }
+    Ok(Json(order))
+}
+
+/// An order, waiting up to `waitSeconds` for it to be final.
+async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Result<OrderBody, ApiError> {
     query.only(&["waitSeconds"])?;
     let max = state.max_wait.as_secs();
     let wait = match query.get("waitSeconds") {
@@ -545,7 +642,7 @@ async fn get_order(
             .call::<OrderView>("checkout-manager", state.topology.checkout_queries(), kinds::ORDER_GET, &request)
             .await;
         let body = match order {
-            Ok(order) if order.is_final => return Ok(Json(order.into())),
+            Ok(order) if order.is_final => return Ok(order.into()),
             Ok(order) => order.into(),
             // Accepted by cart-manager but not yet taken in by checkout-manager: it exists, and is PENDING.
             Err(ApiError::NotFound(_)) => {
@@ -556,14 +653,85 @@ async fn get_order(
             Err(e) => return Err(e),
         };
         let now = tokio::time::Instant::now();
-        let Some(woken) = woken.as_mut().as_pin_mut().filter(|_| now < until) else { return Ok(Json(body)) };
+        let Some(woken) = woken.as_mut().as_pin_mut().filter(|_| now < until) else { return Ok(body) };
         // Woken by the event (then read once more, even at the deadline), or asks again after the fallback
         // poll, or answers with what it has at the deadline.
         let timed_out = tokio::time::timeout_at((now + state.wait_poll).min(until), woken).await.is_err();
         if timed_out && tokio::time::Instant::now() >= until {
-            return Ok(Json(body));
+            return Ok(body);
         }
     }
+}
+
+/// `PUT /clients/{clientID}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutClientRequest {
+    /// Where order emails go (a plain `name@example.com`, at most 254 characters); `null` stops them.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 254, example = "ada@example.com")]
+    pub email: Option<Email>,
+}
+
+/// A required field whose value may be `null` (serde would otherwise take a missing one as `null`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Email>, D::Error> {
+    Option::<Email>::deserialize(d)
+}
+
+/// A shopper's contact details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientBody {
+    /// The shopper.
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// Where order emails go; `null`: no emails.
+    pub email: Option<String>,
+    /// When it was last set; `null` if never.
+    #[serde(rename = "updatedAt")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<Profile> for ClientBody {
+    fn from(p: Profile) -> Self {
+        Self { client_id: p.client_id.to_string(), email: p.email.map(String::from), updated_at: p.updated_at }
+    }
+}
+
+/// Set where a shopper's order emails go (confirmed, payment declined, failed), or stop them with `null`.
+#[utoipa::path(put, path = "/clients/{clientID}", request_body = PutClientRequest, params(("clientID" = String, Path)), responses(
+    (status = 200, description = "Stored", body = ClientBody),
+    (status = 400, description = "Invalid id, malformed JSON, a missing or unknown field, or not a plain email address", body = StatusBody),
+    (status = 413, description = "Body over 64 KiB", body = StatusBody),
+    (status = 415, description = "Not a JSON body", body = StatusBody),
+    (status = 503, description = "The notifier is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn put_client(
+    State(state): State<AppState>,
+    ApiPath(client_id): ApiPath<String>,
+    ApiJson(body): ApiJson<PutClientRequest>,
+) -> Result<Json<ClientBody>, ApiError> {
+    let job = PutProfile { client_id: parse(client_id, ClientId::parse)?, email: body.email };
+    let profile: Profile =
+        state.call("notifier", state.topology.notifier_jobs(), kinds::CLIENT_PUT_PROFILE, &job).await?;
+    Ok(Json(profile.into()))
+}
+
+/// A shopper's contact details (`email: null` if none were set).
+#[utoipa::path(get, path = "/clients/{clientID}", params(("clientID" = String, Path)), responses(
+    (status = 200, description = "The profile", body = ClientBody),
+    (status = 400, description = "Invalid id", body = StatusBody),
+    (status = 503, description = "The notifier is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
+    (status = 504, description = "No reply within the request deadline", body = StatusBody),
+))]
+async fn get_client(
+    State(state): State<AppState>,
+    ApiPath(client_id): ApiPath<String>,
+) -> Result<Json<ClientBody>, ApiError> {
+    let job = GetProfile { client_id: parse(client_id, ClientId::parse)? };
+    let profile: Profile =
+        state.call("notifier", state.topology.notifier_jobs(), kinds::CLIENT_GET_PROFILE, &job).await?;
+    Ok(Json(profile.into()))
 }
 
 /// A client's cart at current prices.

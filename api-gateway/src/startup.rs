@@ -9,7 +9,9 @@ use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    config::Config,
+    auth::Auth,
+    config::{AuthMode, Config},
+    keys,
     routes::{AppState, app},
     waiters::{self, Waiters},
 };
@@ -30,6 +32,18 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
+        let pool = match config.auth {
+            AuthMode::Required => Some(
+                ordermesh_lifecycle::connect_and_migrate(&config.database, &keys::MIGRATOR)
+                    .await
+                    .context("preparing the gateway database (API keys)")?,
+            ),
+            AuthMode::Off => {
+                tracing::warn!("GATEWAY_AUTH=off: every caller may use every route, and orders record channel direct");
+                None
+            }
+        };
+        let auth = Arc::new(Auth::new(config.auth, pool, config.key_rate_per_second));
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Metrics::new("api-gateway");
         let bus = Bus::start(
@@ -55,6 +69,7 @@ impl Application {
             max_in_flight: config.max_in_flight,
             max_waiting: config.max_waiting,
             metrics,
+            auth,
         };
         Ok(Self { listener, state, stop, grace: config.shutdown_grace })
     }

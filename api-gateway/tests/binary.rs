@@ -8,6 +8,7 @@ fn a_bad_setting_stops_the_binary_at_once_naming_the_variable() {
     let output = Command::new(env!("CARGO_BIN_EXE_api-gateway"))
         .env("GATEWAY_REQUEST_TIMEOUT_MS", "lots")
         .env("AMQP_URL", "amqp://guest:hunter2@127.0.0.1:1/%2f")
+        .env("GATEWAY_AUTH", "off")
         .output()
         .expect("the binary runs");
     assert!(!output.status.success(), "started with GATEWAY_REQUEST_TIMEOUT_MS=lots");
@@ -24,6 +25,7 @@ fn first_lines(format: &str) -> Vec<String> {
         .env("RUST_LOG", "info")
         .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
         .env("AMQP_URL", "amqp://guest:hunter2@127.0.0.1:1/%2f")
+        .env("GATEWAY_AUTH", "off")
         .env_remove("NO_COLOR")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -14,6 +14,6 @@ pub use connection::{Bus, BusError};
 pub use consumer::{ConsumerSettings, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
-pub use topology::Topology;
+pub use topology::{NOTIFIED_EVENTS, Topology};
 
 pub use ordermesh_config::DEFAULT_AMQP_URL;

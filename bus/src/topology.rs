@@ -13,6 +13,13 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
+/// The order events the notifier's queue is bound to (routing keys on the order-events exchange).
+pub const NOTIFIED_EVENTS: &[&str] = &[
+    ordermesh_messages::kinds::events::ORDER_CONFIRMED,
+    ordermesh_messages::kinds::events::ORDER_PAYMENT_DECLINED,
+    ordermesh_messages::kinds::events::ORDER_FAILED,
+];
+
 /// Names and declaration of ordermesh's RabbitMQ topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
@@ -67,19 +74,31 @@ impl Topology {
         self.name("payment-gateway.requests")
     }
 
+    /// Profile requests from the gateway for the notifier.
+    pub fn notifier_jobs(&self) -> String {
+        self.name("notifier.jobs")
+    }
+
+    /// The notifier's subscription to the order events it emails about ([`NOTIFIED_EVENTS`]).
+    pub fn notifier_events(&self) -> String {
+        self.name("notifier.order-events")
+    }
+
     /// The topic exchange of order events.
     pub fn order_events(&self) -> String {
         self.name("ordermesh.order-events")
     }
 
     /// Every work queue, in declaration order.
-    pub fn work_queues(&self) -> [String; 5] {
+    pub fn work_queues(&self) -> [String; 7] {
         [
             self.cart_jobs(),
             self.checkout_jobs(),
             self.checkout_queries(),
             self.payment_results(),
             self.payment_requests(),
+            self.notifier_jobs(),
+            self.notifier_events(),
         ]
     }
 
@@ -141,6 +160,19 @@ impl Topology {
             let mut args = self.queue_args();
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
             channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+        }
+        // Bound by whoever declares first, so the events of orders placed before the notifier's first start
+        // are kept for it too.
+        for event in NOTIFIED_EVENTS {
+            channel
+                .queue_bind(
+                    self.notifier_events().as_str().into(),
+                    self.order_events().as_str().into(),
+                    (*event).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
-    ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
+    Channel, ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
     payloads::{CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -247,6 +247,7 @@ pub async fn checkout(
     topology: &Topology,
     client: &ClientId,
     idempotency_key: &str,
+    channel: &Channel,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<(OrderId, bool)> {
     for _ in 0..CHECKOUT_ATTEMPTS {
@@ -286,6 +287,7 @@ pub async fn checkout(
             lines,
             total_cents,
             created_at: Utc::now(),
+            channel: channel.clone(),
         };
         let snapshot = serde_json::to_value(&order).map_err(anyhow::Error::from)?;
         let recorded = sqlx::query(

@@ -67,6 +67,7 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                     &ctx.topology,
                     &r.client_id,
                     &r.idempotency_key,
+                    &r.channel,
                     envelope.deadline,
                 )
                 .await;

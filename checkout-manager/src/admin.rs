@@ -19,7 +19,7 @@ const SHOWN: i64 = 10;
 /// How many of the orders created in the window are searched for the slowest.
 const SLOW_SAMPLE: i64 = 5_000;
 
-const SUMMARY_COLUMNS: &str = "order_id, client_id, status, step, total_cents, created_at, updated_at";
+const SUMMARY_COLUMNS: &str = "order_id, client_id, status, step, total_cents, created_at, updated_at, channel";
 
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
@@ -30,6 +30,7 @@ struct SummaryRow {
     total_cents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    channel: String,
 }
 
 impl From<SummaryRow> for OrderSummary {
@@ -42,6 +43,7 @@ impl From<SummaryRow> for OrderSummary {
             total_cents: r.total_cents,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            channel: r.channel,
         }
     }
 }
@@ -61,22 +63,29 @@ fn counts(rows: Vec<(String, i64)>) -> Vec<Count> {
     rows.into_iter().map(|(key, count)| Count { key, count }).collect()
 }
 
-/// The latest orders, newest first, or those of one order id or client id.
+/// The latest orders, newest first, or those of one order id or client id; of one channel, if asked.
 pub async fn orders(pool: &PgPool, request: &OrdersRequest) -> Result<OrdersPage, CheckoutError> {
     let limit = i64::from(request.limit.clamp(1, 200));
-    let rows: Vec<SummaryRow> = match request.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => {
+    let channel = request.channel.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let rows: Vec<SummaryRow> = match (request.search.as_deref().map(str::trim).filter(|s| !s.is_empty()), channel) {
+        (None, None) => {
             let sql = format!("SELECT {SUMMARY_COLUMNS} FROM orders ORDER BY created_at DESC LIMIT $1");
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await?
         }
-        Some(search) => {
+        (None, Some(channel)) => {
+            let sql =
+                format!("SELECT {SUMMARY_COLUMNS} FROM orders WHERE channel = $2 ORDER BY created_at DESC LIMIT $1");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(channel).fetch_all(pool).await?
+        }
+        (Some(search), channel) => {
             let sql = format!(
-                "(SELECT {SUMMARY_COLUMNS} FROM orders WHERE order_id = $1)
+                "(SELECT {SUMMARY_COLUMNS} FROM orders WHERE order_id = $1 AND ($3::text IS NULL OR channel = $3))
                  UNION
-                 (SELECT {SUMMARY_COLUMNS} FROM orders WHERE client_id = $1 ORDER BY created_at DESC LIMIT $2)
+                 (SELECT {SUMMARY_COLUMNS} FROM orders WHERE client_id = $1 AND ($3::text IS NULL OR channel = $3)
+                  ORDER BY created_at DESC LIMIT $2)
                  ORDER BY created_at DESC LIMIT $2"
             );
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(search).bind(limit).fetch_all(pool).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(search).bind(limit).bind(channel).fetch_all(pool).await?
         }
     };
     Ok(OrdersPage { orders: rows.into_iter().map(Into::into).collect() })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ordermesh_bus::{Topology, outbox, publisher::Outgoing};
 use ordermesh_messages::{
-    ClientId, Envelope, OrderId, ProductId, kinds,
+    Channel, ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, TimelineEntry},
 };
 use sqlx::PgPool;
@@ -166,6 +166,8 @@ pub struct Order {
     pub lines: Vec<Line>,
     /// When the order last changed as read (the start of the wait for payment, for one).
     pub changed_at: DateTime<Utc>,
+    /// Where the order came from.
+    pub channel: String,
 }
 
 impl Order {
@@ -261,42 +263,6 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
     let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
     let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
     let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
-    let mut appends = Appends::default();
-    appends.status(
-        topology,
-        order.order_id.as_str(),
-        order.client_id.as_str(),
-        Status::Pending,
-        "",
-        order.total_cents,
-        ("created", "ok", String::new()),
-    )?;
-    let sql = format!(
-        "WITH o AS (
-           INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at)
-           VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now())
-           ON CONFLICT (order_id) DO NOTHING
-           RETURNING order_id, version
-         ), lines AS (
-           INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
-           SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
-         ), {}
-         SELECT version FROM o",
-        appends_sql(9)
-    );
-    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(order.order_id.as_str())
-        .bind(order.client_id.as_str())
-        .bind(order.total_cents)
-        .bind(order.created_at)
-        .bind(lease.as_secs_f64())
-        .bind(&products)
-        .bind(&quantities)
-        .bind(&prices);
-    // One statement: the order, its lines, its first timeline entry and its event are stored together or not at all.
-    let Some(version) = appends.bind(query).fetch_optional(pool).await? else {
-        return Ok(None);
-    };
     let mut lines: Vec<Line> = order
         .lines
         .iter()
@@ -307,7 +273,7 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         })
         .collect();
     lines.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-    Ok(Some(Order {
+    let mut placed = Order {
         order_id: order.order_id.as_str().to_owned(),
         client_id: order.client_id.as_str().to_owned(),
         status: Status::Pending,
@@ -318,10 +284,43 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         payment_attempts: 0,
         step_attempts: 0,
         reason: String::new(),
-        version,
+        version: 0,
         lines,
         changed_at: order.created_at,
-    }))
+        channel: order.channel.as_str().to_owned(),
+    };
+    let mut appends = Appends::default();
+    appends.status(topology, &placed, Status::Pending, "", ("created", "ok", String::new()))?;
+    let sql = format!(
+        "WITH o AS (
+           INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at,
+                               channel)
+           VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now(), $9)
+           ON CONFLICT (order_id) DO NOTHING
+           RETURNING order_id, version
+         ), lines AS (
+           INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
+           SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
+         ), {}
+         SELECT version FROM o",
+        appends_sql(10)
+    );
+    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(order.order_id.as_str())
+        .bind(order.client_id.as_str())
+        .bind(order.total_cents)
+        .bind(order.created_at)
+        .bind(lease.as_secs_f64())
+        .bind(&products)
+        .bind(&quantities)
+        .bind(&prices)
+        .bind(order.channel.as_str());
+    // One statement: the order, its lines, its first timeline entry and its event are stored together or not at all.
+    let Some(version) = appends.bind(query).fetch_optional(pool).await? else {
+        return Ok(None);
+    };
+    placed.version = version;
+    Ok(Some(placed))
 }
 
 /// What a write adds beside the order row: timeline entries and outbox messages. They travel as arrays,
@@ -356,28 +355,39 @@ impl Appends {
         self.bodies.push(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()));
     }
 
-    /// A timeline entry and, with it, the order's status event.
-    #[allow(clippy::too_many_arguments)]
+    /// A timeline entry and, with it, the order's status event (which carries the order's channel and lines,
+    /// so a subscriber needs no second read).
     fn status(
         &mut self,
         topology: &Topology,
-        order_id: &str,
-        client_id: &str,
+        order: &Order,
         status: Status,
         reason: &str,
-        total_cents: i64,
         timeline: (&str, &str, String),
     ) -> Result<()> {
         let at = self.step(timeline);
+        let stored = |e: ordermesh_messages::IdError| anyhow::anyhow!("stored value: {e}");
         let event = OrderEvent {
-            order_id: OrderId::parse(order_id).map_err(|e| anyhow::anyhow!("{e}"))?,
-            client_id: ClientId::parse(client_id).map_err(|e| anyhow::anyhow!("{e}"))?,
+            order_id: OrderId::parse(order.order_id.as_str()).map_err(stored)?,
+            client_id: ClientId::parse(order.client_id.as_str()).map_err(stored)?,
             status: status.as_str().to_owned(),
             reason: reason.to_owned(),
-            total_cents,
+            total_cents: order.total_cents,
             at,
+            channel: Channel::parse(order.channel.as_str()).map_err(stored)?,
+            lines: order
+                .lines
+                .iter()
+                .map(|l| {
+                    Ok(OrderLine {
+                        product_id: ProductId::parse(l.product_id.as_str()).map_err(stored)?,
+                        quantity: l.quantity,
+                        unit_price_cents: l.unit_price_cents,
+                    })
+                })
+                .collect::<Result<_>>()?,
         };
-        let envelope = Envelope::new(status.event_kind(), &event).correlated(order_id);
+        let envelope = Envelope::new(status.event_kind(), &event).correlated(&order.order_id);
         self.message(&topology.order_events(), status.event_kind(), &envelope);
         Ok(())
     }
@@ -439,6 +449,7 @@ struct OrderRow {
     reason: String,
     version: i64,
     updated_at: DateTime<Utc>,
+    channel: String,
 }
 
 /// An order's lines as three arrays, in the byte order of product ids (the order `place` keeps them in),
@@ -450,7 +461,7 @@ const LINE_ARRAYS: &str = "
 
 /// The saga's columns of `orders o`.
 const ORDER_COLUMNS: &str = "o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
-    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at";
+    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at, o.channel";
 
 /// An order row with its lines ([`LINE_ARRAYS`]).
 #[derive(sqlx::FromRow)]
@@ -491,6 +502,7 @@ impl OrderRow {
             reason: self.reason,
             version: self.version,
             changed_at: self.updated_at,
+            channel: self.channel,
         })
     }
 }
@@ -557,15 +569,7 @@ pub async fn apply_chain(
             appends.message(&m.exchange, &m.routing_key, &m.envelope);
         }
         if change.status != was {
-            appends.status(
-                topology,
-                &order.order_id,
-                &order.client_id,
-                change.status,
-                &change.reason,
-                order.total_cents,
-                change.timeline.clone(),
-            )?;
+            appends.status(topology, order, change.status, &change.reason, change.timeline.clone())?;
         } else {
             appends.step(change.timeline.clone());
         }
@@ -646,6 +650,7 @@ pub async fn renew_leases(pool: &PgPool, held: &[(String, i64)], lease: Duration
 #[derive(sqlx::FromRow)]
 struct ViewRow {
     client_id: String,
+    channel: String,
     status: String,
     total_cents: i64,
     created_at: DateTime<Utc>,
@@ -662,7 +667,7 @@ struct ViewRow {
 /// The order as shown to clients, with its timeline: one statement, as it is read on every order query.
 pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
     let sql = format!(
-        "SELECT o.client_id, o.status, o.total_cents, o.created_at, o.updated_at,
+        "SELECT o.client_id, o.channel, o.status, o.total_cents, o.created_at, o.updated_at,
                 {LINE_ARRAYS},
                 ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
                 ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
@@ -674,6 +679,7 @@ pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id.as_str()).fetch_optional(pool).await?;
     let Some(ViewRow {
         client_id,
+        channel,
         status,
         total_cents,
         created_at,
@@ -718,5 +724,6 @@ pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
             .into_iter()
             .map(|(step, outcome, detail, at)| TimelineEntry { step, outcome, detail, at })
             .collect(),
+        channel: Channel::parse(channel).map_err(bad)?,
     })
 }

@@ -1,6 +1,6 @@
 //! The whole ordermesh in one process, for development and demos: inventory-manager, cart-manager,
-//! checkout-manager, payment-gateway (the simulated provider) and api-gateway, each configured from the
-//! environment as its own binary would be.
+//! checkout-manager, payment-gateway (the simulated provider), notifier and api-gateway, each configured
+//! from the environment as its own binary would be (but for `GATEWAY_AUTH`, which defaults to `off` here).
 
 pub mod audit;
 pub mod probe;
@@ -33,6 +33,8 @@ pub struct MeshConfig {
     pub payment: payment_gateway::Config,
     /// api-gateway.
     pub gateway: api_gateway::Config,
+    /// notifier.
+    pub notifier: notifier::Config,
 }
 
 impl MeshConfig {
@@ -43,7 +45,15 @@ impl MeshConfig {
             cart: cart_manager::Config::from_env()?,
             checkout: checkout_manager::Config::from_env()?,
             payment: payment_gateway::Config::from_env()?,
-            gateway: api_gateway::Config::from_env()?,
+            gateway: {
+                let mut gateway = api_gateway::Config::from_env()?;
+                // The all-in-one development mesh admits everyone unless asked otherwise; the gateway warns.
+                if std::env::var_os("GATEWAY_AUTH").is_none() {
+                    gateway.auth = api_gateway::AuthMode::Off;
+                }
+                gateway
+            },
+            notifier: notifier::Config::from_env()?,
         })
     }
 }
@@ -69,13 +79,14 @@ pub async fn seed_demo_catalogue(inventory_url: String) -> anyhow::Result<bool> 
     Ok(true)
 }
 
-/// Starts the five services and runs them until `shutdown` resolves, then stops them all.
+/// Starts the six services and runs them until `shutdown` resolves, then stops them all.
 pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let inventory = inventory_manager::Application::build(config.inventory).await?;
     let inventory_url = format!("http://{}", inventory.local_addr());
     let cart = cart_manager::Application::build(config.cart).await?;
     let checkout = checkout_manager::Application::build(config.checkout).await?;
     let payment = payment_gateway::Application::build(config.payment).await?;
+    let notifier = notifier::Application::build(config.notifier).await?;
     let gateway = api_gateway::Application::build(config.gateway).await?;
     let gateway_addr = gateway.local_addr();
 
@@ -88,6 +99,7 @@ pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send +
         tokio::spawn(cart.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(checkout.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(payment.run_until_stopped(stopped(stop_rx.clone()))),
+        tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone()))),
         tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone()))),
     ];
     match seed_demo_catalogue(inventory_url).await {

@@ -11,7 +11,10 @@ const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
                                                     exits 1 if a promise is broken (default N: 60)
        ordermesh probe URL                          health check: http://host:port/path must answer 2xx,
-                                                    grpc://host:port must be SERVING; exits 1 if not";
+                                                    grpc://host:port must be SERVING; exits 1 if not
+       ordermesh keys create --role shopper|operator --channel NAME [--rate N] [--note TEXT]
+       ordermesh keys list
+       ordermesh keys revoke KEY_ID                 API keys of the gateway (printed once at creation)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -34,6 +37,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                 print!("{}", report.render());
             }
             Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        ["keys", ..] => {
+            let gateway = <api_gateway::Config as ordermesh_config::FromEnv>::from_env()?;
+            let channels = api_gateway::config::channels(&ordermesh_config::Env::process())?;
+            let out = api_gateway::keys::command(&args[1..], &gateway.database, &channels).await?;
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                print!("{out}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         ["probe", url] => Ok(match ordermesh::probe::probe(url).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -75,6 +75,9 @@ pub struct OrderSummary {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// Where it came from (`web`, `phone`, `sales-desk`, `direct`, ...).
+    #[serde(default)]
+    pub channel: String,
 }
 
 /// A timeline entry, as in `GET /orders/{id}`.
@@ -134,6 +137,9 @@ pub struct OrdersRequest {
     pub search: Option<String>,
     /// At most this many (1–200).
     pub limit: u32,
+    /// Only orders from this channel; none lists every channel.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// Reply to `admin.orders`.

@@ -123,6 +123,91 @@ id_type!(
     check_key
 );
 
+/// The longest channel name.
+pub const MAX_CHANNEL_CHARS: usize = 32;
+
+fn check_channel(field: &'static str, raw: &str) -> Result<(), IdError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_CHANNEL_CHARS
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !raw.starts_with('-')
+        && !raw.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError {
+            field,
+            reason: format!(
+                "must be 1 to {MAX_CHANNEL_CHARS} lowercase letters, digits or inner hyphens (web, phone, sales-desk)"
+            ),
+        })
+    }
+}
+
+id_type!(
+    /// Where an order came from (`web`, `phone`, `sales-desk`, …): the channel of the API key that placed it,
+    /// or [`Channel::DIRECT`] when the gateway admits callers without keys.
+    Channel,
+    "channel",
+    check_channel
+);
+
+impl Channel {
+    /// The channel of orders placed with authentication off (and of orders older than channels).
+    pub const DIRECT: &'static str = "direct";
+
+    /// [`Channel::DIRECT`].
+    pub fn direct() -> Self {
+        Self(Self::DIRECT.to_owned())
+    }
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self::direct()
+    }
+}
+
+/// The longest email address (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+fn check_email(field: &'static str, raw: &str) -> Result<(), IdError> {
+    let refuse = |reason: &str| Err(IdError { field, reason: reason.to_owned() });
+    if raw.is_empty() || raw.len() > MAX_EMAIL_CHARS {
+        return refuse("must be 1 to 254 characters");
+    }
+    // Only what a mail server would take as a plain address: no display names, comments, spaces or
+    // header-breaking characters, so the value can never smuggle a header into an email.
+    if raw.bytes().any(|b| {
+        !b.is_ascii_graphic() || matches!(b, b'<' | b'>' | b',' | b';' | b'"' | b'(' | b')' | b'\\' | b'[' | b']')
+    }) {
+        return refuse("must be a plain address like name@example.com (printable ASCII, no spaces or <>,;\"()[]\\)");
+    }
+    let Some((local, domain)) = raw.split_once('@') else { return refuse("must contain an @") };
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return refuse("must have one @ with 1 to 64 characters before it");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if labels.len() < 2 || !labels.iter().all(label_ok) {
+        return refuse("must have a domain like example.com after the @");
+    }
+    Ok(())
+}
+
+id_type!(
+    /// A shopper's email address, validated as a plain `local@domain.tld`.
+    Email,
+    "email",
+    check_email
+);
+
 /// Units of one product asked for in one add: an integer from 1 to [`MAX_QUANTITY`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(into = "i64")]

@@ -20,6 +20,10 @@ pub const PAYMENT_CHARGE: &str = "payment.charge";
 pub const PAYMENT_REFUND: &str = "payment.refund";
 /// payment provider → checkout-manager: the outcome of a charge attempt.
 pub const PAYMENT_RESULT: &str = "payment.result";
+/// Gateway → notifier: set a shopper's email address. Reply: the profile.
+pub const CLIENT_PUT_PROFILE: &str = "client.put_profile";
+/// Gateway → notifier: read a shopper's profile. Reply: the profile.
+pub const CLIENT_GET_PROFILE: &str = "client.get_profile";
 /// Any reply to a request; the correlation id says to which.
 pub const REPLY: &str = "reply";
 /// Operators' overview of orders (the dashboard), asked of checkout-manager.

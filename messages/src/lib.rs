@@ -11,4 +11,4 @@ pub mod kinds;
 pub mod payloads;
 
 pub use envelope::{Envelope, ErrorCode, ReplyError};
-pub use ids::{ClientId, IdError, IdempotencyKey, OrderId, ProductId, Quantity};
+pub use ids::{Channel, ClientId, Email, IdError, IdempotencyKey, OrderId, ProductId, Quantity};

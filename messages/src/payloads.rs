@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientId, IdempotencyKey, OrderId, ProductId, Quantity};
+use crate::ids::{Channel, ClientId, Email, IdempotencyKey, OrderId, ProductId, Quantity};
 
 /// `cart.add_item`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,6 +52,9 @@ pub struct Checkout {
     pub client_id: ClientId,
     /// The client's `Idempotency-Key`, or the gateway's request id: a retry with the same key gets the same order.
     pub idempotency_key: String,
+    /// The channel of the caller's API key (`direct` without keys): the order records it.
+    #[serde(default)]
+    pub channel: Channel,
 }
 
 /// Reply to `cart.checkout`.
@@ -110,6 +113,9 @@ pub struct PlaceOrder {
     pub total_cents: i64,
     /// When the checkout happened.
     pub created_at: DateTime<Utc>,
+    /// Where the order came from.
+    #[serde(default)]
+    pub channel: Channel,
 }
 
 /// `order.get`.
@@ -153,6 +159,9 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
     /// Every saga step, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// Where the order came from.
+    #[serde(default)]
+    pub channel: Channel,
 }
 
 /// `payment.charge`: take `amount_cents` from a client. `payment_id` is the provider's idempotency key.
@@ -227,4 +236,37 @@ pub struct OrderEvent {
     pub total_cents: i64,
     /// When the change was stored.
     pub at: DateTime<Utc>,
+    /// Where the order came from.
+    #[serde(default)]
+    pub channel: Channel,
+    /// What was ordered, so a subscriber (the notifier's email) needs no second read.
+    #[serde(default)]
+    pub lines: Vec<OrderLine>,
+}
+
+/// `client.put_profile`: set (or, with `email: null`, clear) a shopper's contact details.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PutProfile {
+    /// The shopper.
+    pub client_id: ClientId,
+    /// Where order emails go; `None` stops them.
+    pub email: Option<Email>,
+}
+
+/// `client.get_profile`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GetProfile {
+    /// The shopper.
+    pub client_id: ClientId,
+}
+
+/// Reply to `client.put_profile` and `client.get_profile`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    /// The shopper.
+    pub client_id: ClientId,
+    /// Where order emails go, if anywhere.
+    pub email: Option<Email>,
+    /// When it was last set; `None` if never.
+    pub updated_at: Option<DateTime<Utc>>,
 }

@@ -1,3 +1,4 @@
 //! Helpers for ordermesh's tests only: a dev-dependency, so production builds never compile them.
 
+pub mod smtp;
 pub mod testdb;

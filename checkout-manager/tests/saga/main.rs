@@ -104,6 +104,7 @@ impl Fixture {
             lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 2, unit_price_cents: 500 }],
             total_cents: 1000,
             created_at: chrono::Utc::now(),
+            channel: ordermesh_messages::Channel::parse("phone").unwrap(),
         };
         // Due at once (no lease), so the test drives it as the driver would.
         let placed = orders::place(&self.pool, &self.saga.topology, &order, Duration::ZERO).await.unwrap();

@@ -87,7 +87,11 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
     // The very same job message, delivered twice (as after a worker crash before its ack).
     let job = Envelope::new(
         kinds::CART_CHECKOUT,
-        &Checkout { client_id: ClientId::parse("jo").unwrap(), idempotency_key: "request:dup".into() },
+        &Checkout {
+            client_id: ClientId::parse("jo").unwrap(),
+            idempotency_key: "request:dup".into(),
+            channel: Default::default(),
+        },
     );
     publish_raw(&mesh.topology.cart_jobs(), &job.to_vec()).await;
     publish_raw(&mesh.topology.cart_jobs(), &job.to_vec()).await;
@@ -121,6 +125,7 @@ async fn the_same_checkout_delivered_twice_makes_one_order_one_reservation_one_c
         lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 3, unit_price_cents: 700 }],
         total_cents: 2100,
         created_at: chrono::Utc::now(),
+        channel: ordermesh_messages::Channel::parse("phone").unwrap(),
     };
     publish_raw(&mesh.topology.checkout_jobs(), &Envelope::new(kinds::ORDER_PLACE, &again).to_vec()).await;
     mesh.wait_until_drained(&mesh.topology.checkout_jobs()).await;

@@ -60,6 +60,12 @@ pub struct Options {
     pub inventory_url: Option<String>,
     /// The gateway's admission limit of cart and checkout requests.
     pub gateway_max_in_flight: Option<usize>,
+    /// Gateways ask for API keys (from a database of the test's own, `TestMesh::gateway_db`).
+    pub gateway_auth: bool,
+    /// Gateways' request rate of a key without its own.
+    pub key_rate_per_second: Option<u32>,
+    /// Run a notifier sending through this SMTP URL.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -75,6 +81,9 @@ impl Default for Options {
             gateway_wait_poll: None,
             inventory_url: None,
             gateway_max_in_flight: None,
+            gateway_auth: false,
+            key_rate_per_second: None,
+            smtp_url: None,
         }
     }
 }
@@ -93,6 +102,10 @@ pub struct TestMesh {
     pub checkout_db: PgPool,
     /// payment-gateway's database, to look at charges and balances.
     pub payment_db: PgPool,
+    /// The gateways' database (API keys), when they ask for keys.
+    pub gateway_db: Option<(PgPool, DatabaseSettings)>,
+    /// The notifier's database, when one runs.
+    pub notifier_db: Option<PgPool>,
     /// Each worker's `/metrics` URL (the gateways serve theirs on their own port).
     pub metrics: Vec<(&'static str, String)>,
     /// The test's names.
@@ -132,6 +145,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let (cart_url, cart_db) = testdb::unique_database(DB_PREFIX);
     let (chk_url, chk_db) = testdb::unique_database(DB_PREFIX);
     let (pay_url, pay_db) = testdb::unique_database(DB_PREFIX);
+    let mut databases = vec![inv_db, cart_db, chk_db, pay_db];
     let db = |url: String| DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(url) };
     let amqp_url = options.amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.into());
     let shared = |inventory_url: &str| SharedSettings {
@@ -203,6 +217,36 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         carts.push(cart);
     }
 
+    let mut notifier_db = None;
+    if let Some(smtp_url) = &options.smtp_url {
+        let (url, name) = testdb::unique_database(DB_PREFIX);
+        databases.push(name);
+        let mut config = notifier::Config {
+            database: db(url),
+            topology: topology.clone(),
+            shared: shared(&inventory_url),
+            metrics_addr: any_port,
+            ..Default::default()
+        };
+        config.smtp.url = smtp_url.as_str().into();
+        config.smtp.timeout = Duration::from_secs(2);
+        let notifier = notifier::Application::build(config).await.expect("notifier builds");
+        notifier_db = Some(notifier.pool().clone());
+        metrics.push(("notifier", metrics_url(notifier.metrics_addr())));
+        services.push(Running::spawn(|stop| notifier.run_until_stopped(stop)));
+    }
+
+    let gateway_db = if options.gateway_auth {
+        let (url, name) = testdb::unique_database(DB_PREFIX);
+        databases.push(name);
+        let settings = db(url);
+        let pool = ordermesh_lifecycle::connect_and_migrate(&settings, &api_gateway::keys::MIGRATOR)
+            .await
+            .expect("gateway database");
+        Some((pool, settings))
+    } else {
+        None
+    };
     let mut gateways = Vec::new();
     for _ in 0..options.gateways {
         let gateway = api_gateway::Application::build(api_gateway::Config {
@@ -215,6 +259,11 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
             request_timeout: options.request_timeout,
             wait_poll: options.gateway_wait_poll.unwrap_or(Duration::from_secs(1)),
             max_in_flight: options.gateway_max_in_flight.unwrap_or(256),
+            auth: if options.gateway_auth { api_gateway::AuthMode::Required } else { api_gateway::AuthMode::Off },
+            database: gateway_db
+                .as_ref()
+                .map_or_else(|| api_gateway::Config::default().database, |(_, settings)| settings.clone()),
+            key_rate_per_second: options.key_rate_per_second.unwrap_or(1_000),
             ..Default::default()
         })
         .await
@@ -241,12 +290,14 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         inventory_url: real_inventory_url,
         checkout_db,
         payment_db,
+        gateway_db,
+        notifier_db,
         metrics,
         topology,
         carts,
         cart_config,
         services,
-        databases: vec![inv_db, cart_db, chk_db, pay_db],
+        databases,
     };
     if options.gateway_amqp_url.is_none() && options.amqp_url.is_none() {
         mesh.wait_until_gateways_connected().await;

@@ -566,6 +566,7 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
                     .collect(),
                 total_cents: row.1,
                 created_at: chrono::Utc::now(),
+                channel: ordermesh_messages::Channel::parse("phone").unwrap(),
             },
         );
         let charge = Envelope::new(
@@ -600,6 +601,7 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
             &ordermesh_messages::payloads::Checkout {
                 client_id: ClientId::parse("dup-twice").unwrap(),
                 idempotency_key: "request:dup".into(),
+                channel: Default::default(),
             },
         );
         suite.publish(&topology.cart_jobs(), &job.to_vec()).await;

@@ -1,0 +1,284 @@
+//! Who may call: the API-key gate in front of every route but health, metrics and the documentation.
+//!
+//! A key is looked up by its SHA-256 digest and the answer (found or not) is kept for at most
+//! [`KEY_CACHE_TTL`]: a revoked key stops working on every gateway instance within that time, with one
+//! indexed read per key per instance and interval. Each key's request rate is held by its own GCRA
+//! limiter (`governor`).
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use ordermesh_messages::Channel;
+use sqlx::PgPool;
+
+use crate::{
+    config::AuthMode,
+    error::ApiError,
+    keys::{self, ApiKey, KeyRecord, Role},
+};
+
+/// How long a key lookup (found or not) is trusted: the bound on how late a revocation takes effect.
+pub const KEY_CACHE_TTL: Duration = Duration::from_millis(500);
+/// The request header that carries a key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The same, as documented.
+pub const API_KEY_HEADER_NAME: &str = "X-API-Key";
+/// The dashboard's session cookie: the operator's key, sent by the browser (HttpOnly, SameSite=Strict).
+pub const SESSION_COOKIE: &str = "ordermesh_key";
+/// Lookups kept at most; beyond it, expired ones are dropped, then all (a flood of made-up keys).
+const CACHE_CAPACITY: usize = 10_000;
+/// The longest key accepted for a lookup (real ones are 44 characters).
+const MAX_KEY_CHARS: usize = 200;
+
+/// Who is calling, as the handlers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's id; `None` with authentication off.
+    pub key_id: Option<String>,
+    /// What it may do.
+    pub role: Role,
+    /// The channel its orders record, and the only one whose orders a shopper key may read.
+    pub channel: Channel,
+}
+
+impl Caller {
+    /// Anyone, with authentication off: everything allowed, orders recorded as `direct`.
+    pub fn anonymous() -> Self {
+        Self { key_id: None, role: Role::Operator, channel: Channel::direct() }
+    }
+
+    /// Whether this caller may see an order of `channel`.
+    pub fn may_see(&self, channel: &str) -> bool {
+        self.role == Role::Operator || self.channel.as_str() == channel
+    }
+}
+
+/// The key store as the gate uses it: lookups with a short cache, and one rate limiter per key.
+pub struct Auth {
+    mode: AuthMode,
+    pool: Option<PgPool>,
+    default_rate: NonZeroU32,
+    cache: Mutex<HashMap<[u8; 32], (Instant, Option<KeyRecord>)>>,
+    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("mode", &self.mode).field("default_rate", &self.default_rate).finish()
+    }
+}
+
+impl Auth {
+    /// A gate; `pool` is the gateway's database (needed when `mode` is required).
+    pub fn new(mode: AuthMode, pool: Option<PgPool>, default_rate: u32) -> Self {
+        Self {
+            mode,
+            pool,
+            default_rate: NonZeroU32::new(default_rate).unwrap_or(NonZeroU32::MIN),
+            cache: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Whether keys are checked.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The live key behind `key`, from the cache if looked up within [`KEY_CACHE_TTL`].
+    async fn lookup(&self, key: &ApiKey) -> Result<Option<KeyRecord>, ApiError> {
+        let digest = key.digest();
+        let now = Instant::now();
+        if let Some((at, record)) = self.cache.lock().expect("key cache lock").get(&digest)
+            && now.duration_since(*at) < KEY_CACHE_TTL
+        {
+            return Ok(record.clone());
+        }
+        let Some(pool) = &self.pool else { return Ok(None) };
+        let record = keys::lookup(pool, &digest).await.map_err(|e| {
+            tracing::warn!(error = %e, "API key lookup failed");
+            ApiError::Unavailable("API keys cannot be checked right now; retry later".into())
+        })?;
+        let mut cache = self.cache.lock().expect("key cache lock");
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < KEY_CACHE_TTL);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (now, record.clone()));
+        Ok(record)
+    }
+
+    /// Takes one request from the key's allowance; the error says how many seconds until the next one.
+    fn admit(&self, record: &KeyRecord) -> Result<(), ApiError> {
+        let limiter = {
+            let mut limiters = self.limiters.lock().expect("rate limiter lock");
+            limiters
+                .entry(record.key_id.clone())
+                .or_insert_with(|| {
+                    let rate = record.rate_per_second.and_then(NonZeroU32::new).unwrap_or(self.default_rate);
+                    Arc::new(RateLimiter::direct(Quota::per_second(rate)))
+                })
+                .clone()
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError::RateLimited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max_one()
+        })
+    }
+
+    /// The caller behind a presented key, if it may use a route that needs `needs`.
+    pub async fn authorize(&self, key: Option<ApiKey>, needs: Role) -> Result<Caller, ApiError> {
+        if self.mode == AuthMode::Off {
+            return Ok(Caller::anonymous());
+        }
+        let key =
+            key.ok_or_else(|| ApiError::Unauthorized("this route needs an API key in the X-API-Key header".into()))?;
+        let record =
+            self.lookup(&key).await?.ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        if record.role < needs {
+            return Err(ApiError::Forbidden(format!(
+                "a {} key may not use this route; it needs an {} key",
+                record.role.as_str(),
+                needs.as_str()
+            )));
+        }
+        self.admit(&record)?;
+        Ok(Caller { key_id: Some(record.key_id), role: record.role, channel: record.channel })
+    }
+}
+
+impl ApiError {
+    fn max_one(self) -> Self {
+        match self {
+            Self::RateLimited(0) => Self::RateLimited(1),
+            other => other,
+        }
+    }
+}
+
+/// The key a request presents: its `X-API-Key` header, or (for the operators' reads only, and only on GET,
+/// so a forged form elsewhere cannot use it) the dashboard's session cookie.
+fn presented_key(headers: &HeaderMap, method: &Method, cookie_allowed: bool) -> Result<Option<ApiKey>, ApiError> {
+    if let Some(value) = headers.get(API_KEY_HEADER) {
+        let text = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_CHARS)
+            .ok_or_else(|| ApiError::Unauthorized("the X-API-Key header is not a key".into()))?;
+        return Ok(Some(ApiKey::new(text)));
+    }
+    if cookie_allowed && (method == Method::GET || method == Method::HEAD) {
+        return Ok(session_cookie(headers));
+    }
+    Ok(None)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<ApiKey> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty() && value.len() <= MAX_KEY_CHARS)
+        .map(|(_, value)| ApiKey::new(value))
+}
+
+/// What a gated group of routes needs.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The key store.
+    pub auth: Arc<Auth>,
+    /// The least role that may pass.
+    pub needs: Role,
+}
+
+/// The gate itself: 401 without a known key, 403 for a key of too small a role, 429 beyond its rate;
+/// otherwise the request goes on with its [`Caller`].
+pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let cookie_allowed = gate.needs == Role::Operator;
+    let caller = match presented_key(request.headers(), request.method(), cookie_allowed) {
+        Ok(key) => gate.auth.authorize(key, gate.needs).await,
+        Err(e) => Err(e),
+    };
+    match caller {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        // A person opening the dashboard gets a sign-in page instead of JSON.
+        Err(ApiError::Unauthorized(_)) if request.uri().path() == "/dashboard" && wants_html(request.headers()) => {
+            sign_in_page(StatusCode::UNAUTHORIZED, "")
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+fn sign_in_page(status: StatusCode, message: &str) -> Response {
+    let page = SIGN_IN_PAGE.replace("{message}", message);
+    let mut response = (status, Html(page)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The dashboard's sign-in form.
+const SIGN_IN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ordermesh · sign in</title>
+<style>body{font:15px system-ui,sans-serif;max-width:28rem;margin:4rem auto;color:#222}
+input{width:100%;padding:.5rem;font:inherit;margin:.5rem 0}button{padding:.5rem 1rem;font:inherit}
+.error{color:#b00020}</style></head>
+<body><h1>ordermesh dashboard</h1>
+<p>The dashboard needs an <b>operator</b> API key (<code>cargo run -- keys create --role operator --channel web</code>).</p>
+<p class="error">{message}</p>
+<form method="post" action="/dashboard/session">
+<label>API key <input name="key" type="password" autocomplete="off" required></label>
+<button type="submit">Sign in</button></form></body></html>"#;
+
+/// `POST /dashboard/session` (form field `key`): checks an operator key and keeps it in an HttpOnly,
+/// SameSite=Strict session cookie, then goes to the dashboard.
+pub async fn sign_in(State(auth): State<Arc<Auth>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Form {
+        key: String,
+    }
+    let key = serde_urlencoded::from_bytes::<Form>(&body).ok().map(|f| f.key.trim().to_owned());
+    let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= MAX_KEY_CHARS) else {
+        return sign_in_page(StatusCode::BAD_REQUEST, "Enter a key.");
+    };
+    match auth.authorize(Some(ApiKey::new(key.clone())), Role::Operator).await {
+        Ok(_) => {
+            let mut response = Redirect::to("/dashboard").into_response();
+            let cookie = format!("{SESSION_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(ApiError::Forbidden(_)) => sign_in_page(StatusCode::FORBIDDEN, "That key is not an operator key."),
+        Err(ApiError::Unauthorized(_)) => sign_in_page(StatusCode::UNAUTHORIZED, "Unknown or revoked key."),
+        Err(e) => e.into_response(),
+    }
+}

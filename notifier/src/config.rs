@@ -1,0 +1,87 @@
+//! notifier's typed configuration, read once through the shared loader (the environment, or a map in tests).
+
+use std::{net::SocketAddr, time::Duration};
+
+use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv, SecretUrl, SharedSettings};
+
+/// Where and how email is sent.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS);
+    /// credentials as `smtp://user:password@host`. Prints redacted.
+    pub url: SecretUrl,
+    /// The sender, `Name <address>` or a bare address.
+    pub from: String,
+    /// Bound of one send, connection included.
+    pub timeout: Duration,
+}
+
+/// Everything notifier needs to start. `Debug` is safe to log: URLs print redacted.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Profiles and the record of sent emails.
+    pub database: DatabaseSettings,
+    /// Broker and names, shared with the other services.
+    pub shared: SharedSettings,
+    /// Queue and exchange names (from `shared.namespace`, or an ephemeral topology in tests).
+    pub topology: Topology,
+    /// The mail server.
+    pub smtp: SmtpSettings,
+    /// Events handled at once.
+    pub prefetch: u16,
+    /// How long shutdown waits for the sends in hand.
+    pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_addr: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_notifier"),
+            shared: SharedSettings::default(),
+            topology: Topology::default(),
+            smtp: SmtpSettings {
+                url: SecretUrl::new("smtp://127.0.0.1:25"),
+                from: "ordermesh <orders@ordermesh.localhost>".into(),
+                timeout: Duration::from_secs(10),
+            },
+            prefetch: 16,
+            shutdown_grace: Duration::from_secs(10),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9105)),
+        }
+    }
+}
+
+impl FromEnv for Config {
+    /// Reads `NOTIFIER_*`, `SMTP_*` and the shared variables.
+    fn load(env: &Env<'_>) -> anyhow::Result<Self> {
+        let d = Self::default();
+        let shared = SharedSettings::from_env(env)?;
+        let config = Self {
+            database: DatabaseSettings::from_env(env, "NOTIFIER", d.database)?,
+            topology: Topology::new(shared.namespace.clone()),
+            shared,
+            smtp: SmtpSettings {
+                url: env.secret("SMTP_URL", &d.smtp.url),
+                from: env.string("SMTP_FROM", &d.smtp.from),
+                timeout: env.millis("SMTP_TIMEOUT_MS", d.smtp.timeout)?,
+            },
+            prefetch: env.or("NOTIFIER_PREFETCH", d.prefetch)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            metrics_addr: env.or("NOTIFIER_METRICS_ADDR", d.metrics_addr)?,
+        };
+        anyhow::ensure!(config.prefetch >= 1, "NOTIFIER_PREFETCH must be at least 1");
+        anyhow::ensure!(config.smtp.timeout >= Duration::from_millis(100), "SMTP_TIMEOUT_MS must be at least 100");
+        crate::email::Mailer::check(&config.smtp).map_err(|e| anyhow::anyhow!("SMTP_URL / SMTP_FROM: {e}"))?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// How the queues are consumed.
+    pub fn consumer(&self) -> ConsumerSettings {
+        ConsumerSettings { prefetch: self.prefetch, max_retries: self.shared.max_retries }
+    }
+}

@@ -1,0 +1,15 @@
+//! notifier's binary: configuration from the environment, then email shoppers until Ctrl-C or SIGTERM.
+
+use notifier::{Application, Config};
+use ordermesh_config::FromEnv;
+use ordermesh_lifecycle::shutdown_signal;
+use ordermesh_telemetry::init;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Kept to the end of main: dropping it flushes the spans not yet exported.
+    let _telemetry = init("notifier")?;
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting notifier");
+    Application::build(config).await?.run_until_stopped(shutdown_signal()).await
+}
