@@ -18,6 +18,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/inventory-manager /src/target/release/cart-manager \
      /src/target/release/checkout-manager /src/target/release/payment-gateway /src/target/release/api-gateway \
+     /src/target/release/notifier \
      /src/target/release/ordermesh /usr/local/bin/
 # Inside a container the listeners must take connections from other containers, not only from loopback.
 ENV GATEWAY_LISTEN_ADDR=0.0.0.0:5003 \
@@ -25,8 +26,9 @@ ENV GATEWAY_LISTEN_ADDR=0.0.0.0:5003 \
     CART_METRICS_ADDR=0.0.0.0:9101 \
     CHECKOUT_METRICS_ADDR=0.0.0.0:9102 \
     INVENTORY_METRICS_ADDR=0.0.0.0:9103 \
-    PAYMENT_METRICS_ADDR=0.0.0.0:9104
+    PAYMENT_METRICS_ADDR=0.0.0.0:9104 \
+    NOTIFIER_METRICS_ADDR=0.0.0.0:9105
 USER 65534:65534
-EXPOSE 5003 50051 9101 9102 9103 9104
+EXPOSE 5003 50051 9101 9102 9103 9104 9105
 HEALTHCHECK --interval=5s --timeout=4s --retries=12 CMD ["ordermesh", "probe", "http://127.0.0.1:5003/healthz"]
 CMD ["ordermesh"]

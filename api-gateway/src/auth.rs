@@ -44,6 +44,9 @@ const CACHE_CAPACITY: usize = 10_000;
 /// The longest key accepted for a lookup (real ones are 44 characters).
 const MAX_KEY_CHARS: usize = 200;
 
+/// A cached lookup: when it was made, and the live key it found (if any).
+type Lookup = (Instant, Option<KeyRecord>);
+
 /// Who is calling, as the handlers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -72,7 +75,7 @@ pub struct Auth {
     mode: AuthMode,
     pool: Option<PgPool>,
     default_rate: NonZeroU32,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<KeyRecord>)>>,
+    cache: Mutex<HashMap<[u8; 32], Lookup>>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     clock: DefaultClock,
 }

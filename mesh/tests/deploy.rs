@@ -75,6 +75,7 @@ fn compose_file_parses_and_each_service_is_private_healthy_and_configured() {
         "cart-manager",
         "checkout-manager",
         "payment-gateway",
+        "notifier",
         "api-gateway",
     ] {
         assert!(names.contains(&expected), "{expected} missing from compose");
@@ -119,6 +120,7 @@ fn compose_file_parses_and_each_service_is_private_healthy_and_configured() {
             "cart-manager" => setting("CART_METRICS_ADDR"),
             "checkout-manager" => setting("CHECKOUT_METRICS_ADDR"),
             "payment-gateway" => setting("PAYMENT_METRICS_ADDR"),
+            "notifier" => setting("NOTIFIER_METRICS_ADDR"),
             other => panic!("unexpected service {other}"),
         }
         .unwrap_or_else(|| panic!("{name} sets its listen address"));
