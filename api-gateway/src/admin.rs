@@ -182,6 +182,7 @@ pub async fn services(State(state): State<AppState>) -> Json<ServicesBody> {
         ("cart-manager", t.cart_jobs()),
         ("checkout-manager", t.checkout_jobs()),
         ("payment-gateway", t.payment_requests()),
+        ("notifier", t.notifier_events()),
     ] {
         let consumers = consumers(&state, &queue).await;
         services.push(ServiceState {

@@ -81,7 +81,17 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     };
     let run = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let catalogue = Arc::new(prepare(&options, &run).await?);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).pool_max_idle_per_host(1024).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &options.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&key.0)?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .pool_max_idle_per_host(1024)
+        .default_headers(headers)
+        .build()?;
     let report = Arc::new(Mutex::new(Report::new(&options)));
     let started = Instant::now();
     let progress = spawn_progress(report.clone(), started, options.quiet);

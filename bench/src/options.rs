@@ -61,6 +61,18 @@ pub struct Options {
     pub amqp: String,
     /// A PostgreSQL URL whose server the floor may create a throwaway database on.
     pub database: String,
+    /// Sent as `X-API-Key` (a shopper key) to a gateway that asks for keys (`--api-key`, or `ORDERMESH_API_KEY`).
+    pub api_key: Option<ApiKey>,
+}
+
+/// An API key; `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
 }
 
 impl Default for Options {
@@ -81,6 +93,7 @@ impl Default for Options {
             with_floor: false,
             amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             database: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            api_key: std::env::var("ORDERMESH_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey),
         }
     }
 }
@@ -89,10 +102,11 @@ impl Default for Options {
 pub const USAGE: &str =
     "usage: ordermesh-bench [--scenario spread|hot|mixed] [--rate N | --concurrency N] [--duration SECONDS]
                        [--hot-stock UNITS] [--max-in-flight N] [--gateway URL] [--inventory URL]
-                       [--json] [--svg FILE] [--quiet]
+                       [--json] [--svg FILE] [--quiet] [--api-key KEY]
   Drives a running mesh (default http://127.0.0.1:5003 and http://127.0.0.1:50051) with shoppers who add to cart,
   check out and wait for the final status. --rate: open loop, shoppers per second (default 100);
-  --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.";
+  --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.
+  --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).";
 
 impl Options {
     /// Messages in flight (and PostgreSQL clients) for the floor: the closed loop's shoppers, or 64.
@@ -145,6 +159,7 @@ impl Options {
                 "--with-floor" => options.with_floor = true,
                 "--amqp" => options.amqp = value("--amqp")?,
                 "--database" => options.database = value("--database")?,
+                "--api-key" => options.api_key = Some(ApiKey(value("--api-key")?)),
                 "--quiet" => options.quiet = true,
                 "--help" | "-h" => anyhow::bail!("{USAGE}"),
                 other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),

@@ -59,8 +59,23 @@ fn is_failure(body: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_roles_channels_and_revocation() {
-    let mesh = spawn_mesh_with(Options { gateway_auth: true, ..Default::default() }).await;
+    let mesh = spawn_mesh_with(Options { gateway_auth: true, gateways: 2, ..Default::default() }).await;
     mesh.product("mug", 1250, 10).await;
+    // The order events, as another system (shipping, CRM) would read them.
+    let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let exclusive = lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let events = channel.queue_declare("".into(), exclusive, Default::default()).await.unwrap();
+    channel
+        .queue_bind(
+            events.name().clone(),
+            mesh.topology.order_events().as_str().into(),
+            "order.confirmed".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     let (_, web) = create_key(&mesh, "shopper", "web", &[]).await;
     let (_, phone) = create_key(&mesh, "shopper", "phone", &["--note", "call centre"]).await;
     let (operator_id, operator) = create_key(&mesh, "operator", "sales-desk", &[]).await;
@@ -93,6 +108,21 @@ async fn keys_roles_channels_and_revocation() {
     let (status, _, order) = call(&mesh, Method::GET, &path, Some(&web), None).await;
     assert_eq!((status, order["status"].as_str(), order["channel"].as_str()), (200, Some("CONFIRMED"), Some("web")));
     assert_eq!(mesh.count("SELECT count(*) FROM orders WHERE order_id = $1 AND channel = 'web'", &order_id).await, 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let event: Value = loop {
+        let got = channel.basic_get(events.name().clone(), Default::default()).await.unwrap();
+        if let Some(message) = got {
+            let envelope: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+            if envelope["payload"]["order_id"] == order_id.as_str() {
+                break envelope["payload"].clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no order.confirmed event for {order_id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event["channel"], "web", "{event}");
+    assert_eq!(event["lines"], json!([{"product_id": "mug", "quantity": 2, "unit_price_cents": 1250}]), "{event}");
+    let _ = conn.close(200, "ok".into()).await;
     // Another channel's shopper key does not see it; an operator key does.
     let (status, _, body) = call(&mesh, Method::GET, &path, Some(&phone), None).await;
     assert_eq!(status, 404, "a phone key read a web order: {body}");
@@ -138,12 +168,18 @@ async fn keys_roles_channels_and_revocation() {
     let cart_with_cookie = browser.post(mesh.url("/addToCart")).header("cookie", &cookie).json(&add).send().await;
     assert_eq!(cart_with_cookie.unwrap().status().as_u16(), 401, "the session cookie worked beyond the dashboard");
 
-    // Revoked: refused within a second on this gateway, and listed as revoked.
+    // Revoked: refused within a second on every gateway (both had it cached), and listed as revoked.
+    let on_second = |key: String| {
+        let request = mesh.http.get(format!("{}/admin/overview", mesh.gateways[1])).header("X-API-Key", key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(on_second(operator.clone()).await, 200);
     let (ok, out) = keys(&mesh, &["revoke", &operator_id]).await;
     assert!(ok, "{out}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (status, _, body) = call(&mesh, Method::GET, "/admin/overview", Some(&operator), None).await;
     assert_eq!(status, 401, "a revoked key still works a second later: {body}");
+    assert_eq!(on_second(operator.clone()).await, 401, "a revoked key still works on the second gateway");
     let (ok, listing) = keys(&mesh, &["list"]).await;
     assert!(ok, "{listing}");
     let row = listing.lines().find(|l| l.starts_with(&operator_id)).expect("the key is listed");

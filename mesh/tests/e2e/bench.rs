@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use ordermesh_bench::{Mode, Options, Scenario};
 
-use crate::helpers::spawn_mesh;
+use crate::helpers::{Options as MeshOptions, spawn_mesh_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
-    let mesh = spawn_mesh().await;
+    // Against a gateway that asks for keys, as a production deployment does: the generator sends its key.
+    let mesh = spawn_mesh_with(MeshOptions { gateway_auth: true, ..Default::default() }).await;
+    let (pool, _) = mesh.gateway_db.as_ref().unwrap();
+    let channel = ordermesh_messages::Channel::parse("web").unwrap();
+    let (_, key) =
+        api_gateway::keys::create(pool, api_gateway::keys::Role::Shopper, &channel, None, "bench").await.unwrap();
     for scenario in [Scenario::Spread, Scenario::Hot, Scenario::Mixed] {
         let options = Options {
             gateway: mesh.gateways[0].clone(),
@@ -20,6 +25,7 @@ async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
             duration: Duration::from_secs(2),
             hot_stock: 8,
             quiet: true,
+            api_key: Some(ordermesh_bench::options::ApiKey(key.expose().to_owned())),
             ..Options::default()
         };
         let report = ordermesh_bench::run(options).await.expect("the generator runs");

@@ -8,7 +8,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::{faults::publish_raw, helpers::spawn_mesh};
+use crate::{
+    faults::publish_raw,
+    helpers::{Options, spawn_mesh_with},
+};
 
 /// A WebDriver session on a chromedriver this test started; both end with it.
 struct Browser {
@@ -104,7 +107,9 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_browser() {
-    let mesh = spawn_mesh().await;
+    // With a notifier, so every service the dashboard lists is there.
+    let smtp = ordermesh_testkit::smtp::SmtpServer::start().await;
+    let mesh = spawn_mesh_with(Options { smtp_url: Some(smtp.url()), ..Default::default() }).await;
     mesh.product("dash-lamp", 1_000, 10).await;
     mesh.product("dash-bowl", 2_500, 3).await;
     mesh.product("dash-vase", 60_000, 5).await;
@@ -208,7 +213,7 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
         )
         .await;
     browser
-        .wait_for("every service ready", "return document.querySelectorAll('#services .chip.up').length === 6")
+        .wait_for("every service ready", "return document.querySelectorAll('#services .chip.up').length === 7")
         .await;
     let external = browser
         .run("return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin))")
@@ -240,6 +245,24 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
     browser.run("document.getElementById('detail').classList.remove('open'); const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input')); return true;").await;
     browser
         .wait_for("all orders again", "return document.querySelectorAll('#orders tr[data-order-id]').length === 3")
+        .await;
+    // The channel filter: these orders came without keys, so they are all `direct`.
+    let filter = |channel: &str| {
+        format!(
+            "const c = document.getElementById('channel'); c.value = '{channel}'; c.dispatchEvent(new Event('input')); return true;"
+        )
+    };
+    browser.run(&filter("phone")).await;
+    browser
+        .wait_for("no phone orders", "return document.querySelectorAll('#orders tr[data-order-id]').length === 0")
+        .await;
+    browser.run(&filter("direct")).await;
+    browser
+        .wait_for(
+            "the direct orders, with their channel shown",
+            "const rows = document.querySelectorAll('#orders tr[data-order-id]');
+             return rows.length === 3 && [...rows].every(r => r.querySelector('.channel').textContent === 'direct');",
+        )
         .await;
 
     let png = browser.screenshot().await;
