@@ -227,7 +227,7 @@ pub async fn command(args: &[String], database: &DatabaseSettings, channels: &[C
                     "{:<12} {:<9} {:<12} {:>6} {:<25} {:<10} {}\n",
                     k.key_id,
                     k.role.as_str(),
-                    k.channel,
+                    k.channel.as_str(),
                     k.rate_per_second.map_or_else(|| "-".into(), |r| r.to_string()),
                     k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
                     if k.revoked_at.is_some() { "revoked" } else { "live" },

@@ -39,7 +39,10 @@ impl Application {
                     .context("preparing the gateway database (API keys)")?,
             ),
             AuthMode::Off => {
-                tracing::warn!("GATEWAY_AUTH=off: every caller may use every route, and orders record channel direct");
+                tracing::warn!(
+                    "GATEWAY_AUTH=off: every caller may use every route, and orders record channel direct; \
+                     set GATEWAY_AUTH=required to ask for API keys (made with `keys create`)"
+                );
                 None
             }
         };
