@@ -143,7 +143,8 @@ impl Auth {
         };
         limiter.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::RateLimited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max_one()
+            // Whole seconds, rounded up, and never 0: `Retry-After: 0` would invite an immediate retry.
+            ApiError::RateLimited((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         })
     }
 
@@ -165,15 +166,6 @@ impl Auth {
         }
         self.admit(&record)?;
         Ok(Caller { key_id: Some(record.key_id), role: record.role, channel: record.channel })
-    }
-}
-
-impl ApiError {
-    fn max_one(self) -> Self {
-        match self {
-            Self::RateLimited(0) => Self::RateLimited(1),
-            other => other,
-        }
     }
 }
 

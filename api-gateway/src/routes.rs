@@ -669,7 +669,7 @@ async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Res
 pub struct PutClientRequest {
     /// Where order emails go (a plain `name@example.com`, at most 254 characters); `null` stops them.
     #[serde(deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 254, example = "ada@example.com")]
+    #[schema(value_type = Option<String>, required = true, max_length = 254, example = "ada@example.com")]
     pub email: Option<Email>,
 }
 
