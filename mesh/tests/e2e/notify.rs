@@ -148,3 +148,63 @@ async fn order_events_are_emailed_once_and_only_with_an_address() {
     assert_eq!(to(&smtp.accepted(), "ada@example.com").len(), 3, "{:#?}", smtp.accepted());
     mesh.stop().await;
 }
+
+/// The stock SMTP server of another project, Debian's `aiosmtpd` (installed by `.ci/run`), printing what it
+/// receives: the notifier's email is read back exactly as an independent server got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_email_reaches_aiosmtpd() {
+    use tokio::io::AsyncBufReadExt;
+
+    let python = std::env::var("AIOSMTPD_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = tokio::process::Command::new(&python)
+        .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Debugging"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{python} -m aiosmtpd did not start ({e}): apt-get install python3-aiosmtpd (.ci/run does)")
+        });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "aiosmtpd did not listen within 15 s (is python3-aiosmtpd installed?)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut printed = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+
+    let mesh =
+        spawn_mesh_with(Options { smtp_url: Some(format!("smtp://127.0.0.1:{port}")), ..Default::default() }).await;
+    mesh.product("mug", 1250, 10).await;
+    assert_eq!(put(&mesh, "grace", json!({"email": "grace@example.com"})).await.0, 200);
+    assert_eq!(mesh.add("grace", "mug", 2).await.0, 200);
+    let order = mesh.checkout("grace").await;
+    assert_eq!(mesh.final_order(&order).await["status"], "CONFIRMED");
+
+    let mut message = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = printed.next_line().await {
+            if line.contains("END MESSAGE") {
+                return true;
+            }
+            message.push_str(&line);
+            message.push('\n');
+        }
+        false
+    })
+    .await;
+    assert_eq!(read, Ok(true), "aiosmtpd printed no whole message: {message}");
+    for part in [
+        "To: grace@example.com".to_owned(),
+        format!("Subject: Order {order} confirmed"),
+        "Total: 25.00".to_owned(),
+        "Status: CONFIRMED".to_owned(),
+    ] {
+        assert!(message.contains(&part), "aiosmtpd's copy lacks {part:?}:\n{message}");
+    }
+    mesh.stop().await;
+    let _ = server.kill().await;
+}
