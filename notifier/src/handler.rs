@@ -8,6 +8,7 @@ use ordermesh_messages::{
     Envelope, ErrorCode, ReplyError, kinds,
     payloads::{GetProfile, OrderEvent, PutProfile},
 };
+use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 
 use crate::{
@@ -31,6 +32,8 @@ pub struct Notifier {
     pub mailer: Arc<Mailer>,
     /// See [`lease`].
     pub lease: Duration,
+    /// Counts emails by outcome.
+    pub metrics: Metrics,
 }
 
 impl Notifier {
@@ -59,7 +62,10 @@ impl Notifier {
             .await;
             match claim {
                 Err(e) => return Outcome::Retry(format!("notifier database unavailable: {e}")),
-                Ok(Claim::Done) => return Outcome::Ack,
+                Ok(Claim::Done(state)) => {
+                    self.count(state);
+                    return Outcome::Ack;
+                }
                 Ok(Claim::Busy(left)) => tokio::time::sleep(left.min(self.lease) + Duration::from_millis(50)).await,
                 Ok(Claim::Send(to)) => return self.send(&to, &email).await,
             }
@@ -74,20 +80,29 @@ impl Notifier {
                 // If this write is lost, the claim runs out and the email may be sent once more: the one
                 // window SMTP leaves (its Message-ID is the event's, so mail systems can tell).
                 match store::mark_sent(&self.pool, email.event_id).await {
-                    Ok(()) => Outcome::Ack,
+                    Ok(()) => {
+                        self.count("sent");
+                        Outcome::Ack
+                    }
                     Err(e) => Outcome::Retry(format!("recording the sent email: {e}")),
                 }
             }
             Err(SendError::Rejected(reason)) => {
+                self.count("rejected");
                 let _ = store::mark_rejected(&self.pool, email.event_id, &reason).await;
                 Outcome::DeadLetter(reason)
             }
             Err(e @ SendError::Unavailable(_)) => {
+                self.count("retry");
                 let reason = e.to_string();
                 let _ = store::release(&self.pool, email.event_id, &reason).await;
                 Outcome::Retry(reason)
             }
         }
+    }
+
+    fn count(&self, outcome: &str) {
+        Metrics::count(&self.metrics.families().emails, outcome, 1);
     }
 
     /// A profile request from the gateway.

@@ -56,14 +56,19 @@ impl Application {
         let Self { config, pool, metrics_server } = self;
         let metrics = metrics_server.metrics().clone();
         let (stop_tx, stop) = watch::channel(false);
-        let bus =
-            Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), metrics, stop.clone());
+        let bus = Bus::start(
+            config.shared.amqp_url.expose().to_owned(),
+            config.topology.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
         let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let notifier = Notifier {
             pool: pool.clone(),
             mailer: Arc::new(Mailer::new(&config.smtp)?),
             lease: lease(config.smtp.timeout),
+            metrics: metrics.clone(),
         };
         let events = {
             let notifier = notifier.clone();

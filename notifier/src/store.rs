@@ -41,8 +41,8 @@ pub async fn put_profile(pool: &PgPool, client_id: &ClientId, email: Option<&Ema
 pub enum Claim {
     /// Send it to this address; this delivery holds the claim.
     Send(String),
-    /// Already sent, skipped (no address) or refused: nothing to do.
-    Done,
+    /// Nothing to do: `skipped` (no address, recorded now), or `duplicate` (already sent, skipped or refused).
+    Done(&'static str),
     /// Another delivery is sending it; its claim runs out after this long.
     Busy(Duration),
 }
@@ -89,7 +89,8 @@ pub async fn claim(
         }
         // A racing delivery inserted the row after this statement's snapshot: it holds the claim now.
         None => Claim::Busy(Duration::from_millis(200)),
-        Some(_) => Claim::Done,
+        Some((state, _, true, _)) if state == "skipped" => Claim::Done("skipped"),
+        Some(_) => Claim::Done("duplicate"),
     })
 }
 

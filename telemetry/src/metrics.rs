@@ -119,6 +119,7 @@ pub struct Families {
     pub saga_step_seconds: Family<StepLabels, Histogram, Buckets>,
     pub orders_final: Family<StateLabels, Counter>,
     pub reservations: Family<StateLabels, Counter>,
+    pub emails: Family<StateLabels, Counter>,
     pub reservations_held: Family<ServiceLabels, Gauge>,
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_seconds: Family<ServiceLabels, FloatGauge>,
@@ -144,6 +145,7 @@ impl Default for Families {
             saga_step_seconds: Family::new_with_constructor(Buckets),
             orders_final: Family::default(),
             reservations: Family::default(),
+            emails: Family::default(),
             reservations_held: Family::default(),
             outbox_backlog: Family::default(),
             outbox_oldest_seconds: Family::default(),
@@ -226,6 +228,11 @@ impl Metrics {
         r.register("saga_step_duration_seconds", "Saga step latency, by step and outcome", f.saga_step_seconds.clone());
         r.register("orders_final", "Orders that reached a final status, by status", f.orders_final.clone());
         r.register("reservations", "Reservation events: held, committed, rolled_back, expired", f.reservations.clone());
+        r.register(
+            "notifier_emails",
+            "Order events handled by the notifier: sent, skipped (no address), duplicate, rejected, retry",
+            f.emails.clone(),
+        );
         r.register("reservations_held", "Reservations held now (sampled when scraped)", f.reservations_held.clone());
         r.register(
             "outbox_backlog",
