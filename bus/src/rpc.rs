@@ -154,7 +154,11 @@ impl RpcClient {
         let traceparent = ordermesh_telemetry::trace::traceparent();
         let mut headers = FieldTable::default();
         trace_header(&mut headers, traceparent.as_ref());
+        // Transient: a request lives only as long as its caller waits (its deadline rides in the envelope),
+        // so writing it to disk buys nothing. One lost with the broker is a 504 its caller retries under the
+        // same Idempotency-Key, exactly as when a persistent request's reply is lost.
         let props = properties(&request)
+            .with_delivery_mode(1)
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(id.as_str().into())
             .with_headers(headers);

@@ -154,16 +154,6 @@ impl Saga {
         Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
     }
 
-    async fn apply(
-        &self,
-        order: &Order,
-        change: Change,
-        leased: bool,
-        took: Duration,
-    ) -> Result<Option<Order>, CheckoutError> {
-        self.apply_chain(order, vec![change], leased, took).await
-    }
-
     /// Writes the changes and wakes the outbox relay. A step scheduled for later is announced to the
     /// driver; one `leased` to this caller, who goes straight on with it, is not. Once written, the first
     /// change's step counts with its outcome and how long it `took`.
@@ -312,7 +302,7 @@ impl Saga {
                 // Otherwise a duplicate, or a result for an order already past payment.
                 return Ok(());
             }
-            let mut change = match &result.outcome {
+            let change = match &result.outcome {
                 PaymentOutcome::Succeeded => {
                     Change::from(&order, ("payment", "ok", format!("charged {} cents", order.total_cents)))
                         .then(Status::PaymentPending, Step::Commit)
@@ -347,15 +337,37 @@ impl Saga {
                     change
                 }
             };
-            // What follows a result (commit, or roll back) runs here, leased, rather than after a trip
-            // through the driver.
-            let go_on = change.next_action_in == Some(Duration::ZERO);
-            if go_on {
-                change.next_action_in = Some(self.settings.lease);
-            }
             // The payment step lasts from the request (the order's last change) to this answer.
             let took = (Utc::now() - order.changed_at).to_std().unwrap_or_default();
-            if let Some(next) = self.apply(&order, change, go_on, took).await? {
+            // The step a result leads to (commit, or roll back) runs now and is written together with the
+            // result: one write instead of two. A crash before the write redelivers the result, and both
+            // steps are idempotent at inventory, so running one again changes nothing.
+            let mut followed = None;
+            let mut chain = vec![change];
+            if chain[0].next_action_in == Some(Duration::ZERO) {
+                let ahead = order.clone().after(chain[0].clone());
+                let started = Instant::now();
+                let next = match ahead.step {
+                    Step::Commit => Some(self.commit(&ahead).await?),
+                    Step::RollBack => Some(self.roll_back(&ahead).await?),
+                    _ => None,
+                };
+                if let Some(next) = next {
+                    followed = Some((next.timeline.0, next.timeline.1, started.elapsed()));
+                    chain.push(next);
+                }
+            }
+            // Whatever follows still (a roll back after a failed commit) runs here, leased, rather than
+            // after a trip through the driver.
+            let last = chain.last_mut().expect("the chain holds the result");
+            let go_on = last.next_action_in == Some(Duration::ZERO);
+            if go_on {
+                last.next_action_in = Some(self.settings.lease);
+            }
+            if let Some(next) = self.apply_chain(&order, chain, go_on, took).await? {
+                if let Some((step, outcome, took)) = followed {
+                    self.metrics.saga_step(step, outcome, took);
+                }
                 if go_on && let Err(e) = self.advance(next).await {
                     // Recorded and leased: the lease runs out and the driver takes the order up.
                     tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");
