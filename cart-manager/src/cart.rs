@@ -251,10 +251,10 @@ pub async fn checkout(
     deadline: Option<DateTime<Utc>>,
 ) -> Result<(OrderId, bool)> {
     for _ in 0..CHECKOUT_ATTEMPTS {
-        if let Some(order_id) = existing_checkout(pool, client, idempotency_key).await? {
+        let (existing, cart) = checkout_state(pool, client, idempotency_key).await?;
+        if let Some(order_id) = existing {
             return Ok((order_id, false));
         }
-        let cart = items(pool, client).await?;
         if cart.is_empty() {
             return Err(CartError::EmptyCart);
         }
@@ -317,15 +317,22 @@ pub async fn checkout(
     Err(CartError::Internal(anyhow::anyhow!("the cart kept changing during checkout")))
 }
 
-async fn existing_checkout(pool: &PgPool, client: &ClientId, key: &str) -> Result<Option<OrderId>> {
-    let id: Option<String> =
-        sqlx::query_scalar("SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2")
-            .bind(client.as_str())
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-    id.map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))
-        .transpose()
+/// The order an earlier checkout under `key` made, if any, and the cart as it is (product order): one
+/// statement, so a checkout reads in one round trip what it needs before pricing.
+async fn checkout_state(pool: &PgPool, client: &ClientId, key: &str) -> Result<(Option<OrderId>, Vec<(String, i64)>)> {
+    let (existing, products, quantities): (Option<String>, Vec<String>, Vec<i64>) = sqlx::query_as(
+        "SELECT (SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2),
+                ARRAY(SELECT product_id FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\"),
+                ARRAY(SELECT quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\")",
+    )
+    .bind(client.as_str())
+    .bind(key)
+    .fetch_one(pool)
+    .await?;
+    let existing = existing
+        .map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))
+        .transpose()?;
+    Ok((existing, products.into_iter().zip(quantities).collect()))
 }
 
 /// The order as it was checked out (what checkout-manager was handed), if this cart-manager made it.
