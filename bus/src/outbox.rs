@@ -23,6 +23,10 @@ const BATCH: i64 = 200;
 /// How long a claimed row is left to its relay before another may publish it: above the publish
 /// deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
 const CLAIM_SECS: f64 = 8.0;
+/// How long published rows wait for the next pass to delete them in its claim statement (one round trip
+/// for both) before they are deleted alone: under load the next write comes sooner, and this is far below
+/// the claim, so they are never sent twice by waiting.
+const FLUSH_AFTER: Duration = Duration::from_millis(10);
 /// The shortest sleep between passes when a row is due but was not claimable (another relay's claim
 /// statement held it): keeps two relays from spinning on each other.
 const MIN_PAUSE: Duration = Duration::from_millis(20);
@@ -87,23 +91,48 @@ pub async fn run_relay(
                 Duration::from_millis(100 * u64::from(failures.min(20)))
             }
         };
+        if failures == 0 && relay.holds_published() {
+            tokio::select! {
+                _ = wake.notified() => continue,
+                _ = tokio::time::sleep(FLUSH_AFTER) => {
+                    if let Err(err) = relay.flush().await {
+                        tracing::warn!(error = %err, "outbox relay could not delete what it published; will retry");
+                    }
+                }
+                _ = stop.changed() => {
+                    finish(&mut relay).await;
+                    return;
+                }
+            }
+        }
         tokio::select! {
             _ = wake.notified(), if failures == 0 => {}
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {
-                // One last pass so a clean shutdown leaves nothing behind (what it cannot send stays for the next start).
-                match relay.pass().await {
-                    Ok(n) => tracing::debug!(published = n, "outbox flushed at shutdown"),
-                    Err(err) => tracing::warn!(error = %err, "outbox not flushed at shutdown; rows stay for the next start"),
-                }
+                finish(&mut relay).await;
                 return;
             }
         }
     }
 }
 
-/// One relay: what it published but could not yet delete (the database went away in between) it deletes
-/// first on its next pass, rather than leaving those rows claimed to be sent again when the claim runs out.
+/// One last pass, so a clean shutdown leaves nothing behind (what it cannot send stays for the next start).
+async fn finish(relay: &mut Relay) {
+    let last = async {
+        let n = relay.pass().await?;
+        relay.flush().await?;
+        anyhow::Ok(n)
+    };
+    match last.await {
+        Ok(n) => tracing::debug!(published = n, "outbox flushed at shutdown"),
+        Err(err) => tracing::warn!(error = %err, "outbox not flushed at shutdown; rows stay for the next start"),
+    }
+}
+
+/// One relay. What it published it deletes in its next pass's claim statement (one round trip for both),
+/// or alone when no pass follows soon ([`Relay::flush`]); what it could not delete (the database went away
+/// in between) it deletes then too, rather than leaving those rows claimed to be sent again when the claim
+/// runs out.
 #[derive(Debug)]
 pub struct Relay {
     pool: PgPool,
@@ -129,15 +158,29 @@ impl Relay {
         Ok(ordermesh_lifecycle::due_in_secs(secs))
     }
 
-    /// Publishes up to one batch; returns how many rows it took care of (sent or parked).
-    pub async fn pass(&mut self) -> anyhow::Result<usize> {
+    /// Whether rows it published wait to be deleted.
+    pub fn holds_published(&self) -> bool {
+        !self.published.is_empty()
+    }
+
+    /// Deletes the rows it published.
+    pub async fn flush(&mut self) -> sqlx::Result<()> {
         if !self.published.is_empty() {
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
             self.published.clear();
         }
-        // SKIP LOCKED lets several relays claim side by side without taking the same row.
-        let mut rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-            "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
+        Ok(())
+    }
+
+    /// Deletes what it published before and publishes up to one batch; returns how many rows it took care
+    /// of (sent or parked). The rows it sends stay until the next pass or [`Relay::flush`] deletes them.
+    pub async fn pass(&mut self) -> anyhow::Result<usize> {
+        let done = std::mem::take(&mut self.published);
+        // SKIP LOCKED lets several relays claim side by side without taking the same row. The rows deleted
+        // here are still claimed by this relay, so the claim cannot take them again.
+        let claimed = sqlx::query_as(
+            "WITH done AS (DELETE FROM outbox WHERE id = ANY($3))
+             UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
              FROM (SELECT id FROM outbox
                    WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
@@ -146,8 +189,16 @@ impl Relay {
         )
         .bind(BATCH)
         .bind(CLAIM_SECS)
+        .bind(&done)
         .fetch_all(&self.pool)
-        .await?;
+        .await;
+        let mut rows: Vec<(i64, String, String, Vec<u8>)> = match claimed {
+            Ok(rows) => rows,
+            Err(err) => {
+                self.published = done;
+                return Err(err.into());
+            }
+        };
         if rows.is_empty() {
             return Ok(0);
         }
@@ -180,15 +231,16 @@ impl Relay {
             return Err(err.into());
         }
         self.published = ids;
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
-        self.published.clear();
         Ok(handled)
     }
 }
 
-/// One pass of a fresh relay (tools and tests).
+/// One pass of a fresh relay, its published rows deleted (tools and tests).
 pub async fn relay_batch(pool: &PgPool, publisher: &Arc<Publisher>) -> anyhow::Result<usize> {
-    Relay::new(pool.clone(), publisher.clone()).pass().await
+    let mut relay = Relay::new(pool.clone(), publisher.clone());
+    let n = relay.pass().await?;
+    relay.flush().await?;
+    Ok(n)
 }
 
 /// Samples the outbox's backlog (rows not yet published, parked ones included) and the age of its oldest

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
-use ordermesh_bus::{Topology, outbox};
+use ordermesh_bus::Topology;
 use ordermesh_messages::{
     Channel, ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
     payloads::{CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
@@ -268,18 +268,6 @@ pub async fn checkout(
         .await?;
         let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
 
-        let mut tx = pool.begin().await?;
-        let mut taken: Vec<(String, i64)> =
-            sqlx::query_as("DELETE FROM cart_items WHERE client_id = $1 RETURNING product_id, quantity")
-                .bind(client.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        taken.sort();
-        if taken != cart {
-            // The cart changed (or another checkout took it) since it was priced: start over.
-            tx.rollback().await?;
-            continue;
-        }
         let order_id = OrderId::generate();
         let order = PlaceOrder {
             order_id: order_id.clone(),
@@ -290,27 +278,54 @@ pub async fn checkout(
             channel: channel.clone(),
         };
         let snapshot = serde_json::to_value(&order).map_err(anyhow::Error::from)?;
-        let recorded = sqlx::query(
-            "INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (client_id, idempotency_key) DO NOTHING",
+        let envelope = Envelope::new(kinds::ORDER_PLACE, &order).correlated(order_id.as_str());
+        let (products, quantities): (Vec<&str>, Vec<i64>) = cart.iter().map(|(p, q)| (p.as_str(), *q)).unzip();
+        // One statement (one round trip, atomic as a transaction): the cart's rows are locked and must still
+        // be what was priced; only then, and only before the caller's deadline, is the cart emptied, the
+        // checkout recorded under its key and `order.place` queued. The cart is emptied only if the record
+        // went in, so a racing checkout under the same key that recorded first leaves this cart alone.
+        let (unchanged, in_time, recorded): (bool, bool, bool) = sqlx::query_as(
+            "WITH c AS (
+               SELECT product_id, quantity FROM cart_items WHERE client_id = $1 FOR UPDATE
+             ), same AS (
+               SELECT coalesce(array_agg(product_id ORDER BY product_id COLLATE \"C\"), '{}') = $6::text[]
+                      AND coalesce(array_agg(quantity ORDER BY product_id COLLATE \"C\"), '{}') = $7::bigint[] AS ok
+               FROM c
+             ), go AS (
+               SELECT ok, $8::timestamptz IS NULL OR clock_timestamp() < $8 AS in_time FROM same
+             ), k AS (
+               INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
+               SELECT $1, $2, $3, $4, $5 FROM go WHERE ok AND in_time
+               ON CONFLICT (client_id, idempotency_key) DO NOTHING
+               RETURNING order_id
+             ), d AS (
+               DELETE FROM cart_items WHERE client_id = $1 AND EXISTS (SELECT 1 FROM k)
+             ), box AS (
+               INSERT INTO outbox (exchange, routing_key, message_id, body) SELECT '', $9, $10, $11 FROM k
+             )
+             SELECT go.ok, go.in_time, EXISTS (SELECT 1 FROM k) FROM go",
         )
         .bind(client.as_str())
         .bind(idempotency_key)
         .bind(order_id.as_str())
         .bind(total_cents)
         .bind(&snapshot)
-        .execute(&mut *tx)
+        .bind(&products)
+        .bind(&quantities)
+        .bind(deadline)
+        .bind(topology.checkout_jobs())
+        .bind(envelope.message_id)
+        .bind(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()))
+        .fetch_one(pool)
         .await?;
-        if recorded.rows_affected() == 0 {
-            // A racing retry with the same key won; its order is the answer.
-            tx.rollback().await?;
+        if !in_time {
+            return Err(CartError::Expired);
+        }
+        if !unchanged || !recorded {
+            // The cart changed (or another checkout took it) since it was priced, or a racing retry with the
+            // same key recorded first: start over (the next read finds that order).
             continue;
         }
-        let envelope = Envelope::new(kinds::ORDER_PLACE, &order).correlated(order_id.as_str());
-        outbox::enqueue(&mut tx, "", &topology.checkout_jobs(), &envelope).await?;
-        before_deadline(&mut tx, deadline).await?;
-        tx.commit().await?;
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
         return Ok((order_id, true));
     }

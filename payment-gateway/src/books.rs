@@ -35,11 +35,47 @@ pub async fn charge(
     request: &ChargeRequest,
     default_balance_cents: i64,
 ) -> sqlx::Result<PaymentOutcome> {
+    match charge_at_once(pool, request, default_balance_cents).await {
+        Ok(true) => return Ok(PaymentOutcome::Succeeded),
+        // Not the common case; the general path below tells the others apart.
+        Ok(false) => {}
+        Err(e) if is_unique_violation(&e) || is_check_violation(&e) => {}
+        Err(e) => return Err(e),
+    }
     match try_charge(pool, request, default_balance_cents).await {
         // A racing copy of the same charge booked first: its outcome is this one's too.
         Err(e) if is_unique_violation(&e) => try_charge(pool, request, default_balance_cents).await,
         other => other,
     }
+}
+
+/// The common case in one statement (one round trip instead of six): a payment id not seen before, whose
+/// client has the money (a new client starts with `default_balance_cents`). The balance is taken and the
+/// charge booked together or not at all; `false` means nothing was done (a known payment id, too little
+/// money). A racing copy of the same charge waits on the account row, then fails on the charge's key,
+/// which undoes its debit with it; a new client whose first charge exceeds the default fails the
+/// balance's CHECK. Both leave nothing behind and are the caller's to take the general path.
+async fn charge_at_once(pool: &PgPool, request: &ChargeRequest, default_balance_cents: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "WITH a AS (
+           INSERT INTO payment_accounts AS a (client_id, balance_cents)
+           SELECT $2, $4 - $3 WHERE NOT EXISTS (SELECT 1 FROM payment_charges WHERE payment_id = $1)
+           ON CONFLICT (client_id) DO UPDATE SET balance_cents = a.balance_cents - $3, updated_at = now()
+              WHERE a.balance_cents >= $3
+           RETURNING a.client_id
+         ), c AS (
+           INSERT INTO payment_charges (payment_id, client_id, amount_cents, outcome, reason)
+           SELECT $1, client_id, $3, 'succeeded', '' FROM a
+           RETURNING payment_id
+         )
+         SELECT EXISTS (SELECT 1 FROM c)",
+    )
+    .bind(&request.payment_id)
+    .bind(request.client_id.as_str())
+    .bind(request.amount_cents)
+    .bind(default_balance_cents)
+    .fetch_one(pool)
+    .await
 }
 
 async fn try_charge(
@@ -121,4 +157,8 @@ pub async fn refund(pool: &PgPool, request: &RefundRequest) -> sqlx::Result<bool
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+fn is_check_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23514"))
 }

@@ -35,6 +35,31 @@ async fn many_single_unit_reservations_get_exactly_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_copies_of_one_single_line_reservation_hold_once() {
+    // One line takes the one-statement path: copies racing on it must still resolve to one hold.
+    const COPIES: usize = 24;
+    let mut inv = spawn_inventory().await;
+    inv.product("p", 100).await;
+    let copies = (0..COPIES).map(|_| {
+        let mut client = inv.client.clone();
+        tokio::spawn(async move { client.reserve(reserve_request("same", &[("p", 3)], 0)).await })
+    });
+    let mut answers = Vec::new();
+    for result in join_all(copies).await {
+        answers.push(result.unwrap().expect("every copy is answered with the reservation").into_inner());
+    }
+    assert!(answers.windows(2).all(|w| w[0].created_at == w[1].created_at), "one reservation answers every copy");
+    let s = inv.stock("p").await;
+    assert_eq!((s.on_hand, s.reserved, s.available), (100, 3, 97), "held once");
+    let lines: i64 = sqlx::query_scalar("SELECT count(*) FROM reservation_lines WHERE reservation_id = 'same'")
+        .fetch_one(&inv.pool)
+        .await
+        .unwrap();
+    assert_eq!(lines, 1);
+    inv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlapping_multi_line_reservations_in_opposite_orders_never_deadlock() {
     const UNITS: i64 = 30;
     const BUYERS: usize = 80;

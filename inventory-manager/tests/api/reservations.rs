@@ -150,6 +150,18 @@ async fn reserve_is_idempotent_on_its_id() {
     assert_eq!(replay.status(), ReservationStatus::Committed);
     let a = inv.stock("a").await;
     assert_eq!((a.on_hand, a.reserved), (8, 0));
+
+    // The same for a reservation of one line (the one-statement path).
+    let single = inv.reserve("s", &[("a", 4)]).await.unwrap();
+    assert_eq!(inv.reserve("s", &[("a", 4)]).await.unwrap(), single);
+    expect_code(inv.reserve("s", &[("a", 5)]).await, Code::AlreadyExists);
+    expect_code(inv.reserve("s", &[("b", 4)]).await, Code::AlreadyExists);
+    let a = inv.stock("a").await;
+    assert_eq!((a.on_hand, a.reserved), (8, 4), "held once");
+    inv.roll_back("s").await.unwrap();
+    let again = inv.reserve("s", &[("a", 4)]).await.unwrap();
+    assert_eq!(again.status(), ReservationStatus::RolledBack, "a settled id is not held again");
+    assert_eq!(inv.stock("a").await.reserved, 0);
     inv.stop().await;
 }
 
