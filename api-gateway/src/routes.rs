@@ -625,10 +625,15 @@ async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Res
     loop {
         // Registered before the read, so a final event landing between the read and the wait is not missed.
         let waiting = (!wait.is_zero()).then(|| state.waiters.wait_for(request.order_id.as_str()));
-        let woken = waiting.as_ref().map(|w| w.notify.notified());
+        let woken = waiting.as_ref().map(|w| w.notified());
         tokio::pin!(woken);
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
+        }
+        // The final event carries the whole final order: a read it woke answers with it, without asking again.
+        let carried = || waiting.as_ref().and_then(|w| w.final_view());
+        if let Some(order) = carried() {
+            return Ok(order.into());
         }
         if std::mem::take(&mut skip_first_read)
             && state.waiters.known_pending(request.order_id.as_str())
@@ -636,6 +641,9 @@ async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Res
         {
             let now = tokio::time::Instant::now();
             let _ = tokio::time::timeout_at((now + state.wait_poll).min(until), woken).await;
+            if let Some(order) = carried() {
+                return Ok(order.into());
+            }
             continue;
         }
         let order = state
@@ -657,6 +665,9 @@ async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Res
         // Woken by the event (then read once more, even at the deadline), or asks again after the fallback
         // poll, or answers with what it has at the deadline.
         let timed_out = tokio::time::timeout_at((now + state.wait_poll).min(until), woken).await.is_err();
+        if let Some(order) = carried() {
+            return Ok(order.into());
+        }
         if timed_out && tokio::time::Instant::now() >= until {
             return Ok(body);
         }

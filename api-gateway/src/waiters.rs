@@ -1,7 +1,8 @@
 //! Reads that wait for an order to be final (`waitSeconds`) are woken by the order events checkout-manager
 //! already publishes, instead of asking checkout-manager again and again: each gateway binds its own
 //! exclusive queue to the final `order.*` events, and a waiting read sleeps until its order's event
-//! arrives (or a slow fallback poll, for an event missed while the broker was away).
+//! arrives (or a slow fallback poll, for an event missed while the broker was away). A final event carries
+//! the whole final order, which the woken reads answer with: no second read.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -15,7 +16,11 @@ use lapin::{
     types::FieldTable,
 };
 use ordermesh_bus::{Bus, Topology};
-use ordermesh_messages::{Envelope, kinds::events, payloads::OrderEvent};
+use ordermesh_messages::{
+    Envelope,
+    kinds::events,
+    payloads::{OrderEvent, OrderView},
+};
 use tokio::sync::{Notify, watch};
 
 /// The events after which an order no longer changes.
@@ -26,11 +31,11 @@ const FINAL_EVENTS: [&str; 4] =
 const RECENT_FOR: Duration = Duration::from_secs(60);
 const RECENT_MAX: usize = 100_000;
 
-/// Orders someone is waiting on, each with the one `Notify` all its waiters share; and the orders this
+/// Orders someone is waiting on, each with the one slot all its waiters share; and the orders this
 /// gateway accepted lately, with whether their final event has been seen.
 #[derive(Debug, Default)]
 pub struct Waiters {
-    by_order: Mutex<HashMap<String, Arc<Notify>>>,
+    by_order: Mutex<HashMap<String, Arc<Slot>>>,
     recent: Mutex<Recent>,
 }
 
@@ -41,13 +46,31 @@ struct Recent {
     order: VecDeque<(Instant, String)>,
 }
 
+/// What the waiters of one order share: the wake-up, and the final order its event carried.
+#[derive(Debug, Default)]
+struct Slot {
+    notify: Notify,
+    view: Mutex<Option<OrderView>>,
+}
+
 /// A registered wait; leaving it (however the read ends) forgets the order once nobody else waits on it.
 #[derive(Debug)]
 pub struct Waiting<'a> {
     waiters: &'a Waiters,
     order_id: String,
-    /// Woken when the order's final event arrives.
-    pub notify: Arc<Notify>,
+    slot: Arc<Slot>,
+}
+
+impl Waiting<'_> {
+    /// Completes when the order's final event arrives (call `enable` on it before reading the order).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.slot.notify.notified()
+    }
+
+    /// The final order, once its event brought it.
+    pub fn final_view(&self) -> Option<OrderView> {
+        self.slot.view.lock().expect("slot lock").clone()
+    }
 }
 
 impl Drop for Waiting<'_> {
@@ -64,8 +87,8 @@ impl Waiters {
     /// Registers a wait for `order_id`. Register before reading the order, then read, then await: an event
     /// that arrives between the read and the await is not missed.
     pub fn wait_for(&self, order_id: &str) -> Waiting<'_> {
-        let notify = self.by_order.lock().expect("waiters lock").entry(order_id.to_owned()).or_default().clone();
-        Waiting { waiters: self, order_id: order_id.to_owned(), notify }
+        let slot = self.by_order.lock().expect("waiters lock").entry(order_id.to_owned()).or_default().clone();
+        Waiting { waiters: self, order_id: order_id.to_owned(), slot }
     }
 
     /// This gateway accepted `order_id` (a 202): it exists, and will end with an event.
@@ -90,15 +113,18 @@ impl Waiters {
         self.recent.lock().expect("recent lock").ended.get(order_id) == Some(&false)
     }
 
-    /// Wakes everyone waiting on `order_id`.
-    pub fn wake(&self, order_id: &str) {
+    /// Wakes everyone waiting on `order_id`, handing them the final order if the event carried it.
+    pub fn wake(&self, order_id: &str, view: Option<OrderView>) {
         // Marked before the wake-up: a read that registered and then found it still pending is woken.
         if let Some(ended) = self.recent.lock().expect("recent lock").ended.get_mut(order_id) {
             *ended = true;
         }
-        let notify = self.by_order.lock().expect("waiters lock").get(order_id).cloned();
-        if let Some(notify) = notify {
-            notify.notify_waiters();
+        let slot = self.by_order.lock().expect("waiters lock").get(order_id).cloned();
+        if let Some(slot) = slot {
+            if view.is_some() {
+                *slot.view.lock().expect("slot lock") = view;
+            }
+            slot.notify.notify_waiters();
         }
     }
 
@@ -160,7 +186,7 @@ pub async fn listen(bus: Bus, topology: Topology, waiters: Arc<Waiters>, mut sto
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
                         if let Ok(event) = Envelope::from_slice(&delivery.data).and_then(|e| e.payload::<OrderEvent>()) {
-                            waiters.wake(event.order_id.as_str());
+                            waiters.wake(event.order_id.as_str(), event.final_view());
                         }
                     }
                     _ => break,
@@ -179,22 +205,51 @@ pub async fn listen(bus: Bus, topology: Topology, waiters: Arc<Waiters>, mut sto
 mod tests {
     use super::*;
 
+    fn final_view(order_id: &str) -> OrderView {
+        let at = chrono::Utc::now();
+        let entry = ordermesh_messages::payloads::TimelineEntry {
+            step: "commit".into(),
+            outcome: "ok".into(),
+            detail: String::new(),
+            at,
+        };
+        let event = OrderEvent {
+            order_id: ordermesh_messages::OrderId::parse(order_id.to_owned()).unwrap(),
+            client_id: ordermesh_messages::ClientId::parse("ada".to_owned()).unwrap(),
+            status: "CONFIRMED".into(),
+            reason: String::new(),
+            total_cents: 100,
+            at,
+            channel: Default::default(),
+            lines: Vec::new(),
+            created_at: Some(at),
+            timeline: vec![entry],
+        };
+        event.final_view().expect("a final event carries the order")
+    }
+
     #[tokio::test]
-    async fn a_wait_is_woken_by_its_orders_event_and_forgotten_when_it_ends() {
+    async fn a_wait_is_woken_by_its_orders_event_with_the_final_order_and_forgotten_when_it_ends() {
         let waiters = Waiters::default();
         {
             let first = waiters.wait_for("o1");
             let second = waiters.wait_for("o1");
-            let woken = first.notify.notified();
+            let woken = first.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            waiters.wake("o2");
-            waiters.wake("o1");
+            waiters.wake("o2", Some(final_view("o2")));
+            assert_eq!(first.final_view(), None, "another order's event");
+            waiters.wake("o1", Some(final_view("o1")));
             tokio::time::timeout(std::time::Duration::from_secs(1), woken).await.expect("woken by its event");
+            assert_eq!(first.final_view().map(|v| v.order_id.to_string()), Some("o1".to_owned()));
+            assert!(second.final_view().is_some(), "every waiter of the order gets it");
             drop(second);
             assert_eq!(waiters.len(), 1, "still waited on by the first");
         }
         assert!(waiters.is_empty(), "forgotten once nobody waits");
+        // Nobody waiting: nothing is kept.
+        waiters.wake("o3", Some(final_view("o3")));
+        assert!(waiters.is_empty());
     }
 
     #[test]
@@ -203,7 +258,7 @@ mod tests {
         assert!(!waiters.known_pending("o1"), "not accepted here");
         waiters.accepted("o1");
         assert!(waiters.known_pending("o1"));
-        waiters.wake("o1");
+        waiters.wake("o1", None);
         assert!(!waiters.known_pending("o1"), "its final event was seen");
         waiters.accepted("o1");
         assert!(!waiters.known_pending("o1"), "told again: still ended");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use ordermesh_bus::{Topology, outbox, publisher::Outgoing};
 use ordermesh_messages::{
     Channel, ClientId, Envelope, OrderId, ProductId, kinds,
@@ -138,7 +138,7 @@ pub struct Line {
 }
 
 /// An order as the saga works on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     /// The id (also the reservation id and the payment id).
     pub order_id: String,
@@ -168,6 +168,11 @@ pub struct Order {
     pub changed_at: DateTime<Utc>,
     /// Where the order came from.
     pub channel: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its timeline so far, oldest first: a final event carries it, so whoever waits for the event
+    /// needs no second read.
+    pub timeline: Vec<TimelineEntry>,
 }
 
 impl Order {
@@ -288,9 +293,13 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         lines,
         changed_at: order.created_at,
         channel: order.channel.as_str().to_owned(),
+        created_at: order.created_at,
+        timeline: Vec::new(),
     };
     let mut appends = Appends::default();
-    appends.status(topology, &placed, Status::Pending, "", ("created", "ok", String::new()))?;
+    let at = appends.step(("created", "ok", String::new()));
+    placed.timeline.push(TimelineEntry { step: "created".into(), outcome: "ok".into(), detail: String::new(), at });
+    appends.status(topology, &placed, at)?;
     let sql = format!(
         "WITH o AS (
            INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at,
@@ -338,9 +347,10 @@ struct Appends {
 }
 
 impl Appends {
-    /// A timeline entry; returns its time.
+    /// A timeline entry; returns its time (in microseconds, as it is stored, so an event carries exactly
+    /// what a later read shows).
     fn step(&mut self, (step, outcome, detail): (&str, &str, String)) -> DateTime<Utc> {
-        let at = Utc::now();
+        let at = Utc::now().trunc_subsecs(6);
         self.steps.push(step.to_owned());
         self.outcomes.push(outcome.to_owned());
         self.details.push(detail);
@@ -355,23 +365,16 @@ impl Appends {
         self.bodies.push(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()));
     }
 
-    /// A timeline entry and, with it, the order's status event (which carries the order's channel and lines,
-    /// so a subscriber needs no second read).
-    fn status(
-        &mut self,
-        topology: &Topology,
-        order: &Order,
-        status: Status,
-        reason: &str,
-        timeline: (&str, &str, String),
-    ) -> Result<()> {
-        let at = self.step(timeline);
+    /// The status event of `order` as a change that was stored `at` left it. It carries the order's channel
+    /// and lines, and a final one its whole timeline, so a subscriber needs no second read.
+    fn status(&mut self, topology: &Topology, order: &Order, at: DateTime<Utc>) -> Result<()> {
+        let status = order.status;
         let stored = |e: ordermesh_messages::IdError| anyhow::anyhow!("stored value: {e}");
         let event = OrderEvent {
             order_id: OrderId::parse(order.order_id.as_str()).map_err(stored)?,
             client_id: ClientId::parse(order.client_id.as_str()).map_err(stored)?,
             status: status.as_str().to_owned(),
-            reason: reason.to_owned(),
+            reason: order.reason.clone(),
             total_cents: order.total_cents,
             at,
             channel: Channel::parse(order.channel.as_str()).map_err(stored)?,
@@ -386,6 +389,8 @@ impl Appends {
                     })
                 })
                 .collect::<Result<_>>()?,
+            created_at: status.is_final().then_some(order.created_at),
+            timeline: if status.is_final() { order.timeline.clone() } else { Vec::new() },
         };
         let envelope = Envelope::new(status.event_kind(), &event).correlated(&order.order_id);
         self.message(&topology.order_events(), status.event_kind(), &envelope);
@@ -450,6 +455,7 @@ struct OrderRow {
     version: i64,
     updated_at: DateTime<Utc>,
     channel: String,
+    created_at: DateTime<Utc>,
 }
 
 /// An order's lines as three arrays, in the byte order of product ids (the order `place` keeps them in),
@@ -461,9 +467,16 @@ const LINE_ARRAYS: &str = "
 
 /// The saga's columns of `orders o`.
 const ORDER_COLUMNS: &str = "o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
-    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at, o.channel";
+    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at, o.channel, o.created_at";
 
-/// An order row with its lines ([`LINE_ARRAYS`]).
+/// An order's timeline as four arrays, oldest first, for any statement over `orders o`.
+const TIMELINE_ARRAYS: &str = "
+    ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
+    ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
+    ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS details,
+    ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS ats";
+
+/// An order row with its lines ([`LINE_ARRAYS`]) and timeline ([`TIMELINE_ARRAYS`]).
 #[derive(sqlx::FromRow)]
 struct OrderWithLines {
     #[sqlx(flatten)]
@@ -471,6 +484,10 @@ struct OrderWithLines {
     products: Vec<String>,
     quantities: Vec<i64>,
     prices: Vec<i64>,
+    steps: Vec<String>,
+    outcomes: Vec<String>,
+    details: Vec<String>,
+    ats: Vec<DateTime<Utc>>,
 }
 
 impl OrderWithLines {
@@ -482,12 +499,28 @@ impl OrderWithLines {
             .zip(self.prices)
             .map(|((product_id, quantity), unit_price_cents)| Line { product_id, quantity, unit_price_cents })
             .collect();
-        self.order.into_order(lines)
+        let timeline = timeline(self.steps, self.outcomes, self.details, self.ats);
+        self.order.into_order(lines, timeline)
     }
 }
 
+fn timeline(
+    steps: Vec<String>,
+    outcomes: Vec<String>,
+    details: Vec<String>,
+    ats: Vec<DateTime<Utc>>,
+) -> Vec<TimelineEntry> {
+    steps
+        .into_iter()
+        .zip(outcomes)
+        .zip(details)
+        .zip(ats)
+        .map(|(((step, outcome), detail), at)| TimelineEntry { step, outcome, detail, at })
+        .collect()
+}
+
 impl OrderRow {
-    fn into_order(self, lines: Vec<Line>) -> Result<Order> {
+    fn into_order(self, lines: Vec<Line>, timeline: Vec<TimelineEntry>) -> Result<Order> {
         Ok(Order {
             lines,
             status: Status::parse(&self.status)?,
@@ -503,6 +536,8 @@ impl OrderRow {
             version: self.version,
             changed_at: self.updated_at,
             channel: self.channel,
+            created_at: self.created_at,
+            timeline,
         })
     }
 }
@@ -515,7 +550,7 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec
          FROM (SELECT order_id FROM orders WHERE next_action_at <= now()
                ORDER BY next_action_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
          WHERE o.order_id = due.order_id
-         RETURNING {ORDER_COLUMNS}, {LINE_ARRAYS}"
+         RETURNING {ORDER_COLUMNS}, {LINE_ARRAYS}, {TIMELINE_ARRAYS}"
     );
     let rows: Vec<OrderWithLines> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(lease.as_secs_f64()).fetch_all(pool).await?;
@@ -535,7 +570,7 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
 
 /// One order by id, with its lines, in one statement (read on every payment result).
 pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
-    let sql = format!("SELECT {ORDER_COLUMNS}, {LINE_ARRAYS} FROM orders o WHERE o.order_id = $1");
+    let sql = format!("SELECT {ORDER_COLUMNS}, {LINE_ARRAYS}, {TIMELINE_ARRAYS} FROM orders o WHERE o.order_id = $1");
     let row: Option<OrderWithLines> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(pool).await?;
     row.map(OrderWithLines::into_order).transpose()
@@ -562,19 +597,21 @@ pub async fn apply_chain(
     let (payment_attempts, step_attempts, reason) = (last.payment_attempts, last.step_attempts, last.reason.clone());
 
     let mut appends = Appends::default();
-    let mut was = order.status;
     let mut next = order.clone();
+    let mut last_at = Utc::now().trunc_subsecs(6);
     for change in changes {
         for m in &change.messages {
             appends.message(&m.exchange, &m.routing_key, &m.envelope);
         }
-        if change.status != was {
-            appends.status(topology, order, change.status, &change.reason, change.timeline.clone())?;
-        } else {
-            appends.step(change.timeline.clone());
-        }
-        was = change.status;
+        let (step, outcome, detail) = change.timeline.clone();
+        let at = appends.step((step, outcome, detail.clone()));
+        next.timeline.push(TimelineEntry { step: step.into(), outcome: outcome.into(), detail, at });
+        let moved = change.status != next.status;
         next = next.after(change);
+        if moved {
+            appends.status(topology, &next, at)?;
+        }
+        last_at = at;
     }
     let sql = format!(
         "WITH o AS (
@@ -582,12 +619,12 @@ pub async fn apply_chain(
                   step_attempts = $8, reason = $9,
                   next_action_at = CASE WHEN $10::bigint IS NULL THEN NULL
                                         ELSE now() + make_interval(secs => $10::bigint / 1000.0) END,
-                  version = version + 1, updated_at = now()
+                  version = version + 1, updated_at = $11
            WHERE order_id = $1 AND version = $2
            RETURNING order_id
          ), {}
          SELECT count(*) FROM o",
-        appends_sql(11)
+        appends_sql(12)
     );
     let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(&order.order_id)
@@ -599,7 +636,9 @@ pub async fn apply_chain(
         .bind(payment_attempts)
         .bind(step_attempts)
         .bind(&reason)
-        .bind(delay_ms);
+        .bind(delay_ms)
+        // The time of the last timeline entry, which a final event also carries as the order's `updated_at`.
+        .bind(last_at);
     // One statement: the order's new state, its timeline entries, its events and its messages, or nothing.
     let updated: i64 = appends.bind(query).fetch_one(pool).await?;
     if updated == 0 {
@@ -668,11 +707,7 @@ struct ViewRow {
 pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
     let sql = format!(
         "SELECT o.client_id, o.channel, o.status, o.total_cents, o.created_at, o.updated_at,
-                {LINE_ARRAYS},
-                ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
-                ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
-                ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS details,
-                ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS ats
+                {LINE_ARRAYS}, {TIMELINE_ARRAYS}
          FROM orders o WHERE o.order_id = $1"
     );
     let row: Option<ViewRow> =

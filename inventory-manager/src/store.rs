@@ -213,7 +213,7 @@ async fn reserve_single_line(
 ) -> Result<Option<Reservation>> {
     let mut iter = lines.iter();
     let (Some(line), None) = (iter.next(), iter.next()) else { return Ok(None) };
-    let row: std::result::Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> = sqlx::query_as(
+    let row: sqlx::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> = sqlx::query_as(
         "WITH s AS (
            UPDATE stock SET reserved = reserved + $3, updated_at = now()
            WHERE product_id = $2 AND available >= $3

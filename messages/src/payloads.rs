@@ -242,6 +242,35 @@ pub struct OrderEvent {
     /// What was ordered, so a subscriber (the notifier's email) needs no second read.
     #[serde(default)]
     pub lines: Vec<OrderLine>,
+    /// When the order was created: on final events only, with `timeline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Every saga step up to this final status, oldest first: on final events only, so the event is the
+    /// whole final order and a reader waiting for it needs no second read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl OrderEvent {
+    /// The final order as `order.get` would show it, if this is a final event that carries it.
+    pub fn final_view(&self) -> Option<OrderView> {
+        let created_at = self.created_at?;
+        if self.timeline.is_empty() {
+            return None;
+        }
+        Some(OrderView {
+            order_id: self.order_id.clone(),
+            client_id: self.client_id.clone(),
+            status: self.status.clone(),
+            is_final: true,
+            lines: self.lines.clone(),
+            total_cents: self.total_cents,
+            created_at,
+            updated_at: self.at,
+            timeline: self.timeline.clone(),
+            channel: self.channel.clone(),
+        })
+    }
 }
 
 /// `client.put_profile`: set (or, with `email: null`, clear) a shopper's contact details.

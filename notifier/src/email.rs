@@ -148,6 +148,8 @@ mod tests {
                 OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 2, unit_price_cents: 1_250 },
                 OrderLine { product_id: ProductId::parse("sticker").unwrap(), quantity: 1, unit_price_cents: 99 },
             ],
+            created_at: None,
+            timeline: Vec::new(),
         }
     }
 

@@ -197,6 +197,11 @@ async fn a_waiting_order_read_is_woken_by_the_orders_final_event_not_by_polling(
     mesh.product("mug", 100, 5).await;
     assert_eq!(mesh.add("wes", "mug", 1).await.0, 200);
     let order_id = mesh.checkout("wes").await;
+    let order_reads = || async {
+        let text = mesh.http.get(mesh.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        crate::metrics::value(&text, "amqp_messages_published_total", &[("kind", "order.get")]).unwrap_or(0.0)
+    };
+    let reads_before = order_reads().await;
     let started = std::time::Instant::now();
     let (status, order) = mesh.get(&format!("/orders/{order_id}?waitSeconds=20")).await;
     assert_eq!(status, 200, "{order}");
@@ -206,6 +211,12 @@ async fn a_waiting_order_read_is_woken_by_the_orders_final_event_not_by_polling(
         "woken at the deadline, not by the event: {:?}",
         started.elapsed()
     );
+    // The final event carries the whole order: the woken read answers with it, without asking checkout-manager,
+    // and what it answers is exactly what the order's store shows afterwards.
+    assert_eq!(order_reads().await, reads_before, "the woken read asked checkout-manager");
+    let (_, stored) = mesh.get(&format!("/orders/{order_id}")).await;
+    assert_eq!(order, stored, "the event's order differs from the stored one");
+    assert!(order["timeline"].as_array().unwrap().len() >= 4, "{order}");
 
     // The same checkout replayed (same key) names an order that has already ended: a waiting read of it
     // answers at once, not after waiting for an event that came before it.

@@ -6,7 +6,7 @@ use crate::helpers::spawn_mesh;
 
 /// The value of the series `name` whose labels include every `(key, value)` of `labels`; the sum when
 /// several match.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some(rest) = line.strip_prefix(name) else { continue };

@@ -121,6 +121,8 @@ async fn order_events_are_emailed_once_and_only_with_an_address() {
         at: chrono::Utc::now(),
         channel: Default::default(),
         lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 1, unit_price_cents: 1250 }],
+        created_at: None,
+        timeline: Vec::new(),
     };
     let envelope = Envelope::new(events::ORDER_CONFIRMED, &event);
     let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
