@@ -22,17 +22,10 @@ pub async fn on_job(saga: &Saga, incoming: Incoming) -> Outcome {
     if let Err(reason) = check_order(&order) {
         return Outcome::DeadLetter(reason);
     }
-    match orders::place(&saga.pool, &saga.topology, &order, saga.settings.lease).await {
-        Ok(Some(placed)) => {
-            saga.outbox_wake.notify_one();
-            // The first steps run here rather than after a trip through the driver; the order is stored
-            // and leased, so if they fail the lease runs out and the driver takes it up.
-            if let Err(e) = saga.advance(placed).await {
-                tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");
-            }
-            Outcome::Ack
-        }
-        Ok(None) => Outcome::Ack,
+    // The first steps run here rather than after a trip through the driver; an order that could not be
+    // stored is asked for again (its reservation, already held, is answered again, not held twice).
+    match saga.take_in(&order).await {
+        Ok(_) => Outcome::Ack,
         Err(e) => transient(e),
     }
 }

@@ -260,14 +260,8 @@ impl Change {
     }
 }
 
-/// Stores a new order (status PENDING, reserve due after `lease`) and its `order.created` event, and
-/// returns it leased to the caller, who goes on with its first step at once; if the caller dies, the
-/// lease runs out and a driver takes the order up. Returns `None` when the order already exists: a
-/// redelivered `order.place` changes nothing.
-pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease: Duration) -> Result<Option<Order>> {
-    let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
-    let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
-    let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
+/// A new order as the saga starts from: PENDING, its first step the reservation, nothing stored yet.
+pub fn pending(order: &PlaceOrder) -> Order {
     let mut lines: Vec<Line> = order
         .lines
         .iter()
@@ -278,7 +272,7 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         })
         .collect();
     lines.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-    let mut placed = Order {
+    Order {
         order_id: order.order_id.as_str().to_owned(),
         client_id: order.client_id.as_str().to_owned(),
         status: Status::Pending,
@@ -295,16 +289,47 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
         channel: order.channel.as_str().to_owned(),
         created_at: order.created_at,
         timeline: Vec::new(),
-    };
+    }
+}
+
+/// Stores a new order (status PENDING, reserve due after `lease`) and its `order.created` event, and
+/// returns it leased to the caller, who goes on with its first step at once; if the caller dies, the
+/// lease runs out and a driver takes the order up. Returns `None` when the order already exists: a
+/// redelivered `order.place` changes nothing.
+pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease: Duration) -> Result<Option<Order>> {
+    place_after(pool, topology, order, Vec::new(), lease).await
+}
+
+/// Stores a new order as `changes` (steps already run, each worked out from the order as the one before
+/// it left it, starting from [`pending`]) leave it, with `order.created`, every change's timeline entry,
+/// status event and messages, in one statement. Without changes the order is PENDING with its reservation
+/// due after `lease`; with them, the last one says when the next step is due. Returns `None` when the order
+/// already exists: a redelivered `order.place` changes nothing.
+pub async fn place_after(
+    pool: &PgPool,
+    topology: &Topology,
+    order: &PlaceOrder,
+    changes: Vec<Change>,
+    lease: Duration,
+) -> Result<Option<Order>> {
+    let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
+    let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
+    let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
+    let due_in = changes.last().map_or(Some(lease), |c| c.next_action_in);
+    let delay_ms: Option<i64> = due_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut placed = pending(order);
     let mut appends = Appends::default();
     let at = appends.step(("created", "ok", String::new()));
     placed.timeline.push(TimelineEntry { step: "created".into(), outcome: "ok".into(), detail: String::new(), at });
     appends.status(topology, &placed, at)?;
+    let (mut placed, last_at) = appends.changes(topology, placed, changes, at)?;
     let sql = format!(
         "WITH o AS (
            INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at,
-                               channel)
-           VALUES ($1, $2, 'PENDING', 'reserve', $3, now() + make_interval(secs => $5), $4, now(), $9)
+                               channel, roll_back_to, refund_due, payment_attempts, step_attempts, reason)
+           VALUES ($1, $2, $10, $11, $3,
+                   CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::bigint / 1000.0) END,
+                   $4, $16, $9, $12, $13, $14, $15, $17)
            ON CONFLICT (order_id) DO NOTHING
            RETURNING order_id, version
          ), lines AS (
@@ -312,19 +337,27 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
            SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
          ), {}
          SELECT version FROM o",
-        appends_sql(10)
+        appends_sql(18)
     );
     let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(order.order_id.as_str())
         .bind(order.client_id.as_str())
         .bind(order.total_cents)
         .bind(order.created_at)
-        .bind(lease.as_secs_f64())
+        .bind(delay_ms)
         .bind(&products)
         .bind(&quantities)
         .bind(&prices)
-        .bind(order.channel.as_str());
-    // One statement: the order, its lines, its first timeline entry and its event are stored together or not at all.
+        .bind(order.channel.as_str())
+        .bind(placed.status.as_str())
+        .bind(placed.step.as_str())
+        .bind(placed.roll_back_to.map(Status::as_str))
+        .bind(placed.refund_due)
+        .bind(placed.payment_attempts)
+        .bind(placed.step_attempts)
+        .bind(last_at)
+        .bind(&placed.reason);
+    // One statement: the order, its lines, its timeline and its events are stored together or not at all.
     let Some(version) = appends.bind(query).fetch_optional(pool).await? else {
         return Ok(None);
     };
@@ -363,6 +396,33 @@ impl Appends {
         self.routing_keys.push(routing_key.to_owned());
         self.message_ids.push(envelope.message_id);
         self.bodies.push(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()));
+    }
+
+    /// Every change's messages, timeline entry and (if its status moved) status event; returns the order as
+    /// the last one leaves it and the time of the last entry (`since` if there are none).
+    fn changes(
+        &mut self,
+        topology: &Topology,
+        mut next: Order,
+        changes: Vec<Change>,
+        since: DateTime<Utc>,
+    ) -> Result<(Order, DateTime<Utc>)> {
+        let mut last_at = since;
+        for change in changes {
+            for m in &change.messages {
+                self.message(&m.exchange, &m.routing_key, &m.envelope);
+            }
+            let (step, outcome, detail) = change.timeline.clone();
+            let at = self.step((step, outcome, detail.clone()));
+            next.timeline.push(TimelineEntry { step: step.into(), outcome: outcome.into(), detail, at });
+            let moved = change.status != next.status;
+            next = next.after(change);
+            if moved {
+                self.status(topology, &next, at)?;
+            }
+            last_at = at;
+        }
+        Ok((next, last_at))
     }
 
     /// The status event of `order` as a change that was stored `at` left it. It carries the order's channel
@@ -597,22 +657,7 @@ pub async fn apply_chain(
     let (payment_attempts, step_attempts, reason) = (last.payment_attempts, last.step_attempts, last.reason.clone());
 
     let mut appends = Appends::default();
-    let mut next = order.clone();
-    let mut last_at = Utc::now().trunc_subsecs(6);
-    for change in changes {
-        for m in &change.messages {
-            appends.message(&m.exchange, &m.routing_key, &m.envelope);
-        }
-        let (step, outcome, detail) = change.timeline.clone();
-        let at = appends.step((step, outcome, detail.clone()));
-        next.timeline.push(TimelineEntry { step: step.into(), outcome: outcome.into(), detail, at });
-        let moved = change.status != next.status;
-        next = next.after(change);
-        if moved {
-            appends.status(topology, &next, at)?;
-        }
-        last_at = at;
-    }
+    let (mut next, last_at) = appends.changes(topology, order.clone(), changes, Utc::now().trunc_subsecs(6))?;
     let sql = format!(
         "WITH o AS (
            UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,

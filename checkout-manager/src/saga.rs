@@ -13,7 +13,7 @@ use ordermesh_bus::{Topology, publisher::Outgoing};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, kinds,
-    payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
+    payloads::{ChargeRequest, PaymentOutcome, PaymentResult, PlaceOrder, RefundRequest},
 };
 use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
@@ -92,7 +92,7 @@ impl Saga {
         let _holding = Holding { leases: &self.leases, order_id: order.order_id.clone() };
         loop {
             let started = Instant::now();
-            let mut change = match order.step {
+            let change = match order.step {
                 Step::Done => return Ok(()),
                 Step::Reserve => self.reserve(&order).await,
                 Step::RequestPayment => self.request_payment(&order)?,
@@ -101,20 +101,7 @@ impl Saga {
                 Step::RollBack => self.roll_back(&order).await?,
             };
             let took = started.elapsed();
-            // Asking for payment calls nothing out, so it is written in the same transaction as the step
-            // that led to it (the charge request goes out through the outbox with it).
-            let mut chain = Vec::new();
-            while change.step == Step::RequestPayment && change.next_action_in == Some(Duration::ZERO) {
-                let next = self.request_payment(&order.clone().after(change.clone()))?;
-                chain.push(std::mem::replace(&mut change, next));
-            }
-            // Going straight on with the next step: keep the order leased rather than due, so no other
-            // driver takes it up meanwhile (if this one dies, the lease runs out and another does).
-            let go_on = change.next_action_in == Some(Duration::ZERO);
-            if go_on {
-                change.next_action_in = Some(self.settings.lease);
-            }
-            chain.push(change);
+            let (chain, go_on) = self.chain(&order, change)?;
             match self.apply_chain(&order, chain, go_on, took).await? {
                 Some(next) if go_on => {
                     self.leases.hold(&next.order_id, next.version);
@@ -123,6 +110,57 @@ impl Saga {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Takes in a new order: its reservation runs before anything is stored, and the order is stored once,
+    /// as the reservation (and the charge request it leads to) leave it: one write instead of two. A crash
+    /// before the write redelivers `order.place`, and inventory answers a repeated reservation with the one
+    /// it holds, so nothing is held twice; a hold whose order is never stored runs out with its TTL.
+    /// Returns false when the order already exists (a redelivery): nothing changes then.
+    pub async fn take_in(&self, placed: &PlaceOrder) -> Result<bool, CheckoutError> {
+        let order = orders::pending(placed);
+        let started = Instant::now();
+        let change = self.reserve(&order).await;
+        let took = started.elapsed();
+        let (step, outcome) = (change.timeline.0, change.timeline.1);
+        let (chain, go_on) = self.chain(&order, change)?;
+        let due = chain.last().and_then(|c| c.next_action_in);
+        let Some(next) = orders::place_after(&self.pool, &self.topology, placed, chain, self.settings.lease).await?
+        else {
+            return Ok(false);
+        };
+        self.metrics.saga_step(step, outcome, took);
+        if next.status.is_final() {
+            Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
+        }
+        self.outbox_wake.notify_one();
+        if go_on {
+            // Stored and leased: if the next step fails here, the lease runs out and the driver takes it up.
+            if let Err(e) = self.advance(next).await {
+                tracing::warn!(order_id = %order.order_id, error = %e, "saga step failed");
+            }
+        } else if let Some(due) = due {
+            self.driver_alarm.due_in(due);
+        }
+        Ok(true)
+    }
+
+    /// The changes to write for `change`: asking for payment calls nothing out, so it is written in the same
+    /// statement as the step that led to it (the charge request goes out through the outbox with it). And
+    /// whether the caller goes straight on with the next step: the order is then kept leased rather than
+    /// due, so no other driver takes it up meanwhile (if this one dies, the lease runs out and another does).
+    fn chain(&self, order: &Order, mut change: Change) -> Result<(Vec<Change>, bool), CheckoutError> {
+        let mut chain = Vec::new();
+        while change.step == Step::RequestPayment && change.next_action_in == Some(Duration::ZERO) {
+            let next = self.request_payment(&order.clone().after(change.clone()))?;
+            chain.push(std::mem::replace(&mut change, next));
+        }
+        let go_on = change.next_action_in == Some(Duration::ZERO);
+        if go_on {
+            change.next_action_in = Some(self.settings.lease);
+        }
+        chain.push(change);
+        Ok((chain, go_on))
     }
 
     /// The charge request goes out with the `PAYMENT_PENDING` state, through the outbox: a crash cannot

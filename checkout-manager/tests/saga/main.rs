@@ -97,6 +97,40 @@ async fn fixture(settings: SagaSettings) -> Fixture {
 }
 
 impl Fixture {
+    fn new_order() -> PlaceOrder {
+        PlaceOrder {
+            order_id: OrderId::generate(),
+            client_id: ClientId::parse("ada").unwrap(),
+            lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 2, unit_price_cents: 500 }],
+            total_cents: 1000,
+            created_at: chrono::Utc::now(),
+            channel: ordermesh_messages::Channel::parse("phone").unwrap(),
+        }
+    }
+
+    /// The routing keys of the order's events in the outbox, oldest first.
+    async fn events(&self, order_id: &str) -> Vec<String> {
+        let bodies: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT routing_key, body FROM outbox WHERE exchange = $1 ORDER BY id")
+                .bind(self.saga.topology.order_events())
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+        bodies
+            .into_iter()
+            .filter(|(_, body)| Envelope::from_slice(body).unwrap().correlation_id.as_deref() == Some(order_id))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    async fn timeline(&self, order_id: &str) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT step, outcome FROM order_steps WHERE order_id = $1 ORDER BY id")
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
     async fn place(&self) -> String {
         let order = PlaceOrder {
             order_id: OrderId::generate(),
@@ -331,5 +365,59 @@ async fn a_dead_drivers_order_is_taken_over_once_its_lease_runs_out_and_a_live_d
         assert!(orders::claim_due(&f.pool, 10, lease).await.unwrap().is_empty(), "a renewed lease was taken over");
         tokio::time::sleep(lease / 3).await;
     }
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_new_order_is_stored_once_as_its_reservation_and_charge_request_leave_it() {
+    let f = fixture(settings()).await;
+    let order = Fixture::new_order();
+    let id = order.order_id.to_string();
+    assert!(f.saga.take_in(&order).await.unwrap(), "a new order is taken in");
+    assert_eq!(f.status(&id).await, "PAYMENT_PENDING");
+    assert_eq!(f.stock.calls("reserve"), 1);
+    let timeline: Vec<(String, String)> = f.timeline(&id).await;
+    let steps: Vec<(&str, &str)> = timeline.iter().map(|(s, o)| (s.as_str(), o.as_str())).collect();
+    assert_eq!(steps, [("created", "ok"), ("reserve", "ok"), ("payment", "requested")]);
+    assert_eq!(f.events(&id).await, ["order.created", "order.reserved", "order.payment_pending"]);
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE]);
+    let version: i64 = sqlx::query_scalar("SELECT version FROM orders WHERE order_id = $1")
+        .bind(&id)
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 0, "one write");
+
+    // Redelivered: inventory is asked again (it answers with the hold it has), and nothing else changes.
+    assert!(!f.saga.take_in(&order).await.unwrap(), "an order taken in already");
+    assert_eq!(f.timeline(&id).await.len(), 3);
+    assert_eq!(f.to_provider().await.len(), 1, "no second charge request");
+
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    assert_eq!(f.status(&id).await, "CONFIRMED");
+    assert_eq!(f.stock.calls("commit"), 1);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_new_order_short_of_stock_is_stored_rejected_and_one_inventory_cannot_reach_is_left_to_the_driver() {
+    let f = fixture(settings()).await;
+    f.stock.reserve.lock().unwrap().push_back(Err(InventoryFailure::Refused("insufficient stock for mug".into())));
+    let rejected = Fixture::new_order();
+    assert!(f.saga.take_in(&rejected).await.unwrap());
+    let id = rejected.order_id.to_string();
+    assert_eq!(f.status(&id).await, "REJECTED");
+    assert_eq!(f.events(&id).await, ["order.created", "order.rejected"]);
+    assert!(f.to_provider().await.is_empty(), "no money asked for");
+
+    // Inventory unreachable: stored PENDING with the retry scheduled, and the driver carries on from there.
+    f.stock.reserve.lock().unwrap().push_back(Err(InventoryFailure::Transient("inventory unavailable".into())));
+    let waiting = Fixture::new_order();
+    assert!(f.saga.take_in(&waiting).await.unwrap());
+    let id = waiting.order_id.to_string();
+    assert_eq!(f.status(&id).await, "PENDING");
+    f.drive_all().await;
+    assert_eq!(f.status(&id).await, "PAYMENT_PENDING");
+    assert_eq!(f.stock.calls("reserve"), 3);
     f.done().await;
 }
