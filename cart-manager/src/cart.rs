@@ -2,7 +2,6 @@
 //! order to checkout-manager through the outbox in the same transaction that empties the cart.
 
 use chrono::{DateTime, Utc};
-use futures::future::try_join_all;
 use ordermesh_bus::Topology;
 use ordermesh_messages::{
     Channel, ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
@@ -220,19 +219,32 @@ async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
 
 /// The cart with current prices from inventory (a product gone from the catalogue shows at 0).
 pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Result<CartView> {
-    let rows = items(pool, client).await?;
-    let items = try_join_all(rows.into_iter().map(|(product_id, quantity)| async move {
-        let product_id = ProductId::parse(product_id).map_err(|e| anyhow::anyhow!("stored product id: {e}"))?;
-        let unit_price_cents = match inventory.product(&product_id).await {
-            Ok(info) => info.price_cents,
-            Err(CartError::UnknownProduct(_)) => 0,
-            Err(e) => return Err(e),
-        };
-        Ok(CartItem { product_id, quantity, unit_price_cents })
-    }))
-    .await?;
+    let rows = stored_lines(items(pool, client).await?)?;
+    // One read for the whole cart; a product gone from the catalogue shows at 0.
+    let prices = if rows.is_empty() { Default::default() } else { inventory.products(&product_ids(&rows)).await? };
+    let items: Vec<CartItem> = rows
+        .into_iter()
+        .map(|(product_id, quantity)| {
+            let unit_price_cents = prices.get(&product_id).map_or(0, |p| p.price_cents);
+            CartItem { product_id, quantity, unit_price_cents }
+        })
+        .collect();
     let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
     Ok(CartView { client_id: client.clone(), items, total_cents })
+}
+
+/// Stored cart lines with their product ids parsed.
+fn stored_lines(rows: Vec<(String, i64)>) -> Result<Vec<(ProductId, i64)>> {
+    rows.into_iter()
+        .map(|(product_id, quantity)| {
+            let id = ProductId::parse(product_id).map_err(|e| anyhow::anyhow!("stored product id: {e}"))?;
+            Ok((id, quantity))
+        })
+        .collect()
+}
+
+fn product_ids(lines: &[(ProductId, i64)]) -> Vec<ProductId> {
+    lines.iter().map(|(id, _)| id.clone()).collect()
 }
 
 /// How often checkout re-reads a cart that changed while it was being priced.
@@ -258,14 +270,17 @@ pub async fn checkout(
         if cart.is_empty() {
             return Err(CartError::EmptyCart);
         }
-        // Prices are read before the transaction: no row lock is held across a network call.
-        let lines = try_join_all(cart.iter().map(|(product_id, quantity)| async move {
-            let product_id =
-                ProductId::parse(product_id.clone()).map_err(|e| anyhow::anyhow!("stored product id: {e}"))?;
-            let info = inventory.product(&product_id).await?;
-            Ok::<_, CartError>(OrderLine { product_id, quantity: *quantity, unit_price_cents: info.price_cents })
-        }))
-        .await?;
+        // Prices are read before the statement, in one call for the whole cart: no row lock is held across
+        // a network call.
+        let priced = stored_lines(cart.clone())?;
+        let prices = inventory.products(&product_ids(&priced)).await?;
+        let lines = priced
+            .into_iter()
+            .map(|(product_id, quantity)| match prices.get(&product_id) {
+                Some(info) => Ok(OrderLine { product_id, quantity, unit_price_cents: info.price_cents }),
+                None => Err(CartError::UnknownProduct(product_id)),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
 
         let order_id = OrderId::generate();

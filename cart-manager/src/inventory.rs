@@ -1,6 +1,6 @@
 //! The gRPC client cart-manager uses to look up products: every call carries a deadline.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use ordermesh_messages::ProductId;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
@@ -35,6 +35,25 @@ impl Inventory {
         Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 
+    /// Price and availability of each of `ids` that the catalogue knows (unknown ones are left out), in as
+    /// few calls as the server allows (100 products each).
+    pub async fn products(&self, ids: &[ProductId]) -> Result<HashMap<ProductId, ProductInfo>, CartError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let mut request = tonic::Request::new(pb::GetProductsRequest {
+                product_ids: chunk.iter().map(ToString::to_string).collect(),
+            });
+            request.set_timeout(self.timeout);
+            let reply = self.client.clone().get_products(request).await.map_err(|s| failure(&s, "GetProducts"))?;
+            for p in reply.into_inner().products {
+                let id = ProductId::parse(p.product_id)
+                    .map_err(|e| CartError::Internal(anyhow::anyhow!("inventory sent a bad product id: {e}")))?;
+                found.insert(id, ProductInfo { price_cents: p.price_cents, available: p.available });
+            }
+        }
+        Ok(found)
+    }
+
     /// Price and availability of one product.
     pub async fn product(&self, id: &ProductId) -> Result<ProductInfo, CartError> {
         let mut request = tonic::Request::new(pb::GetProductRequest { product_id: id.to_string() });
@@ -45,14 +64,17 @@ impl Inventory {
                 Ok(ProductInfo { price_cents: p.price_cents, available: p.available })
             }
             Err(status) if status.code() == Code::NotFound => Err(CartError::UnknownProduct(id.clone())),
-            Err(status) => Err(match status.code() {
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::Unknown
-                | Code::ResourceExhausted => CartError::InventoryUnavailable(status.message().to_owned()),
-                _ => CartError::Internal(anyhow::anyhow!("inventory GetProduct for {id}: {status}")),
-            }),
+            Err(status) => Err(failure(&status, &format!("GetProduct for {id}"))),
         }
+    }
+}
+
+/// What a failed call means to cart-manager: inventory away for now (the caller may retry), or a bug.
+fn failure(status: &tonic::Status, call: &str) -> CartError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::ResourceExhausted => {
+            CartError::InventoryUnavailable(status.message().to_owned())
+        }
+        _ => CartError::Internal(anyhow::anyhow!("inventory {call}: {status}")),
     }
 }

@@ -21,6 +21,8 @@ use crate::store;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Larger pages are clamped to this.
 const MAX_PAGE_SIZE: u32 = 500;
+/// Most products one `GetProducts` reads: as many as a reservation may hold lines.
+const MAX_PRODUCTS_PER_READ: usize = crate::domain::MAX_LINES;
 
 /// `inventory.v1.InventoryService` over the store.
 #[derive(Debug, Clone)]
@@ -81,6 +83,22 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     async fn get_product(&self, request: Request<pb::GetProductRequest>) -> RpcResult<pb::Product> {
         let id = ProductId::parse(request.into_inner().product_id)?;
         Ok(Response::new(store::get_product(&self.pool, &id).await?.into()))
+    }
+
+    async fn get_products(&self, request: Request<pb::GetProductsRequest>) -> RpcResult<pb::GetProductsResponse> {
+        let raw = request.into_inner().product_ids;
+        if raw.is_empty() || raw.len() > MAX_PRODUCTS_PER_READ {
+            return Err(InventoryError::invalid(
+                "product_ids",
+                format!("must list 1 to {MAX_PRODUCTS_PER_READ} products, got {}", raw.len()),
+            )
+            .into());
+        }
+        let mut ids = raw.into_iter().map(ProductId::parse).collect::<Result<Vec<_>, _>>()?;
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
+        let products = store::get_products(&self.pool, &ids).await?;
+        Ok(Response::new(pb::GetProductsResponse { products: products.into_iter().map(Into::into).collect() }))
     }
 
     async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> RpcResult<pb::ListProductsResponse> {

@@ -105,6 +105,20 @@ pub async fn get_product(pool: &PgPool, id: &ProductId) -> Result<Product> {
     fetch_product(pool, id).await?.ok_or_else(|| InventoryError::UnknownProduct(id.clone()))
 }
 
+/// The known ones of `ids`, with their counters, in product-id order: one statement for a whole cart.
+pub async fn get_products(pool: &PgPool, ids: &[ProductId]) -> Result<Vec<Product>> {
+    let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
+    let rows: Vec<ProductRow> = sqlx::query_as(
+        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
+         FROM products p JOIN stock s USING (product_id) WHERE p.product_id = ANY($1)
+         ORDER BY p.product_id COLLATE \"C\"",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Product::from).collect())
+}
+
 /// A page of the catalogue in product-id order, after `after` (exclusive); the flag says whether more follow.
 pub async fn list_products(pool: &PgPool, after: Option<&str>, page_size: u32) -> Result<(Vec<Product>, bool)> {
     let rows: Vec<ProductRow> = sqlx::query_as(

@@ -135,3 +135,28 @@ async fn list_products_pages_through_the_catalogue_in_id_order() {
     );
     inv.stop().await;
 }
+
+#[tokio::test]
+async fn get_products_reads_a_whole_cart_in_one_call_and_leaves_out_unknown_ids() {
+    let mut inv = spawn_inventory().await;
+    for (id, on_hand) in [("b", 2), ("a", 1), ("c", 3)] {
+        inv.product(id, on_hand).await;
+    }
+    inv.reserve("r", &[("c", 1)]).await.unwrap();
+    let ids = |ids: &[&str]| pb::GetProductsRequest { product_ids: ids.iter().map(|s| (*s).to_owned()).collect() };
+    let found = inv.client.get_products(ids(&["c", "nope", "a", "c"])).await.unwrap().into_inner().products;
+    let seen: Vec<(&str, i64, i64)> = found.iter().map(|p| (p.product_id.as_str(), p.on_hand, p.available)).collect();
+    assert_eq!(seen, [("a", 1, 1), ("c", 3, 2)], "known ones once each, in id order, with their counters");
+    assert_eq!(
+        found[0],
+        inv.client.get_product(pb::GetProductRequest { product_id: "a".into() }).await.unwrap().into_inner()
+    );
+
+    let none = inv.client.get_products(ids(&["nope"])).await.unwrap().into_inner().products;
+    assert!(none.is_empty());
+    for bad in [ids(&[]), ids(&[""]), pb::GetProductsRequest { product_ids: vec!["x".into(); 101] }] {
+        let status = expect_code(inv.client.get_products(bad).await, Code::InvalidArgument);
+        assert!(status.message().contains("product"), "{}", status.message());
+    }
+    inv.stop().await;
+}
