@@ -67,3 +67,73 @@ async fn concurrent_checkouts_of_a_scarce_product_confirm_exactly_the_stock() {
     assert_eq!(mesh.stock("poster").await, (0, 0, 0), "sold out, nothing left held, never negative");
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_checkouts_and_adds_on_one_cart_make_one_order_per_key_and_lose_no_unit() {
+    let mesh = spawn_mesh_with(Options { carts: 2, gateways: 2, ..Default::default() }).await;
+    mesh.product("pen", 100, 10_000).await;
+    mesh.product("ink", 250, 10_000).await;
+
+    // Copies of one checkout (one key) racing over two gateways and two cart workers: one order, named to all.
+    assert_eq!(mesh.add("kim", "pen", 2).await.0, 200);
+    let copies = (0..8).map(|i| {
+        let mesh = &mesh;
+        async move {
+            let response = mesh
+                .http
+                .post(format!("{}/checkOutCart", mesh.gateways[i % 2]))
+                .header("Idempotency-Key", "kim-1")
+                .json(&json!({"clientID": "kim"}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    let answers = join_all(copies).await;
+    let order = answers[0].1["orderID"].as_str().expect("an order id").to_owned();
+    for (status, body) in &answers {
+        assert_eq!((*status, body["orderID"].as_str()), (202, Some(order.as_str())), "{body}");
+    }
+    assert_eq!(mesh.final_order(&order).await["status"], "CONFIRMED");
+    let (_, cart) = mesh.get("/cart/kim").await;
+    assert_eq!(cart["items"], json!([]), "the cart was emptied once, into that order");
+
+    // Checkouts (each its own) racing adds on one cart: every unit added ends in exactly one order or is
+    // still in the cart; none is lost or ordered twice.
+    let mut added = 0;
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        let adds = (0..5).map(|i| {
+            let mesh = &mesh;
+            async move { mesh.add("lee", if i % 2 == 0 { "pen" } else { "ink" }, 1).await.0 }
+        });
+        let checkouts = (0..2).map(|g| {
+            let mesh = &mesh;
+            async move { mesh.post(g, "/checkOutCart", json!({"clientID": "lee"})).await }
+        });
+        let (adds, checkouts) = tokio::join!(join_all(adds), join_all(checkouts));
+        assert!(adds.iter().all(|s| *s == 200), "{adds:?}");
+        added += adds.len() as i64;
+        for (status, body) in checkouts {
+            match status {
+                202 => orders.push(body["orderID"].as_str().unwrap().to_owned()),
+                409 => assert!(body["error"].as_str().unwrap().contains("empty"), "{body}"),
+                other => panic!("checkout answered {other}: {body}"),
+            }
+        }
+    }
+    let mut ordered = 0;
+    for id in &orders {
+        let order = mesh.final_order(id).await;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+        ordered += order["items"].as_array().unwrap().iter().map(|i| i["quantity"].as_i64().unwrap()).sum::<i64>();
+    }
+    let (_, cart) = mesh.get("/cart/lee").await;
+    let left: i64 = cart["items"].as_array().unwrap().iter().map(|i| i["quantity"].as_i64().unwrap()).sum();
+    assert!(!orders.is_empty(), "no checkout went through");
+    assert_eq!(ordered + left, added, "{ordered} ordered + {left} left in the cart, of {added} added");
+    let sold = (10_000 - mesh.stock("pen").await.0) + (10_000 - mesh.stock("ink").await.0);
+    assert_eq!(sold, ordered + 2, "stock sold is exactly what was ordered (kim's two pens included)");
+    mesh.stop().await;
+}
