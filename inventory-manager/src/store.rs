@@ -137,7 +137,7 @@ pub async fn list_products(pool: &PgPool, after: Option<&str>, page_size: u32) -
 /// Holds stock for every line or for none; the same id with the same lines returns the existing reservation.
 #[tracing::instrument(skip(pool, lines), fields(reservation_id = %id))]
 pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Duration) -> Result<Reservation> {
-    if let Some(held) = reserve_single_line(pool, id, lines, ttl).await? {
+    if let Some(held) = reserve_at_once(pool, id, lines, ttl).await? {
         return Ok(held);
     }
     let (product_ids, quantities) = lines.columns();
@@ -213,38 +213,48 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
     })
 }
 
-/// The common case in one statement (one round trip instead of four): a new reservation of one line
-/// whose product has the units. The stock row is taken first and the reservation is written only if it
-/// was, all or nothing as a statement is. Anything else (several lines, a known id, too few units, an
-/// unknown product) returns `None` and takes the general path, which tells those cases apart. Two racing
-/// copies of one id cannot both hold: the second's insert of the reservation fails on its key, which
-/// undoes its stock update with it, and it too takes the general path (which finds the first's).
-async fn reserve_single_line(
+/// The common case in one statement (one round trip instead of three and one per line): a new reservation
+/// whose products all have the units. The stock rows are locked first, in lock order, and read as locked;
+/// only if every line is covered are they updated and the reservation written, all in the one statement.
+/// Anything else (a known id, too few units, an unknown product) returns `None` and takes the general path,
+/// which tells those cases apart. Two racing copies of one id cannot both hold: the second waits on the
+/// stock rows, then fails on the reservation's key, which undoes its stock update with it, and it too takes
+/// the general path (which finds the first's).
+async fn reserve_at_once(
     pool: &PgPool,
     id: &ReservationId,
     lines: &Lines,
     ttl: Duration,
 ) -> Result<Option<Reservation>> {
-    let mut iter = lines.iter();
-    let (Some(line), None) = (iter.next(), iter.next()) else { return Ok(None) };
+    let (product_ids, quantities) = lines.columns();
     let row: sqlx::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> = sqlx::query_as(
-        "WITH s AS (
-           UPDATE stock SET reserved = reserved + $3, updated_at = now()
-           WHERE product_id = $2 AND available >= $3
-             AND NOT EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $1)
-           RETURNING product_id
+        "WITH want AS (
+           SELECT * FROM UNNEST($2::text[], $3::bigint[]) AS w (product_id, quantity)
+         ), locked AS (
+           SELECT s.product_id, s.available >= w.quantity AS enough
+           FROM stock s JOIN want w USING (product_id)
+           WHERE NOT EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $1)
+           ORDER BY s.product_id COLLATE \"C\"
+           FOR UPDATE OF s
+         ), go AS (
+           SELECT count(*) = cardinality($2::text[]) AND coalesce(bool_and(enough), false) AS ok FROM locked
+         ), held AS (
+           UPDATE stock SET reserved = stock.reserved + w.quantity, updated_at = now()
+           FROM want w
+           WHERE stock.product_id = w.product_id AND (SELECT ok FROM go)
          ), r AS (
            INSERT INTO reservations (reservation_id, expires_at)
-           SELECT $1, now() + make_interval(secs => $4::float8) FROM s
+           SELECT $1, now() + make_interval(secs => $4::float8) WHERE (SELECT ok FROM go)
            RETURNING created_at, expires_at
          ), l AS (
-           INSERT INTO reservation_lines (reservation_id, product_id, quantity) SELECT $1, $2, $3 FROM s
+           INSERT INTO reservation_lines (reservation_id, product_id, quantity)
+           SELECT $1, w.product_id, w.quantity FROM want w WHERE (SELECT ok FROM go)
          )
          SELECT created_at, expires_at FROM r",
     )
     .bind(id.as_str())
-    .bind(line.product_id.as_str())
-    .bind(line.quantity.get())
+    .bind(&product_ids)
+    .bind(&quantities)
     .bind(ttl.as_secs_f64())
     .fetch_optional(pool)
     .await;

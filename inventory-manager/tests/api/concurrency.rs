@@ -35,27 +35,34 @@ async fn many_single_unit_reservations_get_exactly_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_copies_of_one_single_line_reservation_hold_once() {
-    // One line takes the one-statement path: copies racing on it must still resolve to one hold.
+async fn racing_copies_of_one_reservation_hold_once() {
+    // A reservation takes the one-statement path: copies racing on it must still resolve to one hold, with
+    // one line and with several.
     const COPIES: usize = 24;
     let mut inv = spawn_inventory().await;
     inv.product("p", 100).await;
-    let copies = (0..COPIES).map(|_| {
-        let mut client = inv.client.clone();
-        tokio::spawn(async move { client.reserve(reserve_request("same", &[("p", 3)], 0)).await })
-    });
-    let mut answers = Vec::new();
-    for result in join_all(copies).await {
-        answers.push(result.unwrap().expect("every copy is answered with the reservation").into_inner());
+    inv.product("q", 100).await;
+    for (id, lines, lines_held) in [("one", &[("p", 3)][..], 1), ("two", &[("q", 1), ("p", 3)][..], 2)] {
+        let copies = (0..COPIES).map(|_| {
+            let mut client = inv.client.clone();
+            tokio::spawn(async move { client.reserve(reserve_request(id, lines, 0)).await })
+        });
+        let mut answers = Vec::new();
+        for result in join_all(copies).await {
+            answers.push(result.unwrap().expect("every copy is answered with the reservation").into_inner());
+        }
+        assert!(answers.windows(2).all(|w| w[0].created_at == w[1].created_at), "one reservation answers every copy");
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM reservation_lines WHERE reservation_id = $1")
+            .bind(id)
+            .fetch_one(&inv.pool)
+            .await
+            .unwrap();
+        assert_eq!(held, lines_held);
     }
-    assert!(answers.windows(2).all(|w| w[0].created_at == w[1].created_at), "one reservation answers every copy");
-    let s = inv.stock("p").await;
-    assert_eq!((s.on_hand, s.reserved, s.available), (100, 3, 97), "held once");
-    let lines: i64 = sqlx::query_scalar("SELECT count(*) FROM reservation_lines WHERE reservation_id = 'same'")
-        .fetch_one(&inv.pool)
-        .await
-        .unwrap();
-    assert_eq!(lines, 1);
+    let p = inv.stock("p").await;
+    assert_eq!((p.on_hand, p.reserved, p.available), (100, 6, 94), "each reservation held once");
+    let q = inv.stock("q").await;
+    assert_eq!((q.on_hand, q.reserved), (100, 1));
     inv.stop().await;
 }
 
