@@ -200,8 +200,13 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
         }
     }
     tx.commit().await?;
+    Ok(held(id, lines, created_at, expires_at))
+}
+
+/// A reservation just held.
+fn held(id: &ReservationId, lines: &Lines, created_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Reservation {
     tracing::debug!("reservation held");
-    Ok(Reservation {
+    Reservation {
         reservation_id: id.clone(),
         status: ReservationStatus::Held,
         lines: lines.clone(),
@@ -210,7 +215,7 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
         committed_at: None,
         rolled_back_at: None,
         expired_at: None,
-    })
+    }
 }
 
 /// The common case in one statement (one round trip instead of three and one per line): a new reservation
@@ -264,17 +269,7 @@ async fn reserve_at_once(
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    tracing::debug!("reservation held");
-    Ok(Some(Reservation {
-        reservation_id: id.clone(),
-        status: ReservationStatus::Held,
-        lines: lines.clone(),
-        created_at,
-        expires_at,
-        committed_at: None,
-        rolled_back_at: None,
-        expired_at: None,
-    }))
+    Ok(Some(held(id, lines, created_at, expires_at)))
 }
 
 /// What to do with a held reservation.

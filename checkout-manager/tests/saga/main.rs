@@ -132,14 +132,7 @@ impl Fixture {
     }
 
     async fn place(&self) -> String {
-        let order = PlaceOrder {
-            order_id: OrderId::generate(),
-            client_id: ClientId::parse("ada").unwrap(),
-            lines: vec![OrderLine { product_id: ProductId::parse("mug").unwrap(), quantity: 2, unit_price_cents: 500 }],
-            total_cents: 1000,
-            created_at: chrono::Utc::now(),
-            channel: ordermesh_messages::Channel::parse("phone").unwrap(),
-        };
+        let order = Self::new_order();
         // Due at once (no lease), so the test drives it as the driver would.
         let placed = orders::place(&self.pool, &self.saga.topology, &order, Duration::ZERO).await.unwrap();
         assert!(placed.is_some());
