@@ -551,7 +551,7 @@ async fn add_to_cart(
     (status = 202, description = "Order created and handed to the saga", body = CheckoutBody),
     (status = 400, description = "Invalid input", body = StatusBody),
     (status = 404, description = "A product in the cart no longer exists", body = StatusBody),
-    (status = 409, description = "The cart is empty", body = StatusBody),
+    (status = 409, description = "The cart is empty, or kept changing under the checkout (adds racing it): nothing was checked out", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),

@@ -248,7 +248,7 @@ fn product_ids(lines: &[(ProductId, i64)]) -> Vec<ProductId> {
 }
 
 /// How often checkout re-reads a cart that changed while it was being priced.
-const CHECKOUT_ATTEMPTS: usize = 3;
+const CHECKOUT_ATTEMPTS: usize = 5;
 
 /// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
 /// under its idempotency key and queue `order.place` in the outbox, all in one transaction. Returns the
@@ -262,6 +262,9 @@ pub async fn checkout(
     channel: &Channel,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<(OrderId, bool)> {
+    // Prices read by an earlier attempt of this checkout are kept: a cart that changed only in quantities
+    // (an add racing the checkout) is priced again without asking inventory again.
+    let mut prices = std::collections::HashMap::new();
     for _ in 0..CHECKOUT_ATTEMPTS {
         let (existing, cart) = checkout_state(pool, client, idempotency_key).await?;
         if let Some(order_id) = existing {
@@ -273,7 +276,11 @@ pub async fn checkout(
         // Prices are read before the statement, in one call for the whole cart: no row lock is held across
         // a network call.
         let priced = stored_lines(cart.clone())?;
-        let prices = inventory.products(&product_ids(&priced)).await?;
+        let unpriced: Vec<ProductId> =
+            priced.iter().filter(|(id, _)| !prices.contains_key(id)).map(|(id, _)| id.clone()).collect();
+        if !unpriced.is_empty() {
+            prices.extend(inventory.products(&unpriced).await?);
+        }
         let lines = priced
             .into_iter()
             .map(|(product_id, quantity)| match prices.get(&product_id) {
@@ -344,7 +351,7 @@ pub async fn checkout(
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
         return Ok((order_id, true));
     }
-    Err(CartError::Internal(anyhow::anyhow!("the cart kept changing during checkout")))
+    Err(CartError::CartChanging)
 }
 
 /// The order an earlier checkout under `key` made, if any, and the cart as it is (product order): one

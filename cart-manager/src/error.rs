@@ -25,6 +25,9 @@ pub enum CartError {
     /// Checkout of a cart with nothing in it.
     #[error("the cart is empty")]
     EmptyCart,
+    /// The cart changed under every attempt of a checkout (adds racing it): nothing was checked out.
+    #[error("the cart kept changing while it was being checked out; nothing was checked out, try again")]
+    CartChanging,
     /// No checkout made that order.
     #[error("unknown order {0}")]
     UnknownOrder(ordermesh_messages::OrderId),
@@ -61,7 +64,7 @@ impl From<&CartError> for ReplyError {
     fn from(err: &CartError) -> Self {
         let code = match err {
             CartError::UnknownProduct(_) | CartError::NotInCart(_) | CartError::UnknownOrder(_) => ErrorCode::NotFound,
-            CartError::NotEnoughStock { .. } | CartError::EmptyCart => ErrorCode::Conflict,
+            CartError::NotEnoughStock { .. } | CartError::EmptyCart | CartError::CartChanging => ErrorCode::Conflict,
             CartError::KeyReused => ErrorCode::KeyReused,
             CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) | CartError::Expired => {
                 ErrorCode::Unavailable

@@ -118,7 +118,11 @@ async fn racing_checkouts_and_adds_on_one_cart_make_one_order_per_key_and_lose_n
         for (status, body) in checkouts {
             match status {
                 202 => orders.push(body["orderID"].as_str().unwrap().to_owned()),
-                409 => assert!(body["error"].as_str().unwrap().contains("empty"), "{body}"),
+                // Nothing to check out, or adds kept changing the cart under every attempt: a clear 409.
+                409 => {
+                    let error = body["error"].as_str().unwrap();
+                    assert!(error.contains("empty") || error.contains("try again"), "{body}");
+                }
                 other => panic!("checkout answered {other}: {body}"),
             }
         }
