@@ -61,6 +61,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Order reads served at once (most of them wait for a final status, cheaply); beyond it, 503.
     pub max_waiting: usize,
+    /// Orders accepted by this gateway whose final event it has not seen yet (each for at most 10 s); while
+    /// there are this many, adds are refused with 503.
+    pub max_open_orders: usize,
     /// Whether callers need an API key.
     pub auth: AuthMode,
     /// The gateway's own database (API keys); only opened when `auth` is required.
@@ -81,6 +84,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_in_flight: 32,
             max_waiting: 10_000,
+            max_open_orders: 32,
             auth: AuthMode::Required,
             database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_gateway"),
             key_rate_per_second: 100,
@@ -103,6 +107,7 @@ impl FromEnv for Config {
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
             max_in_flight: env.or("GATEWAY_MAX_IN_FLIGHT", d.max_in_flight)?,
             max_waiting: env.or("GATEWAY_MAX_WAITING", d.max_waiting)?,
+            max_open_orders: env.or("GATEWAY_MAX_OPEN_ORDERS", d.max_open_orders)?,
             auth: env.or("GATEWAY_AUTH", d.auth)?,
             database: DatabaseSettings::from_env(env, "GATEWAY", d.database)?,
             key_rate_per_second: env.or("GATEWAY_KEY_RATE_PER_SECOND", d.key_rate_per_second)?,
@@ -115,6 +120,7 @@ impl FromEnv for Config {
         anyhow::ensure!(!config.wait_poll.is_zero(), "GATEWAY_WAIT_POLL_MS must be at least 1");
         anyhow::ensure!(config.max_in_flight >= 1, "GATEWAY_MAX_IN_FLIGHT must be at least 1");
         anyhow::ensure!(config.max_waiting >= 1, "GATEWAY_MAX_WAITING must be at least 1");
+        anyhow::ensure!(config.max_open_orders >= 1, "GATEWAY_MAX_OPEN_ORDERS must be at least 1");
         Ok(config)
     }
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub max_in_flight: usize,
     /// Admission limit of order reads.
     pub max_waiting: usize,
+    /// Orders accepted here and not yet seen final beyond which adds are refused.
+    pub max_open_orders: usize,
     /// This gateway's metrics, served at `/metrics`.
     pub metrics: Metrics,
     /// Who may call (API keys, roles, rates).
@@ -117,6 +119,7 @@ pub fn app(state: AppState) -> Router {
     let gate = |needs: Role| middleware::from_fn_with_state(Gate { auth: state.auth.clone(), needs }, auth::gate);
     let work = Router::new()
         .route("/addToCart", post(add_to_cart))
+        .route_layer(middleware::from_fn_with_state(state.clone(), saga_backlog))
         .route("/checkOutCart", post(check_out_cart))
         .route("/cart/{clientID}", get(get_cart))
         .route("/cart/{clientID}/items/{productID}", delete(remove_cart_item))
@@ -158,6 +161,18 @@ pub fn app(state: AppState) -> Router {
         // Outermost, so refusals, timeouts and unknown routes are counted too.
         .layer(middleware::from_fn_with_state(state.metrics.clone(), ordermesh_telemetry::http::track))
         .with_state(state)
+}
+
+/// New shopping waits while the saga is behind. The in-flight limit bounds requests, but an accepted
+/// checkout's saga runs after its 202: left alone, adds and checkouts admitted faster than orders finish
+/// pile up inside the saga and every order's time to final grows. So while the orders this gateway let in
+/// and has not seen finish reach `max_open_orders`, an add is refused at once (503, `Retry-After`). A
+/// checkout is not: its cart is filled, it is the work closest to done, and it is one request.
+async fn saga_backlog(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.waiters.open_orders() >= state.max_open_orders {
+        return ApiError::Overloaded.into_response();
+    }
+    next.run(request).await
 }
 
 /// The outer bound of every request, whatever its handler awaits: the longest legitimate one (an order
@@ -526,7 +541,7 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
     (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
-    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
+    (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight or of orders not yet final (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]
 async fn add_to_cart(

@@ -56,6 +56,12 @@ impl Application {
             stop_rx.clone(),
         );
         let waiters = Arc::new(Waiters::default());
+        let (sampled, gauge) = (waiters.clone(), metrics.clone());
+        metrics.add_sampler(move || {
+            let open = i64::try_from(sampled.open_orders()).unwrap_or(i64::MAX);
+            gauge.set(&gauge.families().open_orders, open);
+            std::future::ready(())
+        });
         tokio::spawn(waiters::listen(bus.clone(), config.topology.clone(), waiters.clone(), stop_rx));
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),
@@ -71,6 +77,7 @@ impl Application {
             waiters,
             max_in_flight: config.max_in_flight,
             max_waiting: config.max_waiting,
+            max_open_orders: config.max_open_orders,
             metrics,
             auth,
         };

@@ -31,6 +31,11 @@ const FINAL_EVENTS: [&str; 4] =
 const RECENT_FOR: Duration = Duration::from_secs(60);
 const RECENT_MAX: usize = 100_000;
 
+/// How long an accepted order counts as open at most. One not final by then waits on a retry (a payment
+/// provider away) or its event was missed (a broker restart); either way counting it longer would shut the
+/// door on new shoppers for nothing the saga can finish sooner.
+pub const OPEN_FOR: Duration = Duration::from_secs(10);
+
 /// Orders someone is waiting on, each with the one slot all its waiters share; and the orders this
 /// gateway accepted lately, with whether their final event has been seen.
 #[derive(Debug, Default)]
@@ -39,11 +44,46 @@ pub struct Waiters {
     recent: Mutex<Recent>,
 }
 
-/// Orders accepted here lately: id → final event seen; oldest first for forgetting.
+/// Where an order accepted here stands, as far as this gateway has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Accepted lately, no final event yet: it counts as open.
+    Open,
+    /// No final event after `OPEN_FOR`: still pending, no longer counted.
+    Lapsed,
+    /// Its final event came.
+    Ended,
+}
+
+/// Orders accepted here lately; oldest first in both queues, for forgetting and for lapsing.
 #[derive(Debug, Default)]
 struct Recent {
-    ended: HashMap<String, bool>,
+    seen: HashMap<String, Seen>,
     order: VecDeque<(Instant, String)>,
+    opened: VecDeque<(Instant, String)>,
+    open: usize,
+}
+
+impl Recent {
+    /// Forgets what is older than `RECENT_FOR` (or beyond `RECENT_MAX`) and lapses what is open longer
+    /// than `OPEN_FOR`.
+    fn tidy(&mut self, now: Instant) {
+        while self.opened.front().is_some_and(|(at, _)| now.duration_since(*at) > OPEN_FOR) {
+            let Some((_, id)) = self.opened.pop_front() else { break };
+            if let Some(seen @ Seen::Open) = self.seen.get_mut(&id) {
+                *seen = Seen::Lapsed;
+                self.open -= 1;
+            }
+        }
+        while self.order.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT_FOR)
+            || self.order.len() >= RECENT_MAX
+        {
+            let Some((_, id)) = self.order.pop_front() else { break };
+            if self.seen.remove(&id) == Some(Seen::Open) {
+                self.open -= 1;
+            }
+        }
+    }
 }
 
 /// What the waiters of one order share: the wake-up, and the final order its event carried.
@@ -95,29 +135,41 @@ impl Waiters {
     pub fn accepted(&self, order_id: &str) {
         let now = Instant::now();
         let mut recent = self.recent.lock().expect("recent lock");
-        while recent.order.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT_FOR)
-            || recent.order.len() >= RECENT_MAX
-        {
-            let Some((_, id)) = recent.order.pop_front() else { break };
-            recent.ended.remove(&id);
-        }
-        if !recent.ended.contains_key(order_id) {
-            recent.ended.insert(order_id.to_owned(), false);
+        recent.tidy(now);
+        if !recent.seen.contains_key(order_id) {
+            recent.seen.insert(order_id.to_owned(), Seen::Open);
             recent.order.push_back((now, order_id.to_owned()));
+            recent.opened.push_back((now, order_id.to_owned()));
+            recent.open += 1;
         }
+    }
+
+    /// Orders this gateway accepted in the last `OPEN_FOR` whose final event has not come yet: the work
+    /// it has let into the saga and not seen finish.
+    pub fn open_orders(&self) -> usize {
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.tidy(Instant::now());
+        recent.open
     }
 
     /// Whether `order_id` was accepted here lately and its final event has not been seen: a waiting read
     /// need not ask for it before the event (or the fallback poll) comes.
     pub fn known_pending(&self, order_id: &str) -> bool {
-        self.recent.lock().expect("recent lock").ended.get(order_id) == Some(&false)
+        matches!(self.recent.lock().expect("recent lock").seen.get(order_id), Some(Seen::Open | Seen::Lapsed))
     }
 
     /// Wakes everyone waiting on `order_id`, handing them the final order if the event carried it.
     pub fn wake(&self, order_id: &str, view: Option<OrderView>) {
         // Marked before the wake-up: a read that registered and then found it still pending is woken.
-        if let Some(ended) = self.recent.lock().expect("recent lock").ended.get_mut(order_id) {
-            *ended = true;
+        {
+            let mut recent = self.recent.lock().expect("recent lock");
+            if let Some(seen) = recent.seen.get_mut(order_id) {
+                let was_open = *seen == Seen::Open;
+                *seen = Seen::Ended;
+                if was_open {
+                    recent.open -= 1;
+                }
+            }
         }
         let slot = self.by_order.lock().expect("waiters lock").get(order_id).cloned();
         if let Some(slot) = slot {
@@ -262,5 +314,38 @@ mod tests {
         assert!(!waiters.known_pending("o1"), "its final event was seen");
         waiters.accepted("o1");
         assert!(!waiters.known_pending("o1"), "told again: still ended");
+    }
+
+    #[test]
+    fn open_orders_count_what_was_accepted_and_has_not_ended() {
+        let waiters = Waiters::default();
+        for id in ["o1", "o2", "o3"] {
+            waiters.accepted(id);
+        }
+        waiters.accepted("o2");
+        assert_eq!(waiters.open_orders(), 3, "a repeated acceptance counts once");
+        waiters.wake("o2", None);
+        waiters.wake("o2", None);
+        waiters.wake("elsewhere", None);
+        assert_eq!(waiters.open_orders(), 2, "an ended order no longer counts, however often its event comes");
+    }
+
+    #[test]
+    fn an_open_order_lapses_after_open_for_but_stays_pending() {
+        let waiters = Waiters::default();
+        waiters.accepted("old");
+        {
+            // Age the entry as if it had been accepted before `OPEN_FOR`.
+            let mut recent = waiters.recent.lock().unwrap();
+            let long_ago = Instant::now() - OPEN_FOR - Duration::from_secs(1);
+            recent.opened[0].0 = long_ago;
+            recent.order[0].0 = long_ago;
+        }
+        waiters.accepted("new");
+        assert_eq!(waiters.open_orders(), 1, "only the new one counts");
+        assert!(waiters.known_pending("old"), "a lapsed order is still pending for a waiting read");
+        waiters.wake("old", None);
+        assert_eq!(waiters.open_orders(), 1, "a lapsed order's event does not count it off twice");
+        assert!(!waiters.known_pending("old"));
     }
 }

@@ -122,6 +122,7 @@ pub struct Families {
     pub emails: Family<StateLabels, Counter>,
     pub reservations_held: Family<ServiceLabels, Gauge>,
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
+    pub open_orders: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_seconds: Family<ServiceLabels, FloatGauge>,
     pub db_pool: Family<PoolLabels, Gauge>,
 }
@@ -148,6 +149,7 @@ impl Default for Families {
             emails: Family::default(),
             reservations_held: Family::default(),
             outbox_backlog: Family::default(),
+            open_orders: Family::default(),
             outbox_oldest_seconds: Family::default(),
             db_pool: Family::default(),
         }
@@ -238,6 +240,12 @@ impl Metrics {
             "outbox_backlog",
             "Outbox messages not yet published (sampled when scraped)",
             f.outbox_backlog.clone(),
+        );
+        r.register(
+            "gateway_open_orders",
+            "Orders this gateway accepted whose final event it has not seen yet, each for at most 10 s; adds wait \
+             while they reach GATEWAY_MAX_OPEN_ORDERS (sampled when scraped)",
+            f.open_orders.clone(),
         );
         r.register(
             "outbox_oldest_age_seconds",

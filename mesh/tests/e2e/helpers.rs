@@ -60,6 +60,8 @@ pub struct Options {
     pub inventory_url: Option<String>,
     /// The gateway's admission limit of cart and checkout requests.
     pub gateway_max_in_flight: Option<usize>,
+    /// The gateway's limit of orders accepted and not yet final, beyond which adds wait.
+    pub gateway_max_open_orders: Option<usize>,
     /// Gateways ask for API keys (from a database of the test's own, `TestMesh::gateway_db`).
     pub gateway_auth: bool,
     /// Gateways' request rate of a key without its own.
@@ -81,6 +83,7 @@ impl Default for Options {
             gateway_wait_poll: None,
             inventory_url: None,
             gateway_max_in_flight: None,
+            gateway_max_open_orders: None,
             gateway_auth: false,
             key_rate_per_second: None,
             smtp_url: None,
@@ -259,6 +262,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
             request_timeout: options.request_timeout,
             wait_poll: options.gateway_wait_poll.unwrap_or(Duration::from_secs(1)),
             max_in_flight: options.gateway_max_in_flight.unwrap_or(256),
+            max_open_orders: options.gateway_max_open_orders.unwrap_or(256),
             auth: if options.gateway_auth { api_gateway::AuthMode::Required } else { api_gateway::AuthMode::Off },
             database: gateway_db
                 .as_ref()

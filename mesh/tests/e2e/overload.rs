@@ -66,3 +66,62 @@ async fn beyond_its_limit_the_gateway_sheds_at_once_and_admits_again_when_a_slot
     assert_eq!(status, 200, "{body}");
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_its_orders_are_unfinished_the_gateway_refuses_adds_but_not_checkouts() {
+    // Payments take 3 s, so the orders below stay open while the test looks.
+    let mesh = spawn_mesh_with(Options {
+        gateway_max_open_orders: Some(2),
+        payment: Box::new(|p| p.simulator.latency = Duration::from_secs(3)),
+        ..Default::default()
+    })
+    .await;
+    mesh.product("kettle", 2_500, 10).await;
+    // A cart filled before the door closes.
+    assert_eq!(mesh.add("bea", "kettle", 1).await.0, 200);
+    let mut orders = Vec::new();
+    for client in ["ann", "al"] {
+        assert_eq!(mesh.add(client, "kettle", 1).await.0, 200);
+        orders.push(mesh.checkout(client).await);
+    }
+
+    // Two orders open: a new shopper's add is refused at once and adds nothing.
+    let started = Instant::now();
+    let response = mesh
+        .http
+        .post(mesh.url("/addToCart"))
+        .json(&json!({"clientID": "cy", "productID": "kettle", "quantity": 1}))
+        .send()
+        .await
+        .expect("gateway answers");
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(took < Duration::from_millis(500), "a refused add took {took:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "failure");
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    let (status, cart) = mesh.get("/cart/cy").await;
+    assert_eq!((status, cart["items"].as_array().map(Vec::len)), (200, Some(0)), "{cart}");
+
+    // A filled cart still checks out: it is the work closest to done.
+    orders.push(mesh.checkout("bea").await);
+    let (status, text) = {
+        let response = mesh.http.get(mesh.url("/metrics")).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        crate::metrics::value(&text, "gateway_open_orders", &[("service", "api-gateway")]),
+        Some(3.0),
+        "three orders accepted, none final yet"
+    );
+
+    // Once they end, shoppers are let in again.
+    for order in &orders {
+        assert_eq!(mesh.final_order(order).await["status"], "CONFIRMED");
+    }
+    let (status, body) = mesh.add("cy", "kettle", 1).await;
+    assert_eq!(status, 200, "{body}");
+    mesh.stop().await;
+}
