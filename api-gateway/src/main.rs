@@ -6,6 +6,10 @@ use ordermesh_config::{Env, FromEnv};
 use ordermesh_lifecycle::shutdown_signal;
 use ordermesh_telemetry::init;
 
+// mimalloc gives the memory of a peak back to the system afterwards; glibc's malloc kept it (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

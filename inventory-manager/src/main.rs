@@ -5,6 +5,10 @@ use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
 use ordermesh_telemetry::init;
 
+// mimalloc gives the memory of a peak back to the system afterwards; glibc's malloc kept it (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Kept to the end of main: dropping it flushes the spans not yet exported.

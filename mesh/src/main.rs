@@ -7,6 +7,10 @@ use ordermesh::{MeshConfig, audit, run};
 use ordermesh_lifecycle::shutdown_signal;
 use ordermesh_telemetry::init;
 
+// mimalloc gives the memory of a peak back to the system afterwards; glibc's malloc kept it (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
                                                     exits 1 if a promise is broken (default N: 60)
