@@ -5,7 +5,7 @@ use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
 use ordermesh_telemetry::init;
 
-// mimalloc gives the memory of a peak back to the system afterwards; glibc's malloc kept it (BENCHMARKS.md).
+// mimalloc: about 10 % more checkouts/s and less CPU than glibc's malloc, for some idle memory (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
