@@ -5,7 +5,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Options, spawn_mesh_with};
+use crate::helpers::{Options, TestMesh, spawn_mesh_with};
+
+/// Adds a kettle to `client`'s cart, expecting it refused at once: 503, `Retry-After: 1`, the busy sentence.
+async fn add_refused_at_once(mesh: &TestMesh, client: &str) {
+    let started = Instant::now();
+    let response = mesh
+        .http
+        .post(mesh.url("/addToCart"))
+        .json(&json!({"clientID": client, "productID": "kettle", "quantity": 1}))
+        .send()
+        .await
+        .expect("gateway answers");
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(took < Duration::from_millis(500), "a refused add took {took:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "failure");
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_its_limit_the_gateway_sheds_at_once_and_admits_again_when_a_slot_frees() {
@@ -36,21 +55,7 @@ async fn beyond_its_limit_the_gateway_sheds_at_once_and_admits_again_when_a_slot
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Now the next add is refused without waiting for anything.
-    let started = Instant::now();
-    let response = mesh
-        .http
-        .post(mesh.url("/addToCart"))
-        .json(&json!({"clientID": "extra", "productID": "kettle", "quantity": 1}))
-        .send()
-        .await
-        .expect("gateway answers");
-    let took = started.elapsed();
-    assert_eq!(response.status(), 503);
-    assert!(took < Duration::from_millis(500), "a shed request took {took:?}");
-    assert_eq!(response.headers()["retry-after"], "1");
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "failure");
-    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    add_refused_at_once(&mesh, "extra").await;
 
     // Checkout shares the limit; health and documentation do not.
     let (status, _) = mesh.post(0, "/checkOutCart", json!({"clientID": "extra"})).await;
@@ -86,21 +91,7 @@ async fn while_its_orders_are_unfinished_the_gateway_refuses_adds_but_not_checko
     }
 
     // Two orders open: a new shopper's add is refused at once and adds nothing.
-    let started = Instant::now();
-    let response = mesh
-        .http
-        .post(mesh.url("/addToCart"))
-        .json(&json!({"clientID": "cy", "productID": "kettle", "quantity": 1}))
-        .send()
-        .await
-        .expect("gateway answers");
-    let took = started.elapsed();
-    assert_eq!(response.status(), 503);
-    assert!(took < Duration::from_millis(500), "a refused add took {took:?}");
-    assert_eq!(response.headers()["retry-after"], "1");
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "failure");
-    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    add_refused_at_once(&mesh, "cy").await;
     let (status, cart) = mesh.get("/cart/cy").await;
     assert_eq!((status, cart["items"].as_array().map(Vec::len)), (200, Some(0)), "{cart}");
 
