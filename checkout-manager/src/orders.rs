@@ -285,9 +285,10 @@ pub fn pending(order: &PlaceOrder) -> Order {
         reason: String::new(),
         version: 0,
         lines,
-        changed_at: order.created_at,
+        // In microseconds, as stored: the order in memory is the order a read gives (a final event carries it).
+        changed_at: order.created_at.trunc_subsecs(6),
         channel: order.channel.as_str().to_owned(),
-        created_at: order.created_at,
+        created_at: order.created_at.trunc_subsecs(6),
         timeline: Vec::new(),
     }
 }
@@ -323,6 +324,7 @@ pub async fn place_after(
     placed.timeline.push(TimelineEntry { step: "created".into(), outcome: "ok".into(), detail: String::new(), at });
     appends.status(topology, &placed, at)?;
     let (mut placed, last_at) = appends.changes(topology, placed, changes, at)?;
+    placed.changed_at = last_at;
     let sql = format!(
         "WITH o AS (
            INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at,
@@ -343,7 +345,7 @@ pub async fn place_after(
         .bind(order.order_id.as_str())
         .bind(order.client_id.as_str())
         .bind(order.total_cents)
-        .bind(order.created_at)
+        .bind(placed.created_at)
         .bind(delay_ms)
         .bind(&products)
         .bind(&quantities)
@@ -691,6 +693,7 @@ pub async fn apply_chain(
         return Ok(None);
     }
     next.version = order.version + 1;
+    next.changed_at = last_at;
     if next.status.is_final() {
         tracing::info!(order_id = %order.order_id, status = next.status.as_str(), reason = %next.reason, "order final");
     }

@@ -72,6 +72,7 @@ impl Application {
             )?),
             topology: topology.clone(),
             leases: Arc::new(Leases::default()),
+            awaiting: Arc::default(),
             settings: config.saga.clone(),
             outbox_wake: outbox_wake.clone(),
             driver_alarm: Arc::default(),

@@ -88,6 +88,7 @@ async fn fixture(settings: SagaSettings) -> Fixture {
         inventory: stock.clone(),
         topology: Topology::ephemeral("saga-test", Duration::from_secs(60)),
         leases: Arc::new(Leases::default()),
+        awaiting: Arc::default(),
         settings,
         outbox_wake: Arc::new(Notify::new()),
         driver_alarm: Arc::default(),
@@ -412,5 +413,63 @@ async fn a_new_order_short_of_stock_is_stored_rejected_and_one_inventory_cannot_
     f.drive_all().await;
     assert_eq!(f.status(&id).await, "PAYMENT_PENDING");
     assert_eq!(f.stock.calls("reserve"), 3);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn an_order_left_waiting_for_its_payment_is_kept_exactly_as_a_read_gives_it() {
+    let f = fixture(settings()).await;
+    let order = Fixture::new_order();
+    let id = order.order_id.to_string();
+    assert!(f.saga.take_in(&order).await.unwrap());
+    let kept = f.saga.awaiting.peek(&id).expect("kept while it waits for its payment");
+    let read = orders::load(&f.pool, &id).await.unwrap().expect("stored");
+    // Field for field, the timeline and the microsecond times included: a final event built from the copy
+    // equals what a later read shows.
+    assert_eq!(kept, read);
+
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    assert_eq!(f.status(&id).await, "CONFIRMED");
+    assert_eq!(f.stock.calls("commit"), 1);
+    assert!(f.saga.awaiting.peek(&id).is_none(), "a result takes the copy; a final order is not kept");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_kept_copy_another_instance_moved_past_is_read_again_and_the_late_success_refunded() {
+    let f = fixture(SagaSettings { max_payment_attempts: 1, ..settings() }).await;
+    let order = Fixture::new_order();
+    let id = order.order_id.to_string();
+    assert!(f.saga.take_in(&order).await.unwrap());
+    assert!(f.saga.awaiting.peek(&id).is_some());
+
+    // Another instance's driver finds the payment overdue, gives up and rolls the order back; this
+    // instance's copy still says it waits for its payment.
+    let other = Saga { awaiting: Arc::default(), ..f.saga.clone() };
+    f.make_due(&id).await;
+    for _ in 0..20 {
+        for due in orders::claim_due(&f.pool, 100, other.settings.lease).await.unwrap() {
+            other.advance(due).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert!(f.saga.awaiting.peek(&id).is_some(), "the copy went stale");
+
+    // The success reaches this instance: its write is refused by the version, it reads the order again,
+    // and gives the money back instead of confirming.
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    assert_eq!(f.status(&id).await, "FAILED", "a stale copy never revives the order");
+    assert_eq!(
+        kinds_of(&f.to_provider().await),
+        [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND, kinds::PAYMENT_REFUND],
+        "the give-up's refund to be sure, and the late success's"
+    );
+    let version: i64 = sqlx::query_scalar("SELECT version FROM orders WHERE order_id = $1")
+        .bind(&id)
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(orders::load(&f.pool, &id).await.unwrap().unwrap().version, version);
     f.done().await;
 }
