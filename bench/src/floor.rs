@@ -2,6 +2,12 @@
 //! work, with the same number in flight: persistent publish-with-confirm then consume-with-ack round
 //! trips of a 256-byte message, and the single-statement reservation `UPDATE … WHERE available >= 1` on
 //! one hot row and spread over 10,000 rows. The mesh's rates are read against these.
+//!
+//! A checkout is many of those at once, so the floor also does a checkout's share of both alone: per
+//! simulated checkout, in sequence, as many round trips, unrouted publishes and statements as one checkout
+//! of the mesh costs the broker and the database ([`CheckoutWork`]). That rate is what the mesh would reach
+//! if its own code cost nothing; the mesh's share of it says how much is left in the code and how much only
+//! fewer messages or statements per checkout can give.
 
 use std::{
     sync::{
@@ -20,8 +26,46 @@ use lapin::{
     },
     types::FieldTable,
 };
-use sqlx::{Connection as _, Executor as _, PgConnection, postgres::PgPoolOptions};
-use tokio::sync::Semaphore;
+use sqlx::{Connection as _, Executor as _, PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::sync::{Notify, Semaphore};
+
+/// The broker and database work of one checkout, as counted on the mesh (RabbitMQ's global counters and
+/// `pg_stat_database`, per completed `spread` checkout: see BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CheckoutWork {
+    /// Persistent publish-with-confirm + consume-with-ack round trips (deliveries to a queue).
+    pub round_trips: u32,
+    /// Publishes with confirm that no queue takes (status events nobody is bound to, direct replies).
+    pub unrouted: u32,
+    /// Single-statement transactions.
+    pub statements: u32,
+}
+
+impl Default for CheckoutWork {
+    /// The counts of this build: 11 publishes (7 deliveries, one event reaching two queues) and 12.9
+    /// transactions per checkout.
+    fn default() -> Self {
+        Self { round_trips: 7, unrouted: 4, statements: 13 }
+    }
+}
+
+impl std::str::FromStr for CheckoutWork {
+    type Err = String;
+
+    /// `ROUND_TRIPS,UNROUTED,STATEMENTS`, as in `7,4,13`.
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let parts: Vec<u32> =
+            raw.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| {
+                format!("--checkout-work must be ROUND_TRIPS,UNROUTED,STATEMENTS (whole numbers), got {raw:?}")
+            })?;
+        match parts[..] {
+            [round_trips, unrouted, statements] if round_trips + unrouted + statements > 0 => {
+                Ok(Self { round_trips, unrouted, statements })
+            }
+            _ => Err(format!("--checkout-work must be ROUND_TRIPS,UNROUTED,STATEMENTS, not all zero, got {raw:?}")),
+        }
+    }
+}
 
 /// What the floor run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,6 +78,11 @@ pub struct Floor {
     pub postgres_hot_updates_per_s: f64,
     /// The same spread over 10,000 rows.
     pub postgres_spread_updates_per_s: f64,
+    /// What each simulated checkout did.
+    pub checkout_work: CheckoutWork,
+    /// Simulated checkouts per second: `checkout_work` each, in sequence, `in_flight` at once, broker and
+    /// database sharing the machine as they do under the mesh.
+    pub checkouts_per_s: f64,
 }
 
 impl Floor {
@@ -45,17 +94,31 @@ impl Floor {
             self.rabbitmq_round_trips_per_s,
             self.postgres_hot_updates_per_s,
             self.postgres_spread_updates_per_s
+        ) + &format!(
+            "floor for a checkout's work alone ({} round trips, {} unrouted publishes, {} statements each): {:.0} checkouts/s\n",
+            self.checkout_work.round_trips,
+            self.checkout_work.unrouted,
+            self.checkout_work.statements,
+            self.checkouts_per_s
         )
     }
 }
 
 /// Measures the floor for `duration` per part.
-pub async fn measure(amqp: &str, database: &str, in_flight: usize, duration: Duration) -> anyhow::Result<Floor> {
+pub async fn measure(
+    amqp: &str,
+    database: &str,
+    in_flight: usize,
+    duration: Duration,
+    work: CheckoutWork,
+) -> anyhow::Result<Floor> {
     Ok(Floor {
         in_flight,
         rabbitmq_round_trips_per_s: rabbitmq(amqp, in_flight, duration).await?,
         postgres_hot_updates_per_s: postgres(database, in_flight, duration, 1).await?,
         postgres_spread_updates_per_s: postgres(database, in_flight, duration, 10_000).await?,
+        checkout_work: work,
+        checkouts_per_s: checkouts(amqp, database, in_flight, duration, work).await?,
     })
 }
 
@@ -112,6 +175,46 @@ async fn rabbitmq(url: &str, in_flight: usize, duration: Duration) -> anyhow::Re
 }
 
 async fn postgres(server: &str, clients: usize, duration: Duration, rows: i64) -> anyhow::Result<f64> {
+    with_stock(server, clients, rows, |pool| async move {
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let (pool, done) = (pool.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut i = c as i64;
+                    while started.elapsed() < duration {
+                        i = (i * 7919 + 13) % rows;
+                        if reserve(&pool, i + 1).await.is_ok() {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    })
+    .await
+}
+
+/// The single-statement reservation on row `id`.
+async fn reserve(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE stock SET available = available - 1 WHERE id = $1 AND available >= 1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Runs `work` against a throwaway database holding `rows` stock rows, then drops the database.
+async fn with_stock<F, Fut>(server: &str, clients: usize, rows: i64, work: F) -> anyhow::Result<f64>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: Future<Output = anyhow::Result<f64>>,
+{
     let name = format!("om_bench_floor_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut admin = PgConnection::connect(server).await?;
     admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
@@ -128,35 +231,118 @@ async fn postgres(server: &str, clients: usize, duration: Duration, rows: i64) -
             .bind(rows)
             .execute(&pool)
             .await?;
-        let done = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let workers: Vec<_> = (0..clients)
-            .map(|c| {
-                let (pool, done) = (pool.clone(), done.clone());
-                tokio::spawn(async move {
-                    let mut i = c as i64;
-                    while started.elapsed() < duration {
-                        i = (i * 7919 + 13) % rows;
-                        let reserved =
-                            sqlx::query("UPDATE stock SET available = available - 1 WHERE id = $1 AND available >= 1")
-                                .bind(i + 1)
-                                .execute(&pool)
-                                .await;
-                        if reserved.is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            let _ = w.await;
-        }
-        let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let rate = work(pool.clone()).await;
         pool.close().await;
-        Ok::<_, anyhow::Error>(rate)
+        rate
     }
     .await;
     admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
     result
+}
+
+/// Simulated checkouts per second: each of `in_flight` workers does one checkout's `work` in sequence (every
+/// round trip waits for its own delivery, every publish for its confirm), over and over, on spread rows.
+async fn checkouts(
+    amqp: &str,
+    database: &str,
+    in_flight: usize,
+    duration: Duration,
+    work: CheckoutWork,
+) -> anyhow::Result<f64> {
+    let conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
+    let publisher = conn.create_channel().await?;
+    let consumer = conn.create_channel().await?;
+    let queue = format!("ordermesh-bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let options = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
+    publisher.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    consumer.basic_qos(u16::try_from(in_flight).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
+    let mut deliveries = consumer
+        .basic_consume(queue.as_str().into(), "floor".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    // Each worker has one message in flight at a time; the body names the worker to wake.
+    let arrived: Arc<Vec<Notify>> = Arc::new((0..in_flight).map(|_| Notify::new()).collect());
+    let acker = {
+        let arrived = arrived.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                if delivery.ack(BasicAckOptions::default()).await.is_err() {
+                    break;
+                }
+                let worker = delivery.data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                if let Some(notify) = worker.and_then(|w| arrived.get(w as usize)) {
+                    notify.notify_one();
+                }
+            }
+        })
+    };
+    let unrouted_key = format!("{queue}.nobody");
+    let rate = with_stock(database, in_flight, 10_000, |pool| {
+        let (publisher, queue, arrived) = (publisher.clone(), queue.clone(), arrived.clone());
+        async move {
+            let done = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let workers: Vec<_> = (0..in_flight)
+                .map(|w| {
+                    let (pool, done, publisher, arrived) =
+                        (pool.clone(), done.clone(), publisher.clone(), arrived.clone());
+                    let (queue, unrouted_key) = (queue.clone(), unrouted_key.clone());
+                    tokio::spawn(async move {
+                        let mut body = vec![b'x'; 256];
+                        body[..8].copy_from_slice(&(w as u64).to_le_bytes());
+                        let persistent = BasicProperties::default().with_delivery_mode(2);
+                        let mut row = w as i64;
+                        while started.elapsed() < duration {
+                            let one = async {
+                                for _ in 0..work.round_trips {
+                                    let confirm = publisher
+                                        .basic_publish(
+                                            "".into(),
+                                            queue.as_str().into(),
+                                            BasicPublishOptions::default(),
+                                            &body,
+                                            persistent.clone(),
+                                        )
+                                        .await?;
+                                    tokio::spawn(async move {
+                                        let _ = confirm.await;
+                                    });
+                                    arrived[w].notified().await;
+                                }
+                                for _ in 0..work.unrouted {
+                                    publisher
+                                        .basic_publish(
+                                            "".into(),
+                                            unrouted_key.as_str().into(),
+                                            BasicPublishOptions::default(),
+                                            &body,
+                                            persistent.clone(),
+                                        )
+                                        .await?
+                                        .await?;
+                                }
+                                for _ in 0..work.statements {
+                                    row = (row * 7919 + 13) % 10_000;
+                                    reserve(&pool, row + 1).await?;
+                                }
+                                anyhow::Ok(())
+                            };
+                            if one.await.is_ok() {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.await;
+            }
+            Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+        }
+    })
+    .await;
+    acker.abort();
+    let _ = publisher.queue_delete(queue.as_str().into(), Default::default()).await;
+    let _ = conn.close(200, "floor done".into()).await;
+    rate
 }

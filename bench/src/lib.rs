@@ -75,7 +75,16 @@ pub async fn prepare(options: &Options, run: &str) -> anyhow::Result<Catalogue> 
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     // Measured first, on the idle box, with the run's own number in flight.
     let floor = if options.with_floor {
-        Some(floor::measure(&options.amqp, &options.database, options.floor_in_flight(), Duration::from_secs(5)).await?)
+        Some(
+            floor::measure(
+                &options.amqp,
+                &options.database,
+                options.floor_in_flight(),
+                Duration::from_secs(5),
+                options.checkout_work,
+            )
+            .await?,
+        )
     } else {
         None
     };

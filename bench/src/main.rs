@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             &options.database,
             options.floor_in_flight(),
             options.duration,
+            options.checkout_work,
         )
         .await?;
         let text = if options.json { serde_json::to_string_pretty(&floor)? + "\n" } else { floor.render() };

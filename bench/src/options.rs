@@ -57,6 +57,8 @@ pub struct Options {
     pub floor_only: bool,
     /// Measure the floor first and report the mesh's rate as a fraction of it.
     pub with_floor: bool,
+    /// The broker and database work of one checkout, for the floor's simulated checkouts.
+    pub checkout_work: crate::floor::CheckoutWork,
     /// RabbitMQ, for the floor.
     pub amqp: String,
     /// A PostgreSQL URL whose server the floor may create a throwaway database on.
@@ -91,6 +93,7 @@ impl Default for Options {
             quiet: false,
             floor_only: false,
             with_floor: false,
+            checkout_work: crate::floor::CheckoutWork::default(),
             amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             database: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             api_key: std::env::var("ORDERMESH_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey),
@@ -103,10 +106,14 @@ pub const USAGE: &str =
     "usage: ordermesh-bench [--scenario spread|hot|mixed] [--rate N | --concurrency N] [--duration SECONDS]
                        [--hot-stock UNITS] [--max-in-flight N] [--gateway URL] [--inventory URL]
                        [--json] [--svg FILE] [--quiet] [--api-key KEY]
+                       [--with-floor] [--checkout-work ROUND_TRIPS,UNROUTED,STATEMENTS]
+       ordermesh-bench floor [--concurrency N] [--duration SECONDS] [--checkout-work R,U,S]
   Drives a running mesh (default http://127.0.0.1:5003 and http://127.0.0.1:50051) with shoppers who add to cart,
   check out and wait for the final status. --rate: open loop, shoppers per second (default 100);
   --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.
-  --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).";
+  --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).
+  floor (or --with-floor, before the run): what RabbitMQ and PostgreSQL alone do here, and the rate of simulated
+  checkouts that each do one checkout's broker and database work (--checkout-work, default 7,4,13).";
 
 impl Options {
     /// Messages in flight (and PostgreSQL clients) for the floor: the closed loop's shoppers, or 64.
@@ -157,6 +164,9 @@ impl Options {
                 "--svg" => options.svg = Some(value("--svg")?),
                 "--json" => options.json = true,
                 "--with-floor" => options.with_floor = true,
+                "--checkout-work" => {
+                    options.checkout_work = value("--checkout-work")?.parse().map_err(|e: String| anyhow::anyhow!(e))?
+                }
                 "--amqp" => options.amqp = value("--amqp")?,
                 "--database" => options.database = value("--database")?,
                 "--api-key" => options.api_key = Some(ApiKey(value("--api-key")?)),
@@ -189,7 +199,18 @@ mod tests {
         let floor = parse(&["floor", "--concurrency", "32"]).unwrap();
         assert!(floor.floor_only && floor.mode == Mode::Closed { concurrency: 32 });
         assert!(parse(&["--with-floor"]).unwrap().with_floor);
-        for bad in [&["--rate", "0"][..], &["--rate", "lots"], &["--scenario", "cold"], &["--nope"], &["--duration"]] {
+        let work = parse(&["floor", "--checkout-work", "3,0,5"]).unwrap().checkout_work;
+        assert_eq!((work.round_trips, work.unrouted, work.statements), (3, 0, 5));
+        for bad in [
+            &["--rate", "0"][..],
+            &["--rate", "lots"],
+            &["--scenario", "cold"],
+            &["--nope"],
+            &["--duration"],
+            &["--checkout-work", "7,4"],
+            &["--checkout-work", "0,0,0"],
+            &["--checkout-work", "7,-1,13"],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -50,11 +50,17 @@ async fn the_load_generator_runs_each_scenario_and_nothing_is_oversold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_measures_what_rabbitmq_and_postgresql_alone_do() {
     let server = ordermesh_testkit::testdb::server_url();
+    let work: ordermesh_bench::floor::CheckoutWork = "2,1,3".parse().expect("a checkout's work");
     let floor =
-        ordermesh_bench::floor::measure(ordermesh_bus::DEFAULT_AMQP_URL, &server, 4, Duration::from_millis(500))
+        ordermesh_bench::floor::measure(ordermesh_bus::DEFAULT_AMQP_URL, &server, 4, Duration::from_millis(500), work)
             .await
             .expect("the floor runs");
     assert!(floor.rabbitmq_round_trips_per_s > 0.0, "{floor:?}");
     assert!(floor.postgres_hot_updates_per_s > 0.0 && floor.postgres_spread_updates_per_s > 0.0, "{floor:?}");
-    assert!(floor.render().contains("round trips/s"));
+    // Simulated checkouts finished: each of their round trips came back and each statement committed.
+    assert!(floor.checkouts_per_s > 0.0 && floor.checkout_work == work, "{floor:?}");
+    let text = floor.render();
+    assert!(
+        text.contains("round trips/s") && text.contains("(2 round trips, 1 unrouted publishes, 3 statements each)")
+    );
 }
