@@ -262,7 +262,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "mesh: {:.1} % of the simulated checkouts: what is left in the mesh's own code; the rest takes fewer messages or statements per checkout",
+                "mesh: {:.1} % of the simulated checkouts (a checkout's broker and database work, with no other code)",
                 share(floor.checkouts_per_s)
             );
         }
