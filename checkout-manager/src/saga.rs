@@ -50,16 +50,25 @@ impl Leases {
 const AWAITING_CAPACITY: usize = 4096;
 
 /// The orders this instance left waiting for their payment, as it wrote them: a payment result starts
-/// from this copy instead of reading the order again (one read less per checkout). The write that follows
-/// is guarded by the order's version, so a copy that went stale (the driver or another instance moved the
-/// order since) costs that result one refused write and a read, never a wrong step: the same race the
-/// read already had with a later writer.
+/// from this copy instead of reading the order again (one read less per checkout).
+///
+/// A copy can go stale when another instance writes the order. Three rules keep that from ever deciding
+/// a step:
+/// - Every decision made from a copy ends in a write guarded by the order's version. A stale copy's write
+///   is refused, and the result is decided again from a fresh read. A decision that would write nothing
+///   (a duplicate, a stale attempt's failure) is always made from a fresh read.
+/// - A copy is used only while younger than half the payment timeout. Until the timeout, no driver may
+///   take the order up (it is not due), so no driver can be giving it up or retrying it meanwhile. A late
+///   success therefore cannot reach inventory's commit while another instance releases the hold, beyond
+///   the race any read already has with a later writer.
+/// - Every write this instance makes through the saga replaces or drops its copy.
 #[derive(Debug, Default)]
 pub struct AwaitingPayment(std::sync::Mutex<Awaiting>);
 
 #[derive(Debug, Default)]
 struct Awaiting {
-    orders: HashMap<String, Order>,
+    /// Each copy with when it was kept.
+    orders: HashMap<String, (Order, Instant)>,
     /// Ids in the order they came, to drop the oldest; an id already taken is skipped when it comes up.
     arrival: VecDeque<String>,
 }
@@ -72,7 +81,7 @@ impl AwaitingPayment {
             awaiting.orders.remove(&order.order_id);
             return;
         }
-        if awaiting.orders.insert(order.order_id.clone(), order.clone()).is_none() {
+        if awaiting.orders.insert(order.order_id.clone(), (order.clone(), Instant::now())).is_none() {
             awaiting.arrival.push_back(order.order_id.clone());
         }
         while awaiting.arrival.len() > AWAITING_CAPACITY {
@@ -82,14 +91,16 @@ impl AwaitingPayment {
         }
     }
 
-    /// The copy of `order_id` as this instance last wrote it, if kept; it is kept no longer.
-    pub fn take(&self, order_id: &str) -> Option<Order> {
-        self.0.lock().expect("awaiting lock").orders.remove(order_id)
+    /// The copy of `order_id` as this instance last wrote it, if kept and younger than `max_age`; it is kept
+    /// no longer either way.
+    pub fn take(&self, order_id: &str, max_age: Duration) -> Option<Order> {
+        let (order, kept_at) = self.0.lock().expect("awaiting lock").orders.remove(order_id)?;
+        (kept_at.elapsed() < max_age).then_some(order)
     }
 
     /// The copy of `order_id`, if kept, and still kept (tests).
     pub fn peek(&self, order_id: &str) -> Option<Order> {
-        self.0.lock().expect("awaiting lock").orders.get(order_id).cloned()
+        self.0.lock().expect("awaiting lock").orders.get(order_id).map(|(order, _)| order.clone())
     }
 }
 
@@ -369,9 +380,11 @@ impl Saga {
     /// after the saga gave up is refunded.
     pub async fn on_payment_result(&self, result: &PaymentResult) -> Result<(), CheckoutError> {
         // A lost race with the driver (it bumped the version) just means: read again and re-decide. The
-        // first try starts from the order as this instance left it waiting, if it did.
-        let mut kept = self.awaiting.take(result.order_id.as_str());
+        // first try starts from the order as this instance left it waiting, if it did and not long ago
+        // (see `AwaitingPayment` for why that is safe).
+        let mut kept = self.awaiting.take(result.order_id.as_str(), self.settings.payment_timeout / 2);
         for _ in 0..5 {
+            let from_copy = kept.is_some();
             let order = match kept.take() {
                 Some(order) => order,
                 None => match orders::load(&self.pool, result.order_id.as_str()).await? {
@@ -385,6 +398,10 @@ impl Saga {
             let paying = order.status == Status::PaymentPending
                 && matches!(order.step, Step::AwaitPayment | Step::RequestPayment);
             if !paying {
+                // Decided from a fresh read only: nothing below is guarded by the version.
+                if from_copy {
+                    continue;
+                }
                 // Money taken for an order that is being rolled back or ended unpaid: give it back.
                 let unpaid =
                     order.step == Step::RollBack || (order.status.is_final() && order.status != Status::Confirmed);
@@ -416,6 +433,10 @@ impl Saga {
                 PaymentOutcome::TechnicalFailure { .. }
                     if result.attempt != order.payment_attempts || order.step == Step::RequestPayment =>
                 {
+                    // Dropped on a fresh read only: a stale copy may not know of this attempt.
+                    if from_copy {
+                        continue;
+                    }
                     return Ok(());
                 }
                 PaymentOutcome::TechnicalFailure { reason }

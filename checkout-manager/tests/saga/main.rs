@@ -447,12 +447,7 @@ async fn a_kept_copy_another_instance_moved_past_is_read_again_and_the_late_succ
     // instance's copy still says it waits for its payment.
     let other = Saga { awaiting: Arc::default(), ..f.saga.clone() };
     f.make_due(&id).await;
-    for _ in 0..20 {
-        for due in orders::claim_due(&f.pool, 100, other.settings.lease).await.unwrap() {
-            other.advance(due).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drive_with(&other, &f.pool).await;
     assert_eq!(f.status(&id).await, "FAILED");
     assert!(f.saga.awaiting.peek(&id).is_some(), "the copy went stale");
 
@@ -471,5 +466,66 @@ async fn a_kept_copy_another_instance_moved_past_is_read_again_and_the_late_succ
         .await
         .unwrap();
     assert_eq!(orders::load(&f.pool, &id).await.unwrap().unwrap().version, version);
+    f.done().await;
+}
+
+/// Runs every due order through `saga`'s driver until nothing is due now (another instance's, in the tests
+/// of the kept copies).
+async fn drive_with(saga: &Saga, pool: &PgPool) {
+    for _ in 0..20 {
+        for due in orders::claim_due(pool, 100, saga.settings.lease).await.unwrap() {
+            saga.advance(due).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_copy_older_than_half_the_payment_timeout_is_not_used() {
+    let payment_timeout = Duration::from_millis(300);
+    let f = fixture(SagaSettings { max_payment_attempts: 1, payment_timeout, ..settings() }).await;
+    let order = Fixture::new_order();
+    let id = order.order_id.to_string();
+    assert!(f.saga.take_in(&order).await.unwrap());
+
+    // The timeout passes with no answer; another instance's driver gives the order up.
+    tokio::time::sleep(payment_timeout + Duration::from_millis(50)).await;
+    let other = Saga { awaiting: Arc::default(), ..f.saga.clone() };
+    drive_with(&other, &f.pool).await;
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert!(f.saga.awaiting.peek(&id).is_some(), "this instance still holds its old copy");
+
+    // The late success is decided from a read: inventory is never asked to commit the released hold.
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    assert_eq!(f.stock.calls("commit"), 0, "an old copy reached inventory");
+    assert_eq!(f.status(&id).await, "FAILED");
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND, kinds::PAYMENT_REFUND]);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_failure_of_an_attempt_a_stale_copy_does_not_know_is_decided_from_a_read() {
+    let f = fixture(settings()).await;
+    let order = Fixture::new_order();
+    let id = order.order_id.to_string();
+    assert!(f.saga.take_in(&order).await.unwrap());
+
+    // Another instance takes attempt 1's failure and asks again (attempt 2); this instance's copy still
+    // waits for attempt 1.
+    let other = Saga { awaiting: Arc::default(), ..f.saga.clone() };
+    let failed = |attempt| PaymentResult {
+        payment_id: id.clone(),
+        order_id: OrderId::parse(id.as_str()).unwrap(),
+        attempt,
+        outcome: PaymentOutcome::TechnicalFailure { reason: "provider hiccup".into() },
+    };
+    other.on_payment_result(&failed(1)).await.unwrap();
+    drive_with(&other, &f.pool).await;
+    assert_eq!(f.to_provider().await.len(), 2, "attempt 2 asked for");
+
+    // Attempt 2's failure reaches this instance: it is a retry, not a stale answer to drop.
+    f.saga.on_payment_result(&failed(2)).await.unwrap();
+    drive_with(&other, &f.pool).await;
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE; 3], "attempt 3 asked for at once");
     f.done().await;
 }
