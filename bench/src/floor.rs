@@ -19,7 +19,7 @@ use std::{
 
 use futures::StreamExt as _;
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions,
@@ -122,18 +122,39 @@ pub async fn measure(
     })
 }
 
+/// A throwaway durable queue with a confirming publisher and a consumer taking `in_flight` at once.
+struct FloorQueue {
+    conn: Connection,
+    publisher: Channel,
+    queue: String,
+    deliveries: Consumer,
+}
+
+impl FloorQueue {
+    async fn open(url: &str, in_flight: usize) -> anyhow::Result<Self> {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let publisher = conn.create_channel().await?;
+        let consumer = conn.create_channel().await?;
+        let queue = format!("ordermesh-bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let options = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
+        publisher.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        consumer.basic_qos(u16::try_from(in_flight).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
+        let deliveries = consumer
+            .basic_consume(queue.as_str().into(), "floor".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok(Self { conn, publisher, queue, deliveries })
+    }
+}
+
+/// Deletes the floor's queue and closes its connection.
+async fn close(conn: Connection, publisher: &Channel, queue: &str) {
+    let _ = publisher.queue_delete(queue.into(), Default::default()).await;
+    let _ = conn.close(200, "floor done".into()).await;
+}
+
 async fn rabbitmq(url: &str, in_flight: usize, duration: Duration) -> anyhow::Result<f64> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let publisher = conn.create_channel().await?;
-    let consumer = conn.create_channel().await?;
-    let queue = format!("ordermesh-bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let options = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
-    publisher.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    consumer.basic_qos(u16::try_from(in_flight).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
-    let mut deliveries = consumer
-        .basic_consume(queue.as_str().into(), "floor".into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let FloorQueue { conn, publisher, queue, mut deliveries } = FloorQueue::open(url, in_flight).await?;
     let slots = Arc::new(Semaphore::new(in_flight));
     let done = Arc::new(AtomicU64::new(0));
     let acker = {
@@ -169,8 +190,7 @@ async fn rabbitmq(url: &str, in_flight: usize, duration: Duration) -> anyhow::Re
     }
     let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     acker.abort();
-    let _ = publisher.queue_delete(queue.as_str().into(), Default::default()).await;
-    let _ = conn.close(200, "floor done".into()).await;
+    close(conn, &publisher, &queue).await;
     Ok(rate)
 }
 
@@ -249,17 +269,7 @@ async fn checkouts(
     duration: Duration,
     work: CheckoutWork,
 ) -> anyhow::Result<f64> {
-    let conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
-    let publisher = conn.create_channel().await?;
-    let consumer = conn.create_channel().await?;
-    let queue = format!("ordermesh-bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let options = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
-    publisher.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    consumer.basic_qos(u16::try_from(in_flight).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
-    let mut deliveries = consumer
-        .basic_consume(queue.as_str().into(), "floor".into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let FloorQueue { conn, publisher, queue, mut deliveries } = FloorQueue::open(amqp, in_flight).await?;
     // Each worker has one message in flight at a time; the body names the worker to wake.
     let arrived: Arc<Vec<Notify>> = Arc::new((0..in_flight).map(|_| Notify::new()).collect());
     let acker = {
@@ -342,7 +352,6 @@ async fn checkouts(
     })
     .await;
     acker.abort();
-    let _ = publisher.queue_delete(queue.as_str().into(), Default::default()).await;
-    let _ = conn.close(200, "floor done".into()).await;
+    close(conn, &publisher, &queue).await;
     rate
 }
