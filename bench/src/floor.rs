@@ -19,7 +19,7 @@ use std::{
 
 use futures::StreamExt as _;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, Consumer,
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, PublisherConfirm,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions,
@@ -147,6 +147,19 @@ impl FloorQueue {
     }
 }
 
+/// Publishes `body` persistent through the default exchange to `routing_key` (a queue, or nobody).
+async fn publish(publisher: &Channel, routing_key: &str, body: &[u8]) -> lapin::Result<PublisherConfirm> {
+    publisher
+        .basic_publish(
+            "".into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+}
+
 /// Deletes the floor's queue and closes its connection.
 async fn close(conn: Connection, publisher: &Channel, queue: &str) {
     let _ = publisher.queue_delete(queue.into(), Default::default()).await;
@@ -174,15 +187,7 @@ async fn rabbitmq(url: &str, in_flight: usize, duration: Duration) -> anyhow::Re
     while started.elapsed() < duration {
         let permit = slots.acquire().await?;
         permit.forget();
-        let confirm = publisher
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
+        let confirm = publish(&publisher, &queue, &body).await?;
         // Confirms are awaited off the publishing path, as a windowed publisher does.
         tokio::spawn(async move {
             let _ = confirm.await;
@@ -300,36 +305,18 @@ async fn checkouts(
                     tokio::spawn(async move {
                         let mut body = vec![b'x'; 256];
                         body[..8].copy_from_slice(&(w as u64).to_le_bytes());
-                        let persistent = BasicProperties::default().with_delivery_mode(2);
                         let mut row = w as i64;
                         while started.elapsed() < duration {
                             let one = async {
                                 for _ in 0..work.round_trips {
-                                    let confirm = publisher
-                                        .basic_publish(
-                                            "".into(),
-                                            queue.as_str().into(),
-                                            BasicPublishOptions::default(),
-                                            &body,
-                                            persistent.clone(),
-                                        )
-                                        .await?;
+                                    let confirm = publish(&publisher, &queue, &body).await?;
                                     tokio::spawn(async move {
                                         let _ = confirm.await;
                                     });
                                     arrived[w].notified().await;
                                 }
                                 for _ in 0..work.unrouted {
-                                    publisher
-                                        .basic_publish(
-                                            "".into(),
-                                            unrouted_key.as_str().into(),
-                                            BasicPublishOptions::default(),
-                                            &body,
-                                            persistent.clone(),
-                                        )
-                                        .await?
-                                        .await?;
+                                    publish(&publisher, &unrouted_key, &body).await?.await?;
                                 }
                                 for _ in 0..work.statements {
                                     row = (row * 7919 + 13) % 10_000;

@@ -140,6 +140,13 @@ impl Fixture {
         order.order_id.to_string()
     }
 
+    /// Takes in a new order as `order.place` does (reserved, charge asked for); returns its id.
+    async fn take_in(&self) -> String {
+        let order = Self::new_order();
+        assert!(self.saga.take_in(&order).await.unwrap(), "a new order is taken in");
+        order.order_id.to_string()
+    }
+
     /// Claims what is due and advances it, as the driver does.
     async fn drive(&self) {
         for order in orders::claim_due(&self.pool, 100, self.saga.settings.lease).await.unwrap() {
@@ -419,9 +426,7 @@ async fn a_new_order_short_of_stock_is_stored_rejected_and_one_inventory_cannot_
 #[tokio::test]
 async fn an_order_left_waiting_for_its_payment_is_kept_exactly_as_a_read_gives_it() {
     let f = fixture(settings()).await;
-    let order = Fixture::new_order();
-    let id = order.order_id.to_string();
-    assert!(f.saga.take_in(&order).await.unwrap());
+    let id = f.take_in().await;
     let kept = f.saga.awaiting.peek(&id).expect("kept while it waits for its payment");
     let read = orders::load(&f.pool, &id).await.unwrap().expect("stored");
     // Field for field, the timeline and the microsecond times included: a final event built from the copy
@@ -438,9 +443,7 @@ async fn an_order_left_waiting_for_its_payment_is_kept_exactly_as_a_read_gives_i
 #[tokio::test]
 async fn a_kept_copy_another_instance_moved_past_is_read_again_and_the_late_success_refunded() {
     let f = fixture(SagaSettings { max_payment_attempts: 1, ..settings() }).await;
-    let order = Fixture::new_order();
-    let id = order.order_id.to_string();
-    assert!(f.saga.take_in(&order).await.unwrap());
+    let id = f.take_in().await;
     assert!(f.saga.awaiting.peek(&id).is_some());
 
     // Another instance's driver finds the payment overdue, gives up and rolls the order back; this
@@ -484,9 +487,7 @@ async fn drive_with(saga: &Saga, pool: &PgPool) {
 async fn a_copy_older_than_half_the_payment_timeout_is_not_used() {
     let payment_timeout = Duration::from_millis(300);
     let f = fixture(SagaSettings { max_payment_attempts: 1, payment_timeout, ..settings() }).await;
-    let order = Fixture::new_order();
-    let id = order.order_id.to_string();
-    assert!(f.saga.take_in(&order).await.unwrap());
+    let id = f.take_in().await;
 
     // The timeout passes with no answer; another instance's driver gives the order up.
     tokio::time::sleep(payment_timeout + Duration::from_millis(50)).await;
@@ -506,9 +507,7 @@ async fn a_copy_older_than_half_the_payment_timeout_is_not_used() {
 #[tokio::test]
 async fn a_failure_of_an_attempt_a_stale_copy_does_not_know_is_decided_from_a_read() {
     let f = fixture(settings()).await;
-    let order = Fixture::new_order();
-    let id = order.order_id.to_string();
-    assert!(f.saga.take_in(&order).await.unwrap());
+    let id = f.take_in().await;
 
     // Another instance takes attempt 1's failure and asks again (attempt 2); this instance's copy still
     // waits for attempt 1.
