@@ -147,19 +147,9 @@ impl Fixture {
         order.order_id.to_string()
     }
 
-    /// Claims what is due and advances it, as the driver does.
-    async fn drive(&self) {
-        for order in orders::claim_due(&self.pool, 100, self.saga.settings.lease).await.unwrap() {
-            self.saga.advance(order).await.unwrap();
-        }
-    }
-
     /// Drives until nothing is due now (retries with a 1 ms backoff included).
     async fn drive_all(&self) {
-        for _ in 0..20 {
-            self.drive().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        drive_with(&self.saga, &self.pool).await;
     }
 
     async fn make_due(&self, order_id: &str) {
@@ -472,8 +462,8 @@ async fn a_kept_copy_another_instance_moved_past_is_read_again_and_the_late_succ
     f.done().await;
 }
 
-/// Runs every due order through `saga`'s driver until nothing is due now (another instance's, in the tests
-/// of the kept copies).
+/// Claims what is due and advances it through `saga`, as its driver does, until nothing is due now (retries
+/// with a 1 ms backoff included).
 async fn drive_with(saga: &Saga, pool: &PgPool) {
     for _ in 0..20 {
         for due in orders::claim_due(pool, 100, saga.settings.lease).await.unwrap() {
