@@ -9,7 +9,13 @@
 //! held while it waits for the broker; a relay that dies leaves its claim to run out. A row that does
 //! not decode is parked (`parked_at`, `parked_reason`) for the audit instead of blocking the rest.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use lapin::types::FieldTable;
 use ordermesh_messages::Envelope;
@@ -23,13 +29,55 @@ const BATCH: i64 = 200;
 /// How long a claimed row is left to its relay before another may publish it: above the publish
 /// deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
 const CLAIM_SECS: f64 = 8.0;
-/// How long published rows wait for the next pass to delete them in its claim statement (one round trip
-/// for both) before they are deleted alone: under load the next write comes sooner, and this is far below
-/// the claim, so they are never sent twice by waiting.
+/// The claim a writer gives the rows it hands to its own relay ([`Handoff`]), as SQL: [`CLAIM_SECS`] from
+/// the writing transaction's start.
+pub const HANDED_CLAIM: &str = "now() + interval '8 seconds'";
+/// How long published rows wait to be deleted together (one statement for all of them, or folded into the
+/// next claim): far below the claim, so they are never sent twice by waiting.
 const FLUSH_AFTER: Duration = Duration::from_millis(10);
 /// The shortest sleep between passes when a row is due but was not claimable (another relay's claim
 /// statement held it): keeps two relays from spinning on each other.
 const MIN_PAUSE: Duration = Duration::from_millis(20);
+
+/// An outbox row as the relay sends it: id, exchange, routing key and the encoded envelope.
+pub type Row = (i64, String, String, Vec<u8>);
+
+/// What a process's writers tell its relay. A writer that knows its rows' ids inserts them already claimed
+/// ([`HANDED_CLAIM`]) and hands them over after its commit: the relay sends them without looking for them
+/// (no claim statement, no scan of the outbox). If this process dies first, the claim runs out and any
+/// relay's next scan sends them. A writer that does not know its ids inserts them unclaimed and asks for a
+/// scan ([`Handoff::wake`]).
+#[derive(Debug, Default)]
+pub struct Handoff {
+    rows: std::sync::Mutex<Vec<Row>>,
+    scan: AtomicBool,
+    notify: Notify,
+}
+
+impl Handoff {
+    /// Gives the relay rows committed with [`HANDED_CLAIM`]; call after the commit only.
+    pub fn hand(&self, rows: Vec<Row>) {
+        if rows.is_empty() {
+            return;
+        }
+        self.rows.lock().expect("outbox handoff lock").extend(rows);
+        self.notify.notify_one();
+    }
+
+    /// Asks the relay to scan the outbox: rows were committed unclaimed.
+    pub fn wake(&self) {
+        self.scan.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Vec<Row> {
+        std::mem::take(&mut *self.rows.lock().expect("outbox handoff lock"))
+    }
+
+    fn take_scan(&self) -> bool {
+        self.scan.swap(false, Ordering::AcqRel)
+    }
+}
 
 /// Adds a message to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -48,72 +96,103 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Publishes what the outbox holds: at once when `wake` is notified (by the transaction that wrote
-/// the rows), when a row claimed by a relay that died falls due, and every `idle` anyway (for rows
-/// written by an instance that died before its relay ran). An idle relay costs one query per `idle`.
+/// Publishes what the outbox holds: handed rows at once, and in a scan the rows written unclaimed (when
+/// `handoff` is woken), rows whose claim ran out (a relay that died, or a publish that failed), and every
+/// `idle` anyway (rows written by an instance that died before its relay ran). Published rows are deleted
+/// together shortly after. An idle relay costs one query per `idle`.
 pub async fn run_relay(
     pool: PgPool,
     publisher: Arc<Publisher>,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut relay = Relay::new(pool, publisher);
     let mut failures = 0u32;
+    // The first scan, at once, takes what an earlier run left.
+    let mut scan_at = Instant::now();
     loop {
-        let pause = match relay.pass().await {
-            Ok(n) if n as i64 == BATCH => {
-                failures = 0;
-                continue;
-            }
-            // Nothing to send: sleep until the first claim left by another relay runs out.
-            Ok(0) => {
-                failures = 0;
-                match relay.next_due().await {
-                    Ok(Some(due)) => due.clamp(MIN_PAUSE, idle),
-                    Ok(None) => idle,
+        // While failing, handed rows wait for the retry time with the scan.
+        if failures == 0 || Instant::now() >= scan_at {
+            let handed = handoff.take();
+            if !handed.is_empty() {
+                match relay.send(handed).await {
+                    Ok(_) => failures = 0,
                     Err(err) => {
-                        tracing::warn!(error = %err, "outbox relay could not look for claimed rows");
-                        idle
+                        failures = failures.saturating_add(1);
+                        warn_failure(&err, failures);
+                        scan_at = Instant::now() + retry_after(failures);
                     }
-                }
-            }
-            // Under load the next write wakes the relay; each pass also takes rows whose claim ran out.
-            Ok(_) => {
-                failures = 0;
-                idle
-            }
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(error = %err, failures, "outbox relay failed; will retry");
-                }
-                Duration::from_millis(100 * u64::from(failures.min(20)))
-            }
-        };
-        if failures == 0 && relay.holds_published() {
-            tokio::select! {
-                _ = wake.notified() => continue,
-                _ = tokio::time::sleep(FLUSH_AFTER) => {
-                    if let Err(err) = relay.flush().await {
-                        tracing::warn!(error = %err, "outbox relay could not delete what it published; will retry");
-                    }
-                }
-                _ = stop.changed() => {
-                    finish(&mut relay).await;
-                    return;
                 }
             }
         }
+        if handoff.take_scan() && failures == 0 {
+            scan_at = Instant::now();
+        }
+        if Instant::now() >= scan_at {
+            scan_at = match relay.pass().await {
+                // A full batch: more may wait.
+                Ok(n) if n as i64 == BATCH => {
+                    failures = 0;
+                    Instant::now()
+                }
+                // Nothing to send: scan again when the first claim left by another relay runs out.
+                Ok(0) => {
+                    failures = 0;
+                    let pause = match relay.next_due().await {
+                        Ok(Some(due)) => due.clamp(MIN_PAUSE, idle),
+                        Ok(None) => idle,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "outbox relay could not look for claimed rows");
+                            idle
+                        }
+                    };
+                    Instant::now() + pause
+                }
+                Ok(_) => {
+                    failures = 0;
+                    Instant::now() + idle
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    warn_failure(&err, failures);
+                    Instant::now() + retry_after(failures)
+                }
+            };
+            if scan_at <= Instant::now() {
+                continue;
+            }
+        }
+        let flush_at = relay.flush_at();
         tokio::select! {
-            _ = wake.notified(), if failures == 0 => {}
-            _ = tokio::time::sleep(pause) => {}
+            _ = handoff.notify.notified(), if failures == 0 => {}
+            _ = tokio::time::sleep_until(scan_at.into()) => {}
+            _ = tokio::time::sleep_until(flush_at.unwrap_or(scan_at).into()), if flush_at.is_some() => {
+                if let Err(err) = relay.flush().await {
+                    tracing::warn!(error = %err, "outbox relay could not delete what it published; will retry");
+                }
+            }
             _ = stop.changed() => {
+                // Rows handed meanwhile are sent by the last pass (their claim is this relay's).
+                let handed = handoff.take();
+                if !handed.is_empty() && let Err(err) = relay.send(handed).await {
+                    tracing::warn!(error = %err, "outbox relay could not send handed rows at shutdown; their claim runs out");
+                }
                 finish(&mut relay).await;
                 return;
             }
         }
     }
+}
+
+fn warn_failure(err: &anyhow::Error, failures: u32) {
+    if failures == 1 || failures.is_power_of_two() {
+        tracing::warn!(error = %err, failures, "outbox relay failed; will retry");
+    }
+}
+
+fn retry_after(failures: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(failures.min(20)))
 }
 
 /// One last pass, so a clean shutdown leaves nothing behind (what it cannot send stays for the next start).
@@ -130,20 +209,22 @@ async fn finish(relay: &mut Relay) {
 }
 
 /// One relay. What it published it deletes in its next pass's claim statement (one round trip for both),
-/// or alone when no pass follows soon ([`Relay::flush`]); what it could not delete (the database went away
-/// in between) it deletes then too, rather than leaving those rows claimed to be sent again when the claim
+/// or together shortly after ([`Relay::flush`]); what it could not delete (the database went away in
+/// between) it deletes then too, rather than leaving those rows claimed to be sent again when the claim
 /// runs out.
 #[derive(Debug)]
 pub struct Relay {
     pool: PgPool,
     publisher: Arc<Publisher>,
     published: Vec<i64>,
+    /// When the oldest of `published` was sent.
+    published_at: Option<Instant>,
 }
 
 impl Relay {
     /// A relay of `pool`'s outbox.
     pub fn new(pool: PgPool, publisher: Arc<Publisher>) -> Self {
-        Self { pool, publisher, published: Vec::new() }
+        Self { pool, publisher, published: Vec::new(), published_at: None }
     }
 
     /// How long until the first row waiting to be sent is due (a claim of another relay runs out), or
@@ -158,9 +239,9 @@ impl Relay {
         Ok(ordermesh_lifecycle::due_in_secs(secs))
     }
 
-    /// Whether rows it published wait to be deleted.
-    pub fn holds_published(&self) -> bool {
-        !self.published.is_empty()
+    /// When the rows it published should be deleted, if any wait.
+    pub fn flush_at(&self) -> Option<Instant> {
+        self.published_at.map(|at| at + FLUSH_AFTER)
     }
 
     /// Deletes the rows it published.
@@ -169,6 +250,7 @@ impl Relay {
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
             self.published.clear();
         }
+        self.published_at = None;
         Ok(())
     }
 
@@ -192,17 +274,25 @@ impl Relay {
         .bind(&done)
         .fetch_all(&self.pool)
         .await;
-        let mut rows: Vec<(i64, String, String, Vec<u8>)> = match claimed {
+        let mut rows: Vec<Row> = match claimed {
             Ok(rows) => rows,
             Err(err) => {
                 self.published = done;
                 return Err(err.into());
             }
         };
+        self.published_at = None;
+        rows.sort_by_key(|r| r.0);
+        self.send(rows).await
+    }
+
+    /// Publishes rows this relay holds the claim of (claimed by a pass, or handed over by their writer);
+    /// returns how many it took care of (sent or parked). On failure their claim is given back, so the next
+    /// scan (here or elsewhere) need not wait for it to run out.
+    pub async fn send(&mut self, rows: Vec<Row>) -> anyhow::Result<usize> {
         if rows.is_empty() {
             return Ok(0);
         }
-        rows.sort_by_key(|r| r.0);
         let handled = rows.len();
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
@@ -223,14 +313,16 @@ impl Relay {
             }
         }
         if let Err(err) = self.publisher.publish_all(&messages).await {
-            // Give the claim back so the next pass (here or elsewhere) need not wait for it to run out.
             let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)")
                 .bind(&ids)
                 .execute(&self.pool)
                 .await;
             return Err(err.into());
         }
-        self.published = ids;
+        if !ids.is_empty() {
+            self.published_at.get_or_insert_with(Instant::now);
+            self.published.extend(ids);
+        }
         Ok(handled)
     }
 }

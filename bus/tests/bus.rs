@@ -1,6 +1,7 @@
 //! The bus against the real RabbitMQ and PostgreSQL: bounded retries end in the dead-letter queue with
 //! their reason, expired requests are dropped rather than dead-lettered, and an undecodable outbox row
-//! is parked without blocking the rows behind it.
+//! is parked without blocking the rows behind it; rows handed to the relay go out without a scan, and those
+//! of a writer that died before handing them go out once their claim runs out.
 
 use std::{
     sync::{
@@ -180,6 +181,87 @@ async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_publishe
     assert_eq!(outbox::relay_batch(&pool, &publisher).await.unwrap(), 0, "a parked row is not read again");
 
     let _ = stop.send(true);
+    let _ = topology.delete(&channel).await;
+    let _ = amqp.close(200, "ok".into()).await;
+    pool.close().await;
+    ordermesh_testkit::testdb::drop_database(&name).await;
+}
+
+/// An outbox row claimed for a handoff, as the services write them; returns it as the relay sends it, and
+/// its claim's end.
+async fn claimed_row(pool: &sqlx::PgPool, queue: &str) -> (outbox::Row, chrono::DateTime<chrono::Utc>) {
+    let envelope = Envelope::new("order.place", &serde_json::json!({"n": 1}));
+    let body = envelope.to_vec_traced(None);
+    let (id, until): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
+         VALUES ('', $1, $2, $3, {}) RETURNING id, claimed_until",
+        outbox::HANDED_CLAIM
+    )))
+    .bind(queue)
+    .bind(envelope.message_id)
+    .bind(&body)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    ((id, String::new(), queue.to_owned(), body), until)
+}
+
+async fn db_now(pool: &sqlx::PgPool) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_rows_go_out_within_their_claim_and_unhanded_ones_once_it_runs_out() {
+    let (url, name) = ordermesh_testkit::testdb::unique_database("om_test_bus_");
+    let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
+    for sql in [
+        include_str!("../../migrations/cart/20261122000001_carts.sql"),
+        include_str!("../../migrations/cart/20261129000001_outbox_claims.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+    }
+    let topology = topology();
+    let (_bus, publisher, stop) = start(&topology).await;
+    let queue = topology.checkout_jobs();
+    // A row committed claimed whose writer died before handing it over.
+    let ((orphan, ..), orphan_claim) = claimed_row(&pool, &queue).await;
+    let handoff = Arc::new(outbox::Handoff::default());
+    // No periodic scan in this test: the idle interval is far beyond it.
+    let relay = tokio::spawn(outbox::run_relay(
+        pool.clone(),
+        publisher,
+        handoff.clone(),
+        Duration::from_secs(600),
+        stop.subscribe(),
+    ));
+    let (amqp, channel) = channel().await;
+
+    let (row, claim) = claimed_row(&pool, &queue).await;
+    let handed = row.0;
+    handoff.hand(vec![row]);
+    let first = next_message(&channel, &queue).await;
+    assert!(db_now(&pool).await < claim, "the handed row went out before its claim ran out, so without a scan");
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert!(!ids.is_empty() && ids[0] == orphan, "the orphan is still waiting: {ids:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM outbox WHERE id = $1)")
+        .bind(handed)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the handed row was not deleted after publishing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The orphan goes out once its claim runs out (a relay sleeps until the first claim's end).
+    let second = next_message(&channel, &queue).await;
+    assert!(db_now(&pool).await >= orphan_claim, "the orphan waited for its claim");
+    assert_ne!(first.delivery.data, second.delivery.data);
+    assert_eq!(message_count(&channel, &queue).await, 0, "each row went out once");
+
+    let _ = stop.send(true);
+    relay.await.unwrap();
     let _ = topology.delete(&channel).await;
     let _ = amqp.close(200, "ok".into()).await;
     pool.close().await;

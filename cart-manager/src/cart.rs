@@ -2,7 +2,7 @@
 //! order to checkout-manager through the outbox in the same transaction that empties the cart.
 
 use chrono::{DateTime, Utc};
-use ordermesh_bus::Topology;
+use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
     Channel, ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
     payloads::{CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
@@ -247,12 +247,23 @@ fn product_ids(lines: &[(ProductId, i64)]) -> Vec<ProductId> {
     lines.iter().map(|(id, _)| id.clone()).collect()
 }
 
+/// What a checkout did.
+#[derive(Debug)]
+pub struct Checkout {
+    /// The order the cart became.
+    pub order_id: OrderId,
+    /// Whether this call created it (false: an earlier request with the same key did).
+    pub created: bool,
+    /// The `order.place` row it queued, claimed for this instance's relay ([`outbox::Handoff`]).
+    pub outbox: Vec<outbox::Row>,
+}
+
 /// How often checkout re-reads a cart that changed while it was being priced.
 const CHECKOUT_ATTEMPTS: usize = 5;
 
 /// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
 /// under its idempotency key and queue `order.place` in the outbox, all in one transaction. Returns the
-/// order, and whether this call created it (false: an earlier request with the same key did).
+/// order, whether this call created it, and the outbox row it wrote for the relay.
 pub async fn checkout(
     pool: &PgPool,
     inventory: &Inventory,
@@ -261,14 +272,14 @@ pub async fn checkout(
     idempotency_key: &str,
     channel: &Channel,
     deadline: Option<DateTime<Utc>>,
-) -> Result<(OrderId, bool)> {
+) -> Result<Checkout> {
     // Prices read by an earlier attempt of this checkout are kept: a cart that changed only in quantities
     // (an add racing the checkout) is priced again without asking inventory again.
     let mut prices = std::collections::HashMap::new();
     for _ in 0..CHECKOUT_ATTEMPTS {
         let (existing, cart) = checkout_state(pool, client, idempotency_key).await?;
         if let Some(order_id) = existing {
-            return Ok((order_id, false));
+            return Ok(Checkout { order_id, created: false, outbox: Vec::new() });
         }
         if cart.is_empty() {
             return Err(CartError::EmptyCart);
@@ -306,12 +317,14 @@ pub async fn checkout(
         // be what was priced; only then, and only before the caller's deadline, is the cart emptied, the
         // checkout recorded under its key and `order.place` queued. The cart is emptied only if the record
         // went in, so a racing checkout under the same key that recorded first leaves this cart alone.
-        let (unchanged, in_time, recorded): (bool, bool, bool) = sqlx::query_as(
-            "WITH c AS (
+        let body = envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent());
+        let (unchanged, in_time, recorded, outbox_id): (bool, bool, bool, Option<i64>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "WITH c AS (
                SELECT product_id, quantity FROM cart_items WHERE client_id = $1 FOR UPDATE
              ), same AS (
-               SELECT coalesce(array_agg(product_id ORDER BY product_id COLLATE \"C\"), '{}') = $6::text[]
-                      AND coalesce(array_agg(quantity ORDER BY product_id COLLATE \"C\"), '{}') = $7::bigint[] AS ok
+               SELECT coalesce(array_agg(product_id ORDER BY product_id COLLATE \"C\"), '{{}}') = $6::text[]
+                      AND coalesce(array_agg(quantity ORDER BY product_id COLLATE \"C\"), '{{}}') = $7::bigint[] AS ok
                FROM c
              ), go AS (
                SELECT ok, $8::timestamptz IS NULL OR clock_timestamp() < $8 AS in_time FROM same
@@ -323,23 +336,26 @@ pub async fn checkout(
              ), d AS (
                DELETE FROM cart_items WHERE client_id = $1 AND EXISTS (SELECT 1 FROM k)
              ), box AS (
-               INSERT INTO outbox (exchange, routing_key, message_id, body) SELECT '', $9, $10, $11 FROM k
+               INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
+               SELECT '', $9, $10, $11, {} FROM k
+               RETURNING id
              )
-             SELECT go.ok, go.in_time, EXISTS (SELECT 1 FROM k) FROM go",
-        )
-        .bind(client.as_str())
-        .bind(idempotency_key)
-        .bind(order_id.as_str())
-        .bind(total_cents)
-        .bind(&snapshot)
-        .bind(&products)
-        .bind(&quantities)
-        .bind(deadline)
-        .bind(topology.checkout_jobs())
-        .bind(envelope.message_id)
-        .bind(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()))
-        .fetch_one(pool)
-        .await?;
+             SELECT go.ok, go.in_time, EXISTS (SELECT 1 FROM k), (SELECT id FROM box) FROM go",
+                outbox::HANDED_CLAIM
+            )))
+            .bind(client.as_str())
+            .bind(idempotency_key)
+            .bind(order_id.as_str())
+            .bind(total_cents)
+            .bind(&snapshot)
+            .bind(&products)
+            .bind(&quantities)
+            .bind(deadline)
+            .bind(topology.checkout_jobs())
+            .bind(envelope.message_id)
+            .bind(&body)
+            .fetch_one(pool)
+            .await?;
         if !in_time {
             return Err(CartError::Expired);
         }
@@ -349,7 +365,8 @@ pub async fn checkout(
             continue;
         }
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
-        return Ok((order_id, true));
+        let handed = outbox_id.map(|id| (id, String::new(), topology.checkout_jobs(), body)).into_iter().collect();
+        return Ok(Checkout { order_id, created: true, outbox: handed });
     }
     Err(CartError::CartChanging)
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ordermesh_bus::{Incoming, Outcome, Topology};
+use ordermesh_bus::{Incoming, Outcome, Topology, outbox};
 use ordermesh_messages::{
     Envelope, ReplyError, kinds,
     payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, GetOrder, RemoveItem},
@@ -10,7 +10,6 @@ use ordermesh_messages::{
 use ordermesh_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
 use crate::{cart, error::CartError, inventory::Inventory};
 
@@ -23,8 +22,8 @@ pub struct CartContext {
     pub inventory: Inventory,
     /// Queue names (checkout's queue for the outbox).
     pub topology: Topology,
-    /// Wakes the outbox relay after a checkout commits.
-    pub outbox_wake: Arc<Notify>,
+    /// The outbox relay, given the row a checkout queued once it commits.
+    pub outbox: Arc<outbox::Handoff>,
     /// Where dropped requests are counted.
     pub metrics: Metrics,
 }
@@ -70,11 +69,12 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                     &r.channel,
                     envelope.deadline,
                 )
-                .await;
-                if result.is_ok() {
-                    ctx.outbox_wake.notify_one();
-                }
-                respond(result.map(|(order_id, created)| CheckoutAccepted { order_id, created }))
+                .await
+                .map(|done| {
+                    ctx.outbox.hand(done.outbox);
+                    CheckoutAccepted { order_id: done.order_id, created: done.created }
+                });
+                respond(result)
             }
             Err(reason) => return Outcome::DeadLetter(reason),
         },

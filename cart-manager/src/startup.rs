@@ -7,7 +7,7 @@ use ordermesh_bus::{Bus, Publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::{
     cart,
@@ -66,12 +66,12 @@ impl Application {
         );
         let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
         let publisher = Arc::new(Publisher::new(bus.clone()));
-        let wake = Arc::new(Notify::new());
+        let handoff = Arc::new(outbox::Handoff::default());
         let ctx = CartContext {
             pool: pool.clone(),
             inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout, metrics.clone())?,
             topology: config.topology.clone(),
-            outbox_wake: wake.clone(),
+            outbox: handoff.clone(),
             metrics,
         };
         let handler = handler_fn(move |incoming| {
@@ -86,7 +86,7 @@ impl Application {
             handler,
             stop.clone(),
         );
-        let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, wake, config.outbox_poll, stop.clone()));
+        let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
         let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
 
         shutdown.await;

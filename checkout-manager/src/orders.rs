@@ -297,7 +297,12 @@ pub fn pending(order: &PlaceOrder) -> Order {
 /// returns it leased to the caller, who goes on with its first step at once; if the caller dies, the
 /// lease runs out and a driver takes the order up. Returns `None` when the order already exists: a
 /// redelivered `order.place` changes nothing.
-pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease: Duration) -> Result<Option<Order>> {
+pub async fn place(
+    pool: &PgPool,
+    topology: &Topology,
+    order: &PlaceOrder,
+    lease: Duration,
+) -> Result<Option<(Order, Vec<outbox::Row>)>> {
     place_after(pool, topology, order, Vec::new(), lease).await
 }
 
@@ -305,14 +310,15 @@ pub async fn place(pool: &PgPool, topology: &Topology, order: &PlaceOrder, lease
 /// it left it, starting from [`pending`]) leave it, with `order.created`, every change's timeline entry,
 /// status event and messages, in one statement. Without changes the order is PENDING with its reservation
 /// due after `lease`; with them, the last one says when the next step is due. Returns `None` when the order
-/// already exists: a redelivered `order.place` changes nothing.
+/// already exists: a redelivered `order.place` changes nothing. The outbox rows come back with the order, to
+/// be handed to the relay ([`outbox::Handoff`]).
 pub async fn place_after(
     pool: &PgPool,
     topology: &Topology,
     order: &PlaceOrder,
     changes: Vec<Change>,
     lease: Duration,
-) -> Result<Option<Order>> {
+) -> Result<Option<(Order, Vec<outbox::Row>)>> {
     let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
     let quantities: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
     let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_cents).collect();
@@ -338,10 +344,10 @@ pub async fn place_after(
            INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
            SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
          ), {}
-         SELECT version FROM o",
+         SELECT version, {HANDED_IDS} FROM o",
         appends_sql(18)
     );
-    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(order.order_id.as_str())
         .bind(order.client_id.as_str())
         .bind(order.total_cents)
@@ -360,11 +366,11 @@ pub async fn place_after(
         .bind(last_at)
         .bind(&placed.reason);
     // One statement: the order, its lines, its timeline and its events are stored together or not at all.
-    let Some(version) = appends.bind(query).fetch_optional(pool).await? else {
+    let Some((version, ids, message_ids)) = appends.bind(query).fetch_optional(pool).await? else {
         return Ok(None);
     };
     placed.version = version;
-    Ok(Some(placed))
+    Ok(Some((placed, appends.handed(ids, message_ids))))
 }
 
 /// What a write adds beside the order row: timeline entries and outbox messages. They travel as arrays,
@@ -460,10 +466,10 @@ impl Appends {
     }
 
     /// Binds the arrays as the parameters [`appends_sql`] names.
-    fn bind<'q>(
+    fn bind<'q, O>(
         &'q self,
-        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
         query
             .bind(&self.steps)
             .bind(&self.outcomes)
@@ -474,9 +480,26 @@ impl Appends {
             .bind(&self.message_ids)
             .bind(&self.bodies)
     }
+
+    /// The outbox rows as the relay sends them, given the ids the statement returned ([`HANDED_IDS`]).
+    fn handed(self, ids: Vec<i64>, message_ids: Vec<uuid::Uuid>) -> Vec<outbox::Row> {
+        let by_message: std::collections::HashMap<uuid::Uuid, i64> = message_ids.into_iter().zip(ids).collect();
+        let mut rows: Vec<outbox::Row> = self
+            .message_ids
+            .iter()
+            .zip(self.exchanges)
+            .zip(self.routing_keys)
+            .zip(self.bodies)
+            .filter_map(|(((m, e), r), b)| by_message.get(m).map(|id| (*id, e, r, b)))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows
+    }
 }
 
-/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+7`.
+/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+7`. Its
+/// outbox rows are claimed for this instance's relay, to be handed to it after the commit ([`HANDED_IDS`]
+/// gives their ids).
 fn appends_sql(base: usize) -> String {
     let p = |i: usize| format!("${}", base + i);
     format!(
@@ -486,21 +509,26 @@ fn appends_sql(base: usize) -> String {
            FROM o, UNNEST({}::text[], {}::text[], {}::text[], {}::timestamptz[]) WITH ORDINALITY AS s(step, outcome, detail, at, n)
            ORDER BY s.n
          ), box AS (
-           INSERT INTO outbox (exchange, routing_key, message_id, body)
-           SELECT m.exchange, m.routing_key, m.message_id, m.body
+           INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
+           SELECT m.exchange, m.routing_key, m.message_id, m.body, {}
            FROM o, UNNEST({}::text[], {}::text[], {}::uuid[], {}::bytea[]) WITH ORDINALITY AS m(exchange, routing_key, message_id, body, n)
            ORDER BY m.n
+           RETURNING id, message_id
          )",
         p(0),
         p(1),
         p(2),
         p(3),
+        outbox::HANDED_CLAIM,
         p(4),
         p(5),
         p(6),
         p(7)
     )
 }
+
+/// The outbox ids and message ids [`appends_sql`] wrote, as two columns of the statement's result.
+const HANDED_IDS: &str = "ARRAY(SELECT id FROM box) AS box_ids, ARRAY(SELECT message_id FROM box) AS box_messages";
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -640,20 +668,26 @@ pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
 
 /// Writes `change` if the order is still at `order.version`; returns the updated order, or `None` if
 /// someone changed it first (the caller then drops its result).
-pub async fn apply(pool: &PgPool, topology: &Topology, order: &Order, change: Change) -> Result<Option<Order>> {
+pub async fn apply(
+    pool: &PgPool,
+    topology: &Topology,
+    order: &Order,
+    change: Change,
+) -> Result<Option<(Order, Vec<outbox::Row>)>> {
     apply_chain(pool, topology, order, vec![change]).await
 }
 
 /// Writes `changes`, each worked out from the order as the one before it left it, in one transaction:
 /// the order takes the last one's state, and every one keeps its timeline entry, its status event and
-/// its messages. Version-guarded like [`apply`].
+/// its messages. Version-guarded like [`apply`]. The outbox rows come back with the order, to be handed to the
+/// relay ([`outbox::Handoff`]).
 pub async fn apply_chain(
     pool: &PgPool,
     topology: &Topology,
     order: &Order,
     changes: Vec<Change>,
-) -> Result<Option<Order>> {
-    let Some(last) = changes.last() else { return Ok(Some(order.clone())) };
+) -> Result<Option<(Order, Vec<outbox::Row>)>> {
+    let Some(last) = changes.last() else { return Ok(Some((order.clone(), Vec::new()))) };
     let delay_ms: Option<i64> = last.next_action_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let (status, step, roll_back_to, refund_due) = (last.status, last.step, last.roll_back_to, last.refund_due);
     let (payment_attempts, step_attempts, reason) = (last.payment_attempts, last.step_attempts, last.reason.clone());
@@ -670,10 +704,10 @@ pub async fn apply_chain(
            WHERE order_id = $1 AND version = $2
            RETURNING order_id
          ), {}
-         SELECT count(*) FROM o",
+         SELECT (SELECT count(*) FROM o), {HANDED_IDS}",
         appends_sql(12)
     );
-    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&order.order_id)
         .bind(order.version)
         .bind(status.as_str())
@@ -687,7 +721,7 @@ pub async fn apply_chain(
         // The time of the last timeline entry, which a final event also carries as the order's `updated_at`.
         .bind(last_at);
     // One statement: the order's new state, its timeline entries, its events and its messages, or nothing.
-    let updated: i64 = appends.bind(query).fetch_one(pool).await?;
+    let (updated, ids, message_ids): (i64, Vec<i64>, Vec<uuid::Uuid>) = appends.bind(query).fetch_one(pool).await?;
     if updated == 0 {
         tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
         return Ok(None);
@@ -697,7 +731,7 @@ pub async fn apply_chain(
     if next.status.is_final() {
         tracing::info!(order_id = %order.order_id, status = next.status.as_str(), reason = %next.reason, "order final");
     }
-    Ok(Some(next))
+    Ok(Some((next, appends.handed(ids, message_ids))))
 }
 
 /// Records a refund asked for outside a step (a charge that succeeded after the saga gave up) and

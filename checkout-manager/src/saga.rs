@@ -9,7 +9,7 @@ use std::{
 
 use chrono::Utc;
 
-use ordermesh_bus::{Topology, publisher::Outgoing};
+use ordermesh_bus::{Topology, outbox::Handoff, publisher::Outgoing};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, kinds,
@@ -17,7 +17,6 @@ use ordermesh_messages::{
 };
 use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
 use crate::{
     config::SagaSettings,
@@ -131,8 +130,8 @@ pub struct Saga {
     pub awaiting: Arc<AwaitingPayment>,
     /// Pacing.
     pub settings: SagaSettings,
-    /// Wakes the outbox relay when events were written.
-    pub outbox_wake: Arc<Notify>,
+    /// This instance's outbox relay, given the rows each write queued.
+    pub outbox: Arc<Handoff>,
     /// Brings the driver's next wake forward when a step falls due before it.
     pub driver_alarm: Arc<Alarm>,
     /// Where steps and final statuses are counted.
@@ -185,17 +184,18 @@ impl Saga {
         let (step, outcome) = (change.timeline.0, change.timeline.1);
         let (chain, go_on) = self.chain(&order, change)?;
         let due = chain.last().and_then(|c| c.next_action_in);
-        let Some(next) = orders::place_after(&self.pool, &self.topology, placed, chain, self.settings.lease).await?
+        let Some((next, rows)) =
+            orders::place_after(&self.pool, &self.topology, placed, chain, self.settings.lease).await?
         else {
             return Ok(false);
         };
-        // Kept before the relay is woken, so the charge's answer finds it.
+        // Kept before the relay has the charge request, so the charge's answer finds it.
         self.awaiting.note(&next);
         self.metrics.saga_step(step, outcome, took);
         if next.status.is_final() {
             Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
         }
-        self.outbox_wake.notify_one();
+        self.outbox.hand(rows);
         if go_on {
             // Stored and leased: if the next step fails here, the lease runs out and the driver takes it up.
             if let Err(e) = self.advance(next).await {
@@ -254,7 +254,7 @@ impl Saga {
         Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
     }
 
-    /// Writes the changes and wakes the outbox relay. A step scheduled for later is announced to the
+    /// Writes the changes and hands their outbox rows to the relay. A step scheduled for later is announced to the
     /// driver; one `leased` to this caller, who goes straight on with it, is not. Once written, the first
     /// change's step counts with its outcome and how long it `took`.
     async fn apply_chain(
@@ -266,7 +266,8 @@ impl Saga {
     ) -> Result<Option<Order>, CheckoutError> {
         let due = chain.last().and_then(|c| c.next_action_in);
         let (step, outcome) = chain.first().map_or(("", ""), |c| (c.timeline.0, c.timeline.1));
-        let next = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
+        let written = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
+        let (next, rows) = written.map_or((None, Vec::new()), |(next, rows)| (Some(next), rows));
         if let Some(next) = &next {
             self.awaiting.note(next);
             // Asking for payment is not a step's outcome; its answer is.
@@ -277,7 +278,7 @@ impl Saga {
                 Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
             }
         }
-        self.outbox_wake.notify_one();
+        self.outbox.hand(rows);
         if let (Some(due), Some(_), false) = (due, &next, leased) {
             self.driver_alarm.due_in(due);
         }
@@ -412,7 +413,7 @@ impl Saga {
                     let message = self.to_provider(kinds::PAYMENT_REFUND, &refund, &order.order_id);
                     let detail = format!("charge {} succeeded after the order ended unpaid", result.payment_id);
                     orders::record_refund(&self.pool, &order.order_id, detail, &message).await?;
-                    self.outbox_wake.notify_one();
+                    self.outbox.wake();
                 }
                 // Otherwise a duplicate, or a result for an order already past payment.
                 return Ok(());

@@ -7,7 +7,7 @@ use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer}
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::{
     config::Config,
@@ -62,7 +62,7 @@ impl Application {
         let bus =
             Bus::start(config.shared.amqp_url.expose().to_owned(), topology.clone(), metrics.clone(), stop.clone());
         let publisher = Arc::new(Publisher::new(bus.clone()));
-        let outbox_wake = Arc::new(Notify::new());
+        let outbox = Arc::new(outbox::Handoff::default());
         let saga = Saga {
             pool: pool.clone(),
             inventory: Arc::new(Inventory::new(
@@ -74,7 +74,7 @@ impl Application {
             leases: Arc::new(Leases::default()),
             awaiting: Arc::default(),
             settings: config.saga.clone(),
-            outbox_wake: outbox_wake.clone(),
+            outbox: outbox.clone(),
             driver_alarm: Arc::default(),
             metrics,
         };
@@ -114,13 +114,7 @@ impl Application {
                 async move { handler::on_payment_result(&s, m).await }
             }),
         ));
-        tasks.push(tokio::spawn(outbox::run_relay(
-            pool.clone(),
-            publisher.clone(),
-            outbox_wake,
-            config.poll,
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(outbox::run_relay(pool.clone(), publisher.clone(), outbox, config.poll, stop.clone())));
         tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
 
         shutdown.await;

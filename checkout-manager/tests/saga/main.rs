@@ -24,7 +24,6 @@ use ordermesh_messages::{
 };
 use ordermesh_testkit::testdb;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
 /// Answers each call from its script, then with the default; counts the calls.
 #[derive(Debug, Default)]
@@ -90,7 +89,7 @@ async fn fixture(settings: SagaSettings) -> Fixture {
         leases: Arc::new(Leases::default()),
         awaiting: Arc::default(),
         settings,
-        outbox_wake: Arc::new(Notify::new()),
+        outbox: Arc::default(),
         driver_alarm: Arc::default(),
         metrics: ordermesh_telemetry::Metrics::new("checkout-manager"),
     };
