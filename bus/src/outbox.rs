@@ -5,9 +5,11 @@
 //! and delete publishes twice, which consumers absorb by being idempotent. Every service that uses
 //! it has the same `outbox` table in its own database (see its migrations).
 //!
-//! The relay claims rows with a lease in one short statement, so no row lock or pooled connection is
-//! held while it waits for the broker; a relay that dies leaves its claim to run out. A row that does
-//! not decode is parked (`parked_at`, `parked_reason`) for the audit instead of blocking the rest.
+//! Rows are sent under a lease (`claimed_until`), so no row lock or pooled connection is held while the
+//! relay waits for the broker, and a relay that dies leaves its claim to run out. A writer that knows its
+//! rows' ids writes them already claimed and hands them to its relay after the commit ([`Handoff`]);
+//! other rows, and those whose claim ran out, a relay claims in one short statement when it scans. A row
+//! that does not decode is parked (`parked_at`, `parked_reason`) for the audit instead of blocking the rest.
 
 use std::{
     sync::{
