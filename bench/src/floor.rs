@@ -42,17 +42,17 @@ pub struct CheckoutWork {
 }
 
 impl Default for CheckoutWork {
-    /// The counts of this build: 11 publishes (7 deliveries, one event reaching two queues) and 12.9
+    /// The counts of this build: 11 publishes (7 deliveries, one event reaching two queues) and 11.3–11.5
     /// transactions per checkout.
     fn default() -> Self {
-        Self { round_trips: 7, unrouted: 4, statements: 13 }
+        Self { round_trips: 7, unrouted: 4, statements: 11 }
     }
 }
 
 impl std::str::FromStr for CheckoutWork {
     type Err = String;
 
-    /// `ROUND_TRIPS,UNROUTED,STATEMENTS`, as in `7,4,13`.
+    /// `ROUND_TRIPS,UNROUTED,STATEMENTS`, as in `7,4,11`.
     fn from_str(raw: &str) -> Result<Self, String> {
         let parts: Vec<u32> =
             raw.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| {
