@@ -143,17 +143,22 @@ async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
     let _ = conn.close(200, "ok".into()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_published() {
+/// A database of its own with the outbox exactly as the services create it; returns it and its name.
+async fn outbox_database() -> (sqlx::PgPool, String) {
     let (url, name) = ordermesh_testkit::testdb::unique_database("om_test_bus_");
     let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
-    // The outbox exactly as the services create it.
     for sql in [
         include_str!("../../migrations/cart/20261122000001_carts.sql"),
         include_str!("../../migrations/cart/20261129000001_outbox_claims.sql"),
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
     }
+    (pool, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_published() {
+    let (pool, name) = outbox_database().await;
     let topology = topology();
     let (_bus, publisher, stop) = start(&topology).await;
     let queue = topology.checkout_jobs();
@@ -212,14 +217,7 @@ async fn db_now(pool: &sqlx::PgPool) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_rows_go_out_within_their_claim_and_unhanded_ones_once_it_runs_out() {
-    let (url, name) = ordermesh_testkit::testdb::unique_database("om_test_bus_");
-    let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
-    for sql in [
-        include_str!("../../migrations/cart/20261122000001_carts.sql"),
-        include_str!("../../migrations/cart/20261129000001_outbox_claims.sql"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
-    }
+    let (pool, name) = outbox_database().await;
     let topology = topology();
     let (_bus, publisher, stop) = start(&topology).await;
     let queue = topology.checkout_jobs();
