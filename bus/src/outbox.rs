@@ -28,11 +28,9 @@ use crate::publisher::{Outgoing, Publisher};
 
 /// Most messages one relay pass publishes.
 const BATCH: i64 = 200;
-/// How long a claimed row is left to its relay before another may publish it: above the publish
-/// deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
-const CLAIM_SECS: f64 = 8.0;
-/// The claim a writer gives the rows it hands to its own relay ([`Handoff`]), as SQL: [`CLAIM_SECS`] from
-/// the writing transaction's start.
+/// The end of a claim, as SQL, for a relay's scan and for the rows a writer hands to its own relay
+/// ([`Handoff`]) alike: how long a claimed row is left to its relay before another may publish it. Above the
+/// publish deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
 pub const HANDED_CLAIM: &str = "now() + interval '8 seconds'";
 /// How long published rows wait to be deleted together (one statement for all of them, or folded into the
 /// next claim): far below the claim, so they are never sent twice by waiting.
@@ -262,17 +260,16 @@ impl Relay {
         let done = std::mem::take(&mut self.published);
         // SKIP LOCKED lets several relays claim side by side without taking the same row. The rows deleted
         // here are still claimed by this relay, so the claim cannot take them again.
-        let claimed = sqlx::query_as(
-            "WITH done AS (DELETE FROM outbox WHERE id = ANY($3))
-             UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2)
+        let claimed = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH done AS (DELETE FROM outbox WHERE id = ANY($2))
+             UPDATE outbox o SET claimed_until = {HANDED_CLAIM}
              FROM (SELECT id FROM outbox
                    WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
              WHERE o.id = c.id
-             RETURNING o.id, o.exchange, o.routing_key, o.body",
-        )
+             RETURNING o.id, o.exchange, o.routing_key, o.body"
+        )))
         .bind(BATCH)
-        .bind(CLAIM_SECS)
         .bind(&done)
         .fetch_all(&self.pool)
         .await;
