@@ -17,6 +17,10 @@ use crate::connection::{Bus, BusError, CHANNEL_TIMEOUT};
 /// Deadline of one publish, confirms included: a broker that stops confirming must not hang a caller.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Publishes queued together before they are awaited; below `futures`' small-join limit (30), so they are
+/// queued in the batch's order.
+const PIPELINED: usize = 16;
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -132,22 +136,29 @@ impl Publisher {
     async fn publish_all_unbounded(&self, messages: &[Outgoing]) -> Result<(), BusError> {
         let channel = self.confirm_channel().await?;
         let traceparent = ordermesh_telemetry::trace::traceparent();
+        let encoded: Vec<(Vec<u8>, BasicProperties)> = messages
+            .iter()
+            .map(|m| {
+                let mut headers = m.headers.clone();
+                trace_header(&mut headers, m.envelope.traceparent.as_ref().or(traceparent.as_ref()));
+                (m.envelope.to_vec_traced(traceparent.clone()), properties(&m.envelope).with_headers(headers))
+            })
+            .collect();
+        // Each publish resolves only once lapin's I/O thread has written it. Awaiting them one by one would
+        // cost a round trip to that thread per message, so a batch's frames are all queued (in order: a
+        // small `try_join_all` polls its futures in sequence) before any is awaited.
         let mut confirms = Vec::with_capacity(messages.len());
-        for m in messages {
-            let mut headers = m.headers.clone();
-            trace_header(&mut headers, m.envelope.traceparent.as_ref().or(traceparent.as_ref()));
-            let props = properties(&m.envelope).with_headers(headers);
-            let confirm = channel
-                .basic_publish(
+        for (chunk, bodies) in messages.chunks(PIPELINED).zip(encoded.chunks(PIPELINED)) {
+            let publishes = chunk.iter().zip(bodies).map(|(m, (body, props))| {
+                channel.basic_publish(
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
                     BasicPublishOptions::default(),
-                    &m.envelope.to_vec_traced(traceparent.clone()),
-                    props,
+                    body,
+                    props.clone(),
                 )
-                .await
-                .map_err(|e| self.forget(e))?;
-            confirms.push(confirm);
+            });
+            confirms.extend(try_join_all(publishes).await.map_err(|e| self.forget(e))?);
         }
         let confirmations = try_join_all(confirms).await.map_err(|e| self.forget(e))?;
         if confirmations.iter().any(|c| c.is_nack()) {

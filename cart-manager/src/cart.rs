@@ -4,14 +4,14 @@
 use chrono::{DateTime, Utc};
 use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
-    Channel, ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
-    payloads::{CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
+    ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
+    payloads::{self, CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{error::CartError, inventory::Inventory};
+use crate::{error::CartError, inventory::Inventory, known::KnownCarts};
 
 type Result<T> = std::result::Result<T, CartError>;
 
@@ -102,6 +102,7 @@ async fn remember(
 pub async fn add_item(
     pool: &PgPool,
     inventory: &Inventory,
+    known: &KnownCarts,
     request: &Request<'_>,
     client: &ClientId,
     product: &ProductId,
@@ -161,7 +162,10 @@ pub async fn add_item(
         AddOutcome { prior_response: Some(response), .. } => serde_json::from_value(response)
             .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
         AddOutcome { in_time: false, .. } => Err(CartError::Expired),
-        AddOutcome { total: Some(total), .. } => Ok(ItemAdded { quantity_in_cart: total }),
+        AddOutcome { total: Some(total), .. } => {
+            known.added(client, product, total);
+            Ok(ItemAdded { quantity_in_cart: total })
+        }
         // The snapshot the statement read: what the cart held before this add.
         AddOutcome { in_cart, .. } => Err(CartError::NotEnoughStock {
             product_id: product.clone(),
@@ -183,7 +187,13 @@ struct AddOutcome {
 }
 
 /// Takes a product out of the cart entirely; idempotent on the request's key like [`add_item`].
-pub async fn remove_item(pool: &PgPool, request: &Request<'_>, client: &ClientId, product: &ProductId) -> Result<()> {
+pub async fn remove_item(
+    pool: &PgPool,
+    known: &KnownCarts,
+    request: &Request<'_>,
+    client: &ClientId,
+    product: &ProductId,
+) -> Result<()> {
     let key = request.key();
     let fingerprint = serde_json::json!({"op": "remove_item", "productID": product}).to_string();
     let mut tx = pool.begin().await?;
@@ -204,6 +214,7 @@ pub async fn remove_item(pool: &PgPool, request: &Request<'_>, client: &ClientId
     }
     before_deadline(&mut tx, request.deadline).await?;
     tx.commit().await?;
+    known.removed(client, product);
     Ok(())
 }
 
@@ -267,17 +278,25 @@ const CHECKOUT_ATTEMPTS: usize = 5;
 pub async fn checkout(
     pool: &PgPool,
     inventory: &Inventory,
+    known: &KnownCarts,
     topology: &Topology,
-    client: &ClientId,
-    idempotency_key: &str,
-    channel: &Channel,
+    job: &payloads::Checkout,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Checkout> {
+    let payloads::Checkout { client_id: client, idempotency_key, channel } = job;
     // Prices read by an earlier attempt of this checkout are kept: a cart that changed only in quantities
     // (an add racing the checkout) is priced again without asking inventory again.
     let mut prices = std::collections::HashMap::new();
-    for _ in 0..CHECKOUT_ATTEMPTS {
-        let (existing, cart) = checkout_state(pool, client, idempotency_key).await?;
+    // What this instance's adds left in the cart stands in for the first read: the write below compares it
+    // with the locked cart, and any difference (or an earlier checkout under the key) leads to a read.
+    let mut guess = known.take(client);
+    let attempts = CHECKOUT_ATTEMPTS + usize::from(guess.is_some());
+    for _ in 0..attempts {
+        let guessed = guess.is_some();
+        let (existing, cart) = match guess.take() {
+            Some(lines) => (None, lines),
+            None => checkout_state(pool, client, idempotency_key).await?,
+        };
         if let Some(order_id) = existing {
             return Ok(Checkout { order_id, created: false, outbox: Vec::new() });
         }
@@ -298,7 +317,13 @@ pub async fn checkout(
                 Some(info) => Ok(OrderLine { product_id, quantity, unit_price_cents: info.price_cents }),
                 None => Err(CartError::UnknownProduct(product_id)),
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>();
+        let lines = match lines {
+            Ok(lines) => lines,
+            // A guessed line may be one the cart no longer holds: only a product in the cart as read is unknown.
+            Err(CartError::UnknownProduct(_)) if guessed => continue,
+            Err(e) => return Err(e),
+        };
         let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
 
         let order_id = OrderId::generate();

@@ -11,7 +11,7 @@ use ordermesh_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{cart, error::CartError, inventory::Inventory};
+use crate::{cart, error::CartError, inventory::Inventory, known::KnownCarts};
 
 /// What a job handler needs.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct CartContext {
     pub inventory: Inventory,
     /// Queue names (checkout's queue for the outbox).
     pub topology: Topology,
+    /// What this instance's adds left in each cart, so a checkout usually need not read it first.
+    pub known: Arc<KnownCarts>,
     /// The outbox relay, given the row a checkout queued once it commits.
     pub outbox: Arc<outbox::Handoff>,
     /// Where dropped requests are counted.
@@ -39,6 +41,7 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                 cart::add_item(
                     &ctx.pool,
                     &ctx.inventory,
+                    &ctx.known,
                     &request(r.idempotency_key.as_ref()),
                     &r.client_id,
                     &r.product_id,
@@ -50,7 +53,14 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
         },
         kinds::CART_REMOVE_ITEM => match envelope.payload::<RemoveItem>() {
             Ok(r) => respond(
-                cart::remove_item(&ctx.pool, &request(r.idempotency_key.as_ref()), &r.client_id, &r.product_id).await,
+                cart::remove_item(
+                    &ctx.pool,
+                    &ctx.known,
+                    &request(r.idempotency_key.as_ref()),
+                    &r.client_id,
+                    &r.product_id,
+                )
+                .await,
             ),
             Err(reason) => return Outcome::DeadLetter(reason),
         },
@@ -60,20 +70,13 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
         },
         kinds::CART_CHECKOUT => match envelope.payload::<Checkout>() {
             Ok(r) => {
-                let result = cart::checkout(
-                    &ctx.pool,
-                    &ctx.inventory,
-                    &ctx.topology,
-                    &r.client_id,
-                    &r.idempotency_key,
-                    &r.channel,
-                    envelope.deadline,
-                )
-                .await
-                .map(|done| {
-                    ctx.outbox.hand(done.outbox);
-                    CheckoutAccepted { order_id: done.order_id, created: done.created }
-                });
+                let result =
+                    cart::checkout(&ctx.pool, &ctx.inventory, &ctx.known, &ctx.topology, &r, envelope.deadline)
+                        .await
+                        .map(|done| {
+                            ctx.outbox.hand(done.outbox);
+                            CheckoutAccepted { order_id: done.order_id, created: done.created }
+                        });
                 respond(result)
             }
             Err(reason) => return Outcome::DeadLetter(reason),

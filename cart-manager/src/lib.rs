@@ -1,13 +1,15 @@
 //! cart-manager: the RabbitMQ worker that owns carts and turns a cart into an order.
 //!
 //! `handler` decodes jobs from `cart-manager.jobs` and replies; `cart` holds the domain operations
-//! on the database; `inventory` is the gRPC client for products and stock; `error` the one error enum.
+//! on the database; `inventory` is the gRPC client for products and stock; `known` what this instance's
+//! adds left in each cart; `error` the one error enum.
 
 pub mod cart;
 pub mod config;
 pub mod error;
 pub mod handler;
 pub mod inventory;
+pub mod known;
 pub mod startup;
 
 pub use config::Config;

@@ -72,6 +72,7 @@ impl Application {
             inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout, metrics.clone())?,
             topology: config.topology.clone(),
             outbox: handoff.clone(),
+            known: Arc::default(),
             metrics,
         };
         let handler = handler_fn(move |incoming| {

@@ -141,3 +141,40 @@ async fn racing_checkouts_and_adds_on_one_cart_make_one_order_per_key_and_lose_n
     assert_eq!(sold, ordered + 2, "stock sold is exactly what was ordered (kim's two pens included)");
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_worker_that_saw_only_part_of_a_cart_checks_out_all_of_it() {
+    // A cart worker prices a checkout from what its own adds left in the cart, without reading it first;
+    // the write must catch a cart that holds more than that worker saw, and order the cart as it is.
+    let mut mesh = spawn_mesh_with(Options { carts: 1, ..Default::default() }).await;
+    mesh.product("pen", 100, 50).await;
+    mesh.product("ink", 250, 50).await;
+    assert_eq!(mesh.add("max", "pen", 2).await.0, 200);
+    // The first worker goes; the second sees only the ink added to the cart.
+    mesh.start_cart().await;
+    mesh.carts.remove(0).stop().await;
+    assert_eq!(mesh.add("max", "ink", 1).await.0, 200);
+
+    let order = mesh.final_order(&mesh.checkout("max").await).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let lines: Vec<(String, i64, i64)> = order["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let field = |k: &str| i[k].as_i64().unwrap();
+            (i["productID"].as_str().unwrap().to_owned(), field("quantity"), field("unitPriceCents"))
+        })
+        .collect();
+    assert_eq!(lines, [("ink".to_owned(), 1, 250), ("pen".to_owned(), 2, 100)], "{order}");
+    assert_eq!(order["totalCents"], 450);
+    assert_eq!(mesh.get("/cart/max").await.1["items"], json!([]), "the whole cart became the order");
+    assert_eq!(mesh.stock("pen").await.0, 48);
+    assert_eq!(mesh.stock("ink").await.0, 49);
+
+    // The same worker's next checkout, of a cart it saw whole, orders exactly that.
+    assert_eq!(mesh.add("max", "pen", 1).await.0, 200);
+    let order = mesh.final_order(&mesh.checkout("max").await).await;
+    assert_eq!((order["items"].as_array().unwrap().len(), &order["totalCents"]), (1, &json!(100)), "{order}");
+    mesh.stop().await;
+}
