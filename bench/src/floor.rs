@@ -42,17 +42,17 @@ pub struct CheckoutWork {
 }
 
 impl Default for CheckoutWork {
-    /// The counts of this build: 11 publishes (7 deliveries, one event reaching two queues) and 11.3–11.5
+    /// The counts of this build: 11 publishes (7 deliveries, one event reaching two queues) and 10.4–10.6
     /// transactions per checkout.
     fn default() -> Self {
-        Self { round_trips: 7, unrouted: 4, statements: 11 }
+        Self { round_trips: 7, unrouted: 4, statements: 10 }
     }
 }
 
 impl std::str::FromStr for CheckoutWork {
     type Err = String;
 
-    /// `ROUND_TRIPS,UNROUTED,STATEMENTS`, as in `7,4,11`.
+    /// `ROUND_TRIPS,UNROUTED,STATEMENTS`, as in `7,4,10`.
     fn from_str(raw: &str) -> Result<Self, String> {
         let parts: Vec<u32> =
             raw.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| {

@@ -113,7 +113,7 @@ pub const USAGE: &str =
   --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.
   --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).
   floor (or --with-floor, before the run): what RabbitMQ and PostgreSQL alone do here, and the rate of simulated
-  checkouts that each do one checkout's broker and database work (--checkout-work, default 7,4,11).";
+  checkouts that each do one checkout's broker and database work (--checkout-work, default 7,4,10).";
 
 impl Options {
     /// Messages in flight (and PostgreSQL clients) for the floor: the closed loop's shoppers, or 64.

@@ -13,6 +13,10 @@ use ordermesh_messages::{ClientId, ProductId};
 /// Carts remembered at most; the oldest is forgotten first.
 const CAPACITY: usize = 4096;
 
+/// Lines of one remembered cart at most: a larger cart is read at checkout, so memory stays bounded however
+/// many products a shopper adds.
+const MAX_LINES: usize = 64;
+
 /// Each shopper's cart as this instance last changed it.
 #[derive(Debug, Default)]
 pub struct KnownCarts(std::sync::Mutex<Known>);
@@ -40,6 +44,9 @@ impl KnownCarts {
         match lines.binary_search_by(|(p, _)| p.as_str().cmp(product.as_str())) {
             Ok(i) => lines[i].1 = total,
             Err(i) => lines.insert(i, (product.as_str().to_owned(), total)),
+        }
+        if lines.len() > MAX_LINES {
+            known.carts.remove(client.as_str());
         }
         while known.arrival.len() > CAPACITY {
             if let Some(oldest) = known.arrival.pop_front() {
@@ -84,6 +91,15 @@ mod tests {
         assert_eq!(known.take(&client("ann")), Some(vec![("ink".to_owned(), 1), ("pen".to_owned(), 5)]));
         assert_eq!(known.take(&client("ann")), None, "taken once");
         assert_eq!(known.take(&client("bob")), None, "an emptied cart is no guess");
+    }
+
+    #[test]
+    fn a_cart_with_more_lines_than_the_bound_is_forgotten() {
+        let known = KnownCarts::default();
+        for i in 0..=MAX_LINES {
+            known.added(&client("ann"), &product(&format!("p{i:03}")), 1);
+        }
+        assert_eq!(known.take(&client("ann")), None);
     }
 
     #[test]
