@@ -7,7 +7,10 @@
 //! simulated checkout, in sequence, as many round trips, unrouted publishes and statements as one checkout
 //! of the mesh costs the broker and the database ([`CheckoutWork`]). That rate is what the mesh would reach
 //! if its own code cost nothing; the mesh's share of it says how much is left in the code and how much only
-//! fewer messages or statements per checkout can give.
+//! fewer messages or statements per checkout can give. Each part of that work is also measured alone (the
+//! broker's round trips and publishes, the database's statements), because either part alone bounds the
+//! rate as much as both together; and the database part once more with several orders per statement, to
+//! show what putting several orders in one transaction would be worth.
 
 use std::{
     sync::{
@@ -83,7 +86,19 @@ pub struct Floor {
     /// Simulated checkouts per second: `checkout_work` each, in sequence, `in_flight` at once, broker and
     /// database sharing the machine as they do under the mesh.
     pub checkouts_per_s: f64,
+    /// The same with only the work's round trips and unrouted publishes: what the broker alone allows, with
+    /// all of the machine to itself (`None` when the work has no broker part).
+    pub broker_checkouts_per_s: Option<f64>,
+    /// The same with only the work's statements: what the database alone allows, one order per transaction.
+    pub database_checkouts_per_s: Option<f64>,
+    /// The database part again with [`BATCHED_ORDERS`] orders per statement (each statement updates that many
+    /// spread rows): what the database alone would allow if every service put several orders in one
+    /// transaction, a design the mesh does not have.
+    pub database_batched_checkouts_per_s: Option<f64>,
 }
+
+/// Orders per statement in the floor's batched database part.
+pub const BATCHED_ORDERS: usize = 8;
 
 impl Floor {
     /// The floor for people.
@@ -100,7 +115,34 @@ impl Floor {
             self.checkout_work.unrouted,
             self.checkout_work.statements,
             self.checkouts_per_s
-        )
+        ) + &self.render_parts()
+    }
+
+    /// Each part of the work alone, and which of them caps a checkout rate.
+    fn render_parts(&self) -> String {
+        let mut out = String::new();
+        if let Some(rate) = self.broker_checkouts_per_s {
+            out += &format!("  its broker part alone (no statements): {rate:.0} checkouts/s\n");
+        }
+        if let Some(rate) = self.database_checkouts_per_s {
+            out +=
+                &format!("  its database part alone (no messages), one order per statement: {rate:.0} checkouts/s\n");
+        }
+        if let Some(rate) = self.database_batched_checkouts_per_s {
+            out += &format!(
+                "  its database part alone with {BATCHED_ORDERS} orders per statement: {rate:.0} checkouts/s\n"
+            );
+        }
+        out
+    }
+
+    /// The most checkouts per second this machine allows for the work with one order per message and per
+    /// statement: the lowest of the whole work and each of its parts alone.
+    pub fn ceiling(&self) -> f64 {
+        [Some(self.checkouts_per_s), self.broker_checkouts_per_s, self.database_checkouts_per_s]
+            .into_iter()
+            .flatten()
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -112,13 +154,33 @@ pub async fn measure(
     duration: Duration,
     work: CheckoutWork,
 ) -> anyhow::Result<Floor> {
+    let broker = CheckoutWork { statements: 0, ..work };
+    let db = CheckoutWork { round_trips: 0, unrouted: 0, ..work };
+    let has_broker = work.round_trips + work.unrouted > 0;
+    let has_db = work.statements > 0;
     Ok(Floor {
         in_flight,
         rabbitmq_round_trips_per_s: rabbitmq(amqp, in_flight, duration).await?,
         postgres_hot_updates_per_s: postgres(database, in_flight, duration, 1).await?,
         postgres_spread_updates_per_s: postgres(database, in_flight, duration, 10_000).await?,
         checkout_work: work,
-        checkouts_per_s: checkouts(amqp, database, in_flight, duration, work).await?,
+        checkouts_per_s: checkouts(amqp, database, in_flight, duration, work, 1).await?,
+        // A part alone is worth measuring only when the work has the other part too.
+        broker_checkouts_per_s: if has_broker && has_db {
+            Some(checkouts(amqp, database, in_flight, duration, broker, 1).await?)
+        } else {
+            None
+        },
+        database_checkouts_per_s: if has_broker && has_db {
+            Some(checkouts(amqp, database, in_flight, duration, db, 1).await?)
+        } else {
+            None
+        },
+        database_batched_checkouts_per_s: if has_db {
+            Some(checkouts(amqp, database, in_flight, duration, db, BATCHED_ORDERS).await?)
+        } else {
+            None
+        },
     })
 }
 
@@ -234,6 +296,20 @@ async fn reserve(pool: &PgPool, id: i64) -> sqlx::Result<()> {
         .map(drop)
 }
 
+/// The same reservation on `batch` spread rows at once, from `first` on (wrapping within `rows`): one
+/// statement and one transaction for `batch` orders.
+async fn reserve_many(pool: &PgPool, first: i64, batch: usize, rows: i64) -> sqlx::Result<()> {
+    if batch == 1 {
+        return reserve(pool, first + 1).await;
+    }
+    let ids: Vec<i64> = (0..batch as i64).map(|k| (first + k) % rows + 1).collect();
+    sqlx::query("UPDATE stock SET available = available - 1 WHERE id = ANY($1) AND available >= 1")
+        .bind(&ids)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
 /// Runs `work` against a throwaway database holding `rows` stock rows, then drops the database.
 async fn with_stock<F, Fut>(server: &str, clients: usize, rows: i64, work: F) -> anyhow::Result<f64>
 where
@@ -267,13 +343,17 @@ where
 
 /// Simulated checkouts per second: each of `in_flight` workers does one checkout's `work` in sequence (every
 /// round trip waits for its own delivery, every publish for its confirm), over and over, on spread rows.
+/// With `batch` above 1 each statement covers that many orders (rows), and a worker's pass counts as that
+/// many checkouts (only for work without messages: a message carries one order).
 async fn checkouts(
     amqp: &str,
     database: &str,
     in_flight: usize,
     duration: Duration,
     work: CheckoutWork,
+    batch: usize,
 ) -> anyhow::Result<f64> {
+    debug_assert!(batch == 1 || work.round_trips + work.unrouted == 0, "messages carry one order each");
     let FloorQueue { conn, publisher, queue, mut deliveries } = FloorQueue::open(amqp, in_flight).await?;
     // Each worker has one message in flight at a time; the body names the worker to wake.
     let arrived: Arc<Vec<Notify>> = Arc::new((0..in_flight).map(|_| Notify::new()).collect());
@@ -320,12 +400,12 @@ async fn checkouts(
                                 }
                                 for _ in 0..work.statements {
                                     row = (row * 7919 + 13) % 10_000;
-                                    reserve(&pool, row + 1).await?;
+                                    reserve_many(&pool, row, batch, 10_000).await?;
                                 }
                                 anyhow::Ok(())
                             };
                             if one.await.is_ok() {
-                                done.fetch_add(1, Ordering::Relaxed);
+                                done.fetch_add(batch as u64, Ordering::Relaxed);
                             }
                         }
                     })

@@ -265,6 +265,11 @@ impl Report {
                 "mesh: {:.1} % of the simulated checkouts (a checkout's broker and database work, with no other code)",
                 share(floor.checkouts_per_s)
             );
+            let _ = writeln!(
+                out,
+                "ceiling here for this work, one order per message and per statement: {:.0} checkouts/s (the lowest of the whole and its parts)",
+                floor.ceiling()
+            );
         }
         out
     }

@@ -19,12 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::types::FieldTable;
-use ordermesh_messages::Envelope;
+use ordermesh_messages::{Envelope, EnvelopeHead};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, watch};
 
-use crate::publisher::{Outgoing, Publisher};
+use crate::publisher::{Publisher, Stored};
 
 /// Most messages one relay pass publishes.
 const BATCH: i64 = 200;
@@ -296,10 +295,11 @@ impl Relay {
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
         for (id, exchange, routing_key, body) in rows {
-            match Envelope::from_slice(&body) {
-                Ok(envelope) => {
+            // Only the head is read: the stored bytes go out as they are, not decoded and encoded again.
+            match EnvelopeHead::from_slice(&body) {
+                Ok(head) => {
                     ids.push(id);
-                    messages.push(Outgoing { exchange, routing_key, envelope, headers: FieldTable::default() });
+                    messages.push(Stored { exchange, routing_key, head, body });
                 }
                 Err(reason) => {
                     tracing::error!(outbox_id = id, %reason, "outbox row cannot be decoded; parked for the audit");
@@ -311,7 +311,7 @@ impl Relay {
                 }
             }
         }
-        if let Err(err) = self.publisher.publish_all(&messages).await {
+        if let Err(err) = self.publisher.publish_stored(&messages).await {
             let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)")
                 .bind(&ids)
                 .execute(&self.pool)

@@ -8,7 +8,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
-use ordermesh_messages::Envelope;
+use ordermesh_messages::{Envelope, EnvelopeHead};
 use ordermesh_telemetry::{Metrics, trace};
 use tokio::sync::Mutex;
 
@@ -41,17 +41,43 @@ impl Outgoing {
     }
 }
 
+/// A message stored already encoded (an outbox row): published as the bytes it holds.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Exchange name ("" for the default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// What the properties need of the envelope, read from `body`.
+    pub head: EnvelopeHead,
+    /// The encoded envelope, sent as it is.
+    pub body: Vec<u8>,
+}
+
 /// Persistent JSON message properties carrying the envelope's ids.
 pub fn properties(envelope: &Envelope) -> BasicProperties {
+    properties_of(&envelope.message_id, &envelope.kind, envelope.correlation_id.as_deref())
+}
+
+fn properties_of(message_id: &uuid::Uuid, kind: &str, correlation_id: Option<&str>) -> BasicProperties {
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_message_id(envelope.message_id.to_string().into())
-        .with_type(envelope.kind.as_str().into());
-    if let Some(id) = &envelope.correlation_id {
-        props = props.with_correlation_id(id.as_str().into());
+        .with_message_id(message_id.to_string().into())
+        .with_type(kind.into());
+    if let Some(id) = correlation_id {
+        props = props.with_correlation_id(id.into());
     }
     props
+}
+
+/// One message ready for the wire.
+struct Encoded<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    kind: &'a str,
+    body: std::borrow::Cow<'a, [u8]>,
+    properties: BasicProperties,
 }
 
 /// Puts the W3C trace context in the message's AMQP headers too (it also travels in the envelope, which the
@@ -120,42 +146,68 @@ impl Publisher {
     /// Publishes a batch, then awaits all confirms together: one round trip's wait for the lot.
     /// Bounded by [`PUBLISH_TIMEOUT`]; on a timeout some messages may have gone out (receivers are idempotent).
     pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BusError> {
+        let traceparent = ordermesh_telemetry::trace::traceparent();
+        let encoded = messages.iter().map(|m| {
+            let mut headers = m.headers.clone();
+            trace_header(&mut headers, m.envelope.traceparent.as_ref().or(traceparent.as_ref()));
+            Encoded {
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+                kind: &m.envelope.kind,
+                body: m.envelope.to_vec_traced(traceparent.clone()).into(),
+                properties: properties(&m.envelope).with_headers(headers),
+            }
+        });
+        self.publish_bounded(encoded.collect()).await
+    }
+
+    /// Publishes stored messages as their bytes are, with confirms, as [`Publisher::publish_all`] does.
+    pub async fn publish_stored(&self, messages: &[Stored]) -> Result<(), BusError> {
+        let traceparent = ordermesh_telemetry::trace::traceparent();
+        let encoded = messages.iter().map(|m| {
+            let mut headers = FieldTable::default();
+            trace_header(&mut headers, m.head.traceparent.as_ref().or(traceparent.as_ref()));
+            Encoded {
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+                kind: &m.head.kind,
+                body: m.body.as_slice().into(),
+                properties: properties_of(&m.head.message_id, &m.head.kind, m.head.correlation_id.as_deref())
+                    .with_headers(headers),
+            }
+        });
+        self.publish_bounded(encoded.collect()).await
+    }
+
+    async fn publish_bounded(&self, messages: Vec<Encoded<'_>>) -> Result<(), BusError> {
         if messages.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_all_unbounded(messages)).await {
+        let count = messages.len();
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_unbounded(messages)).await {
             Ok(result) => result,
             Err(_) => {
                 self.drop_channel();
-                tracing::warn!(count = messages.len(), "publish not confirmed within {PUBLISH_TIMEOUT:?}");
+                tracing::warn!(count, "publish not confirmed within {PUBLISH_TIMEOUT:?}");
                 Err(BusError::Timeout)
             }
         }
     }
 
-    async fn publish_all_unbounded(&self, messages: &[Outgoing]) -> Result<(), BusError> {
+    async fn publish_unbounded(&self, messages: Vec<Encoded<'_>>) -> Result<(), BusError> {
         let channel = self.confirm_channel().await?;
-        let traceparent = ordermesh_telemetry::trace::traceparent();
-        let encoded: Vec<(Vec<u8>, BasicProperties)> = messages
-            .iter()
-            .map(|m| {
-                let mut headers = m.headers.clone();
-                trace_header(&mut headers, m.envelope.traceparent.as_ref().or(traceparent.as_ref()));
-                (m.envelope.to_vec_traced(traceparent.clone()), properties(&m.envelope).with_headers(headers))
-            })
-            .collect();
         // Each publish resolves only once lapin's I/O thread has written it. Awaiting them one by one would
         // cost a round trip to that thread per message, so a batch's frames are all queued (in order: a
         // small `try_join_all` polls its futures in sequence) before any is awaited.
         let mut confirms = Vec::with_capacity(messages.len());
-        for (chunk, bodies) in messages.chunks(PIPELINED).zip(encoded.chunks(PIPELINED)) {
-            let publishes = chunk.iter().zip(bodies).map(|(m, (body, props))| {
+        for chunk in messages.chunks(PIPELINED) {
+            let publishes = chunk.iter().map(|m| {
                 channel.basic_publish(
-                    m.exchange.as_str().into(),
-                    m.routing_key.as_str().into(),
+                    m.exchange.into(),
+                    m.routing_key.into(),
                     BasicPublishOptions::default(),
-                    body,
-                    props.clone(),
+                    &m.body,
+                    m.properties.clone(),
                 )
             });
             confirms.extend(try_join_all(publishes).await.map_err(|e| self.forget(e))?);
@@ -165,9 +217,9 @@ impl Publisher {
             return Err(BusError::Nacked);
         }
         let published = &self.bus.metrics().families().published;
-        for m in messages {
-            let to = if m.exchange.is_empty() { &m.routing_key } else { &m.exchange };
-            Metrics::message(published, to, &m.envelope.kind);
+        for m in &messages {
+            let to = if m.exchange.is_empty() { m.routing_key } else { m.exchange };
+            Metrics::message(published, to, m.kind);
         }
         Ok(())
     }

@@ -94,6 +94,43 @@ impl Envelope {
     }
 }
 
+/// What publishing an encoded envelope needs of it (its ids, type and trace context), read without building
+/// its payload: the outbox relay sends the bytes it stored as they are, instead of decoding and encoding them
+/// again.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct EnvelopeHead {
+    /// Envelope version, [`ENVELOPE_VERSION`].
+    pub v: u16,
+    /// As [`Envelope::message_id`].
+    pub message_id: Uuid,
+    /// As [`Envelope::kind`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// As [`Envelope::correlation_id`].
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// As [`Envelope::traceparent`].
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    /// Required as in [`Envelope`], so bytes this accepts are bytes [`Envelope::from_slice`] accepts.
+    #[serde(rename = "time")]
+    _time: DateTime<Utc>,
+    /// Parsed (so the bytes are whole JSON) but not kept.
+    #[serde(rename = "payload")]
+    _payload: serde::de::IgnoredAny,
+}
+
+impl EnvelopeHead {
+    /// Reads the head of encoded envelope bytes, checking its version, as [`Envelope::from_slice`] does.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        let head: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a valid envelope: {e}"))?;
+        if head.v != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", head.v));
+        }
+        Ok(head)
+    }
+}
+
 /// Why a request failed, in terms every caller can map (the gateway maps them to HTTP statuses).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -148,6 +185,33 @@ mod tests {
         future["v"] = 2.into();
         assert!(Envelope::from_slice(&serde_json::to_vec(&future).unwrap()).unwrap_err().contains("version"));
         assert!(Envelope::from_slice(b"{").is_err());
+    }
+
+    #[test]
+    fn a_head_reads_what_publishing_needs_and_accepts_what_an_envelope_accepts() {
+        let mut e =
+            Envelope::new("order.created", &serde_json::json!({"order_id": "o", "lines": [1, 2]})).correlated("o");
+        e.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        let head = EnvelopeHead::from_slice(&e.to_vec()).unwrap();
+        assert_eq!((head.message_id, head.kind.as_str()), (e.message_id, "order.created"));
+        assert_eq!((head.correlation_id, head.traceparent), (e.correlation_id.clone(), e.traceparent.clone()));
+
+        let json = serde_json::to_value(&e).unwrap();
+        let mut future = json.clone();
+        future["v"] = 2.into();
+        let mut no_payload = json.clone();
+        no_payload.as_object_mut().unwrap().remove("payload");
+        let mut no_time = json.clone();
+        no_time.as_object_mut().unwrap().remove("time");
+        for bad in [
+            serde_json::to_vec(&future).unwrap(),
+            serde_json::to_vec(&no_payload).unwrap(),
+            serde_json::to_vec(&no_time).unwrap(),
+            b"{".to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            assert!(EnvelopeHead::from_slice(&bad).is_err() && Envelope::from_slice(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,5 +10,5 @@ pub mod ids;
 pub mod kinds;
 pub mod payloads;
 
-pub use envelope::{Envelope, ErrorCode, ReplyError};
+pub use envelope::{Envelope, EnvelopeHead, ErrorCode, ReplyError};
 pub use ids::{Channel, ClientId, Email, IdError, IdempotencyKey, OrderId, ProductId, Quantity};

@@ -59,8 +59,16 @@ async fn the_floor_measures_what_rabbitmq_and_postgresql_alone_do() {
     assert!(floor.postgres_hot_updates_per_s > 0.0 && floor.postgres_spread_updates_per_s > 0.0, "{floor:?}");
     // Simulated checkouts finished: each of their round trips came back and each statement committed.
     assert!(floor.checkouts_per_s > 0.0 && floor.checkout_work == work, "{floor:?}");
+    // Each part alone ran too, and the batched database part counted its orders.
+    let broker = floor.broker_checkouts_per_s.expect("the broker part alone");
+    let database = floor.database_checkouts_per_s.expect("the database part alone");
+    let batched = floor.database_batched_checkouts_per_s.expect("the batched database part");
+    assert!(broker > 0.0 && database > 0.0 && batched > 0.0, "{floor:?}");
+    let ceiling = floor.ceiling();
+    assert!(ceiling <= floor.checkouts_per_s && ceiling <= broker && ceiling <= database, "{floor:?}");
     let text = floor.render();
     assert!(
         text.contains("round trips/s") && text.contains("(2 round trips, 1 unrouted publishes, 3 statements each)")
     );
+    assert!(text.contains("its broker part alone") && text.contains("8 orders per statement"), "{text}");
 }
