@@ -59,6 +59,7 @@ pub fn properties(envelope: &Envelope) -> BasicProperties {
     properties_of(&envelope.message_id, &envelope.kind, envelope.correlation_id.as_deref())
 }
 
+/// The same from the ids themselves, as an envelope's head carries them.
 fn properties_of(message_id: &uuid::Uuid, kind: &str, correlation_id: Option<&str>) -> BasicProperties {
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
