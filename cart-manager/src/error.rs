@@ -53,10 +53,10 @@ pub enum CartError {
 
 impl From<sqlx::Error> for CartError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::DatabaseUnavailable(err),
-            other => Self::Internal(anyhow::Error::new(other).context("cart database query failed")),
+        if ordermesh_lifecycle::db_unavailable(&err) {
+            return Self::DatabaseUnavailable(err);
         }
+        Self::Internal(anyhow::Error::new(err).context("cart database query failed"))
     }
 }
 

@@ -21,10 +21,10 @@ pub enum CheckoutError {
 
 impl From<sqlx::Error> for CheckoutError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::DatabaseUnavailable(err),
-            other => Self::Internal(anyhow::Error::new(other).context("checkout database query failed")),
+        if ordermesh_lifecycle::db_unavailable(&err) {
+            return Self::DatabaseUnavailable(err);
         }
+        Self::Internal(anyhow::Error::new(err).context("checkout database query failed"))
     }
 }
 

@@ -82,10 +82,10 @@ impl InventoryError {
 
 impl From<sqlx::Error> for InventoryError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable(err),
-            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        if ordermesh_lifecycle::db_unavailable(&err) {
+            return Self::Unavailable(err);
         }
+        Self::Internal(anyhow::Error::new(err).context("database query failed"))
     }
 }
 

@@ -87,6 +87,21 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// Whether a database error means PostgreSQL cannot serve right now, so a caller should answer "unavailable,
+/// retry later" (503, `UNAVAILABLE`) rather than "internal error": the pool gave up or was closed, the
+/// connection broke, or the server refused for a reason of its own state. By SQLSTATE: connection exceptions
+/// (class 08), insufficient resources (class 53: too many connections, disk full), the server shutting down,
+/// crashing or starting (57P01–57P03, 57P05), and the database gone (3D000, 57P04).
+pub fn db_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "3D000"
+        }),
+        _ => false,
+    }
+}
+
 fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|e| matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
 }

@@ -29,3 +29,25 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     pool.close().await;
     testdb::drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn a_server_that_cannot_serve_is_unavailable_and_a_bad_query_is_not() {
+    let (url, name) = testdb::unique_database("om_test_unavailable_");
+    // The database does not exist (yet): 3D000.
+    let missing = sqlx::PgPool::connect(&url).await.expect_err("no such database");
+    assert!(ordermesh_lifecycle::db_unavailable(&missing), "{missing:?}");
+
+    let pool = connect(&DatabaseSettings::new(url)).await.expect("pool");
+    // A mistake in the statement is ours, not the server's.
+    let bad = sqlx::query("SELECT no_such_column FROM pg_class").execute(&pool).await.expect_err("bad query");
+    assert!(!ordermesh_lifecycle::db_unavailable(&bad), "{bad:?}");
+    // The server ends the session (as it does when shutting down): 57P01 on the connection's next statement.
+    let mut conn = pool.acquire().await.expect("connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.expect("pid");
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&pool).await.expect("terminate");
+    let ended = sqlx::query("SELECT 1").execute(&mut *conn).await.expect_err("the session was ended");
+    assert!(ordermesh_lifecycle::db_unavailable(&ended), "{ended:?}");
+    drop(conn);
+    pool.close().await;
+    testdb::drop_database(&name).await;
+}

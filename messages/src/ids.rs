@@ -230,7 +230,9 @@ impl<'de> Deserialize<'de> for Quantity {
                 Quantity::parse(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
-                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got {v}")))
+                // `2.0` shown as `2` would read as a valid quantity refused; keep its fraction visible.
+                let shown = if v.fract() == 0.0 && v.abs() < 1e16 { format!("{v:.1}") } else { v.to_string() };
+                Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got {shown}")))
             }
             fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Quantity, E> {
                 Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got a string")))
@@ -310,5 +312,10 @@ mod tests {
         for bad in ["0", "-1", "10001", "1.5", "2.0", "\"3\"", "1e30", "99999999999999999999"] {
             assert!(serde_json::from_str::<Quantity>(bad).is_err(), "{bad} accepted");
         }
+        // A whole float is named as the float it is, not as the integer it looks like.
+        let said = |raw: &str| serde_json::from_str::<Quantity>(raw).unwrap_err().to_string();
+        assert!(said("2.0").contains("got 2.0"), "{}", said("2.0"));
+        assert!(said("1.5").contains("got 1.5"), "{}", said("1.5"));
+        assert!(said("-3.0").contains("got -3.0"), "{}", said("-3.0"));
     }
 }

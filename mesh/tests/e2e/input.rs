@@ -126,6 +126,10 @@ async fn every_error_names_the_field_once_and_says_what_is_allowed_without_parse
             "quantity must be an integer from 1 to 10000, got 1.5",
         ),
         (
+            json!({"clientID": "a", "productID": "mug", "quantity": 2.0}),
+            "quantity must be an integer from 1 to 10000, got 2.0",
+        ),
+        (
             json!({"clientID": "a", "productID": "mug", "quantity": 0}),
             "quantity must be an integer from 1 to 10000, got 0",
         ),
