@@ -102,8 +102,16 @@ pub fn db_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether startup should wait and try again: PostgreSQL is unreachable or not serving yet (starting up,
+/// shutting down, out of connections). A missing database is not waited for: with creation off it is a
+/// setting to fix, and with creation on it was just created.
 fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
+    err.chain().any(|e| {
+        e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+            let missing = matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000"));
+            db_unavailable(e) && !missing
+        })
+    })
 }
 
 /// Creates the URL's database through the server's `postgres` database, tolerating a concurrent creator.

@@ -51,3 +51,14 @@ async fn a_server_that_cannot_serve_is_unavailable_and_a_bad_query_is_not() {
     pool.close().await;
     testdb::drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn startup_does_not_wait_for_a_database_it_may_not_create() {
+    let (url, _name) = testdb::unique_database("om_test_missing_");
+    let settings = DatabaseSettings { create: false, ..DatabaseSettings::new(url) };
+    let started = tokio::time::Instant::now();
+    let err = connect(&settings).await.expect_err("the database does not exist and may not be created");
+    // It fails on the first attempt instead of retrying for the 30 s it gives an unreachable server.
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}: {err:#}", started.elapsed());
+    assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+}
