@@ -140,9 +140,23 @@ impl Suite {
             assert!(Instant::now() < deadline, "the mesh was not ready within 30 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The gateway being ready says nothing of the workers: each creates its own database when it starts,
+        // so wait for the database to exist rather than race the service that makes it.
         let connect = |db: &str| {
-            let url = pg.url(db);
-            async move { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap() }
+            let (url, db) = (pg.url(db), db.to_owned());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await {
+                        Ok(pool) => break pool,
+                        Err(err) if Instant::now() < deadline => {
+                            tracing::debug!(%db, error = %err, "database not there yet");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(err) => panic!("{db} did not appear within 30 s: {err}"),
+                    }
+                }
+            }
         };
         let (checkout_db, cart_db) = (connect("ordermesh_checkout").await, connect("ordermesh_cart").await);
         let notifier_db = connect("ordermesh_notifier").await;
