@@ -156,8 +156,9 @@ pub async fn measure(
 ) -> anyhow::Result<Floor> {
     let broker = CheckoutWork { statements: 0, ..work };
     let db = CheckoutWork { round_trips: 0, unrouted: 0, ..work };
-    let has_broker = work.round_trips + work.unrouted > 0;
     let has_db = work.statements > 0;
+    // A part alone is worth measuring only when the work has the other part too.
+    let both = has_db && work.round_trips + work.unrouted > 0;
     Ok(Floor {
         in_flight,
         rabbitmq_round_trips_per_s: rabbitmq(amqp, in_flight, duration).await?,
@@ -165,13 +166,12 @@ pub async fn measure(
         postgres_spread_updates_per_s: postgres(database, in_flight, duration, 10_000).await?,
         checkout_work: work,
         checkouts_per_s: checkouts(amqp, database, in_flight, duration, work, 1).await?,
-        // A part alone is worth measuring only when the work has the other part too.
-        broker_checkouts_per_s: if has_broker && has_db {
+        broker_checkouts_per_s: if both {
             Some(checkouts(amqp, database, in_flight, duration, broker, 1).await?)
         } else {
             None
         },
-        database_checkouts_per_s: if has_broker && has_db {
+        database_checkouts_per_s: if both {
             Some(checkouts(amqp, database, in_flight, duration, db, 1).await?)
         } else {
             None

@@ -88,30 +88,32 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 }
 
 /// Whether a database error means PostgreSQL cannot serve right now, so a caller should answer "unavailable,
-/// retry later" (503, `UNAVAILABLE`) rather than "internal error": the pool gave up or was closed, the
-/// connection broke, or the server refused for a reason of its own state. By SQLSTATE: connection exceptions
-/// (class 08), insufficient resources (class 53: too many connections, disk full), the server shutting down,
-/// crashing or starting (57P01–57P03, 57P05), and the database gone (3D000, 57P04).
+/// retry later" (503, `UNAVAILABLE`) rather than "internal error": the server is not serving, or the
+/// database is gone (3D000).
 pub fn db_unavailable(err: &sqlx::Error) -> bool {
+    db_not_serving(err) || sqlstate_is(err, |code| code == "3D000")
+}
+
+/// The pool gave up or was closed, the connection broke, or the server refused for a reason of its own state:
+/// connection exceptions (class 08), insufficient resources (class 53: too many connections, disk full), the
+/// server shutting down, crashing or starting (57P01–57P03, 57P05), or the database being dropped (57P04).
+fn db_not_serving(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "3D000"
-        }),
-        _ => false,
+        _ => sqlstate_is(err, |code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")),
     }
+}
+
+/// Whether `err` is a database error whose SQLSTATE satisfies `test`.
+fn sqlstate_is(err: &sqlx::Error, test: impl Fn(&str) -> bool) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.code().is_some_and(|code| test(&code)))
 }
 
 /// Whether startup should wait and try again: PostgreSQL is unreachable or not serving yet (starting up,
 /// shutting down, out of connections). A missing database is not waited for: with creation off it is a
 /// setting to fix, and with creation on it was just created.
 fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-            let missing = matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000"));
-            db_unavailable(e) && !missing
-        })
-    })
+    err.chain().any(|e| e.downcast_ref::<sqlx::Error>().is_some_and(db_not_serving))
 }
 
 /// Creates the URL's database through the server's `postgres` database, tolerating a concurrent creator.
