@@ -33,7 +33,7 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "{driver_path} did not start ({e}): install Debian's chromium and chromium-driver (.ci/run does)"
+                    "{driver_path} did not start ({e}): install Debian's chromium and chromium-driver (scripts/test does)"
                 )
             });
         let base = format!("http://127.0.0.1:{port}");

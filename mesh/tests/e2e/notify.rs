@@ -159,7 +159,7 @@ async fn order_events_are_emailed_once_and_only_with_an_address() {
     mesh.stop().await;
 }
 
-/// The stock SMTP server of another project, Debian's `aiosmtpd` (installed by `.ci/run`), printing what it
+/// The stock SMTP server of another project, Debian's `aiosmtpd` (installed by `scripts/test`), printing what it
 /// receives: the notifier's email is read back exactly as an independent server got it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_email_reaches_aiosmtpd() {
@@ -174,7 +174,7 @@ async fn an_order_email_reaches_aiosmtpd() {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("{python} -m aiosmtpd did not start ({e}): apt-get install python3-aiosmtpd (.ci/run does)")
+            panic!("{python} -m aiosmtpd did not start ({e}): apt-get install python3-aiosmtpd (scripts/test does)")
         });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {

@@ -194,7 +194,7 @@ impl Service {
         let binary = binaries.join(name);
         assert!(
             binary.exists(),
-            "{} is not built: run the workspace's test command (cargo test --workspace)",
+            "{} is not built: run the workspace's test command (scripts/test)",
             binary.display()
         );
         Self { name, binary, env, log: logs.join(format!("{name}.log")), child: None }
