@@ -192,11 +192,7 @@ pub struct Service {
 impl Service {
     pub fn new(name: &'static str, binaries: &Path, env: BTreeMap<String, String>, logs: &Path) -> Self {
         let binary = binaries.join(name);
-        assert!(
-            binary.exists(),
-            "{} is not built: run the workspace's test command (scripts/test)",
-            binary.display()
-        );
+        assert!(binary.exists(), "{} is not built: run the workspace's test command (scripts/test)", binary.display());
         Self { name, binary, env, log: logs.join(format!("{name}.log")), child: None }
     }
 
