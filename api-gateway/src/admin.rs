@@ -123,10 +123,11 @@ pub async fn dead_letters(State(state): State<AppState>) -> Result<Json<DeadLett
     for queue in state.topology.work_queues() {
         let dlq = Topology::dead_letter_queue(&queue);
         let channel = state.bus.channel().await.map_err(unavailable)?;
-        let peeked = tokio::time::timeout(Duration::from_secs(2), dead_letters::peek(channel, &dlq, PEEK))
-            .await
-            .map_err(|_| ApiError::Timeout("RabbitMQ"))?
-            .map_err(|e| ApiError::Unavailable(format!("reading {dlq}: {e}")))?;
+        let peeked =
+            tokio::time::timeout(Duration::from_secs(2), dead_letters::peek(channel, &dlq, PEEK, &state.topology))
+                .await
+                .map_err(|_| ApiError::Timeout("RabbitMQ"))?
+                .map_err(|e| ApiError::Unavailable(format!("reading {dlq}: {e}")))?;
         let latest_reasons = peeked
             .reasons
             .into_iter()

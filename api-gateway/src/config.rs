@@ -99,7 +99,7 @@ impl FromEnv for Config {
         let shared = SharedSettings::from_env(env)?;
         let config = Self {
             listen_addr: env.or("GATEWAY_LISTEN_ADDR", d.listen_addr)?,
-            topology: Topology::new(shared.namespace.clone()),
+            topology: Topology::from_settings(&shared),
             shared,
             request_timeout: env.millis("GATEWAY_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             max_wait: env.secs("GATEWAY_MAX_WAIT_SECONDS", d.max_wait)?,

@@ -23,7 +23,6 @@ use ordermesh_messages::{
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use ordermesh_telemetry::{Metrics, grpc::GrpcMetrics};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tonic::transport::Channel;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
@@ -56,7 +55,7 @@ pub struct AppState {
     /// Queue names.
     pub topology: Topology,
     /// Catalogue reads.
-    pub inventory: InventoryServiceClient<GrpcMetrics<Channel>>,
+    pub inventory: InventoryServiceClient<GrpcMetrics<ordermesh_proto::Balanced>>,
     /// Deadline for each downstream request.
     pub request_timeout: Duration,
     /// Bound of `waitSeconds`.

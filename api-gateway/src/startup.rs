@@ -93,8 +93,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { listener, state, stop, grace } = self;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let bus = state.bus.clone();
+        let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<String>();
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-            shutdown.await;
+            // A broker that holds the queues with other arguments stops the gateway once, with the fix in its words.
+            tokio::select! {
+                () = shutdown => {}
+                sentence = bus.fatal() => {
+                    let _ = fatal_tx.send(sentence);
+                }
+            }
             tracing::info!("shutting down api-gateway");
             let _ = stopping_tx.send(());
         });
@@ -106,6 +114,9 @@ impl Application {
             }
         };
         let _ = stop.send(true);
-        result
+        match fatal_rx.try_recv() {
+            Ok(sentence) => Err(anyhow::anyhow!(sentence)),
+            Err(_) => result,
+        }
     }
 }

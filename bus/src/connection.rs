@@ -1,4 +1,5 @@
-//! One AMQP connection per process, kept alive by a supervisor that reconnects with backoff.
+//! One AMQP connection per process, kept alive by a supervisor that reconnects with backoff, to any of the
+//! broker addresses it was given (a cluster's nodes).
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,6 +36,8 @@ pub struct Bus {
 struct Inner {
     /// The current connection, `None` while (re)connecting.
     current: watch::Receiver<Option<Arc<Connection>>>,
+    /// Why the supervisor gave up for good (queues declared with other arguments): the service must stop.
+    fatal: watch::Receiver<Option<String>>,
     /// The names this process uses.
     topology: Topology,
     /// Where publishers and consumers on this connection count their messages.
@@ -54,30 +57,46 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two connection attempts. A refused connection costs next to nothing, and the
 /// first checkout after a broker restart must go through within a second, so this stays short.
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
-/// Deadline of the whole connect (TCP, AMQP handshake, topology): a black-holed broker must not hang us.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of reaching one broker address (TCP and AMQP handshake): a black-holed node must not keep us from
+/// trying the next one for long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of declaring the topology once connected: quorum queues made for the first time on a cluster
+/// take a while (each starts a Raft group on every node).
+pub const DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest random pause before reconnecting after a lost connection, so that a fleet of services that
+/// lost the same node does not reach the next one in the same instant.
+const RECONNECT_JITTER: Duration = Duration::from_millis(100);
 /// Deadline of opening a channel (and putting it in confirm mode).
 pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Bus {
-    /// Starts the supervisor and returns at once: the process may start before RabbitMQ does.
-    /// The topology is declared on every (re)connect. The supervisor stops when `stop` becomes true.
+    /// Starts the supervisor and returns at once: the process may start before RabbitMQ does. `url` is one
+    /// AMQP URL or several, comma-separated ([`broker_addresses`]); the first that answers is used, and after
+    /// a lost connection the next ones are tried first. The topology is declared on every (re)connect. The
+    /// supervisor stops when `stop` becomes true, or for good when the broker holds the queues with other
+    /// arguments ([`Bus::fatal`]).
     pub fn start(url: String, topology: Topology, metrics: Metrics, mut stop: watch::Receiver<bool>) -> Self {
         let (tx, rx) = watch::channel(None);
+        let (fatal_tx, fatal) = watch::channel(None);
         let declare = topology.clone();
+        let addresses = broker_addresses(&url);
         tokio::spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             let mut failures = 0u32;
+            // The address tried first on the next attempt.
+            let mut next = 0usize;
             loop {
                 if *stop.borrow() {
                     break;
                 }
-                match connect(&url, &declare).await {
-                    Ok(conn) => {
+                match connect_any(&addresses, next, &declare).await {
+                    Ok((index, conn)) => {
                         let conn = Arc::new(conn);
-                        tracing::info!(after_failures = failures, "connected to RabbitMQ");
+                        tracing::info!(after_failures = failures, broker = %ordermesh_config::redact(&addresses[index]), "connected to RabbitMQ");
                         backoff = FIRST_BACKOFF;
                         failures = 0;
+                        // A node that was lost is tried last next time.
+                        next = (index + 1) % addresses.len();
                         let _ = tx.send(Some(conn.clone()));
                         loop {
                             tokio::select! {
@@ -95,15 +114,23 @@ impl Bus {
                         }
                         tracing::warn!("lost the RabbitMQ connection; reconnecting");
                         let _ = tx.send(None);
+                        tokio::time::sleep(jitter(RECONNECT_JITTER)).await;
                     }
-                    Err(err) => {
+                    Err(ConnectError::Mismatch(sentence)) => {
+                        tracing::error!("{sentence}");
+                        let _ = fatal_tx.send(Some(sentence));
+                        break;
+                    }
+                    Err(ConnectError::Failed(err)) => {
                         failures = failures.saturating_add(1);
                         // Retries are frequent; the log says so on the 1st, 2nd, 4th, 8th ... failure.
                         if failures.is_power_of_two() {
                             tracing::warn!(error = %err, failures, "RabbitMQ not reachable, retrying every {MAX_BACKOFF:?}");
                         }
+                        // Between half the backoff and all of it, so that services do not retry in step.
+                        let pause = backoff / 2 + jitter(backoff / 2);
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(pause) => {}
                             _ = stop.changed() => {}
                         }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -112,7 +139,20 @@ impl Bus {
             }
             let _ = tx.send(None);
         });
-        Self { inner: Arc::new(Inner { current: rx, topology, metrics }) }
+        Self { inner: Arc::new(Inner { current: rx, fatal, topology, metrics }) }
+    }
+
+    /// Resolves, with the sentence the service must stop with, once the supervisor has given up for good:
+    /// the broker holds ordermesh's queues with other arguments (classic queues where quorum queues are
+    /// configured), which no retry can mend. Never resolves otherwise.
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.inner.fatal.clone();
+        let sentence = fatal.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+        match sentence {
+            Some(sentence) => sentence,
+            // The supervisor ended without a fatal error (it was stopped): nothing to report, ever.
+            None => std::future::pending().await,
+        }
     }
 
     /// The names this process uses.
@@ -185,16 +225,129 @@ impl Bus {
     }
 }
 
-async fn connect(url: &str, topology: &Topology) -> Result<Connection, String> {
-    let attempt = async {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+/// Why no connection was made.
+enum ConnectError {
+    /// Every address failed this round; try again.
+    Failed(String),
+    /// The broker holds the queues with other arguments: the sentence to stop with.
+    Mismatch(String),
+}
+
+/// Tries each address once, starting at `first`; returns the index of the one connected to.
+async fn connect_any(
+    addresses: &[String],
+    first: usize,
+    topology: &Topology,
+) -> Result<(usize, Connection), ConnectError> {
+    let mut errors = Vec::new();
+    for offset in 0..addresses.len() {
+        let index = (first + offset) % addresses.len();
+        match connect(&addresses[index], topology).await {
+            Ok(conn) => return Ok((index, conn)),
+            Err(ConnectError::Failed(err)) => {
+                errors.push(format!("{}: {err}", ordermesh_config::redact(&addresses[index])))
+            }
+            Err(mismatch) => return Err(mismatch),
+        }
+    }
+    Err(ConnectError::Failed(errors.join("; ")))
+}
+
+/// Connects to the first of `url`'s broker addresses ([`broker_addresses`]) that answers, declaring nothing:
+/// for tools (the audit, the queue migration) that need one connection and no supervisor.
+pub async fn connect_first(url: &str) -> Result<Connection, String> {
+    let mut errors = Vec::new();
+    for address in broker_addresses(url) {
+        match open(&address).await {
+            Ok(conn) => return Ok(conn),
+            Err(err) => errors.push(format!("{}: {err}", ordermesh_config::redact(&address))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// TCP and the AMQP handshake to one address, bounded.
+async fn open(url: &str) -> Result<Connection, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, ConnectionProperties::default())).await {
+        Ok(conn) => conn.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+async fn connect(url: &str, topology: &Topology) -> Result<Connection, ConnectError> {
+    let failed = |e: lapin::Error| ConnectError::Failed(e.to_string());
+    let conn = open(url).await.map_err(ConnectError::Failed)?;
+    let declare = async {
         let channel = conn.create_channel().await?;
         topology.declare(&channel).await?;
         let _ = channel.close(200, "declared".into()).await;
-        Ok::<_, lapin::Error>(conn)
+        Ok::<_, lapin::Error>(())
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    match tokio::time::timeout(DECLARE_TIMEOUT, declare).await {
+        Ok(Ok(())) => Ok(conn),
+        Ok(Err(err)) if crate::topology::is_mismatch(&err) => {
+            let _ = conn.close(200, "queues of another kind".into()).await;
+            Err(ConnectError::Mismatch(crate::topology::mismatch_sentence(&err, topology.queue_type())))
+        }
+        Ok(Err(err)) => Err(failed(err)),
+        Err(_) => Err(ConnectError::Failed(format!("declaring the queues took over {DECLARE_TIMEOUT:?}"))),
+    }
+}
+
+/// A random pause of up to `max`.
+fn jitter(max: Duration) -> Duration {
+    use rand::Rng;
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+}
+
+/// The broker addresses of an `AMQP_URL`: one URL, or several comma-separated, as the RabbitMQ clients of
+/// other languages take a cluster's nodes (Spring's `addresses`, the Java client's address list). An entry
+/// that is only `host` or `host:port` takes its scheme, credentials and virtual host from the first entry:
+/// `amqp://user:pass@node-1:5672/%2f,node-2:5672,node-3:5672`.
+pub fn broker_addresses(url: &str) -> Vec<String> {
+    let entries: Vec<&str> = url.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    let Some(first) = entries.first() else { return vec![url.to_owned()] };
+    // scheme://userinfo@ before the host, and /vhost?query after it, of the first entry.
+    let (prefix, suffix) = match first.find("://") {
+        Some(scheme_end) => {
+            let rest = &first[scheme_end + 3..];
+            let host_start = rest.rfind('@').map_or(0, |at| at + 1);
+            let host_end = rest[host_start..].find(['/', '?']).map_or(rest.len(), |i| host_start + i);
+            (first[..scheme_end + 3 + host_start].to_owned(), rest[host_end..].to_owned())
+        }
+        None => ("amqp://".to_owned(), String::new()),
+    };
+    entries
+        .iter()
+        .map(|entry| if entry.contains("://") { (*entry).to_owned() } else { format!("{prefix}{entry}{suffix}") })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_url_or_a_list_of_nodes() {
+        assert_eq!(broker_addresses("amqp://g:p@h:5672/%2f"), vec!["amqp://g:p@h:5672/%2f"]);
+        assert_eq!(
+            broker_addresses("amqp://g:p@n1:5672/%2f?heartbeat=5, n2:5673 ,n3"),
+            vec![
+                "amqp://g:p@n1:5672/%2f?heartbeat=5",
+                "amqp://g:p@n2:5673/%2f?heartbeat=5",
+                "amqp://g:p@n3/%2f?heartbeat=5"
+            ]
+        );
+        assert_eq!(broker_addresses("amqp://a:b@n1/vh,amqp://c:d@n2/vh"), vec!["amqp://a:b@n1/vh", "amqp://c:d@n2/vh"]);
+        assert_eq!(broker_addresses("amqp://n1,n2:5673"), vec!["amqp://n1", "amqp://n2:5673"]);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        for _ in 0..100 {
+            assert!(jitter(Duration::from_millis(100)) <= Duration::from_millis(100));
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod dead_letters;
+pub mod migrate;
 pub mod outbox;
 pub mod publisher;
 pub mod rpc;
@@ -14,6 +15,6 @@ pub use connection::{Bus, BusError};
 pub use consumer::{ConsumerSettings, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
-pub use topology::{NOTIFIED_EVENTS, Topology};
+pub use topology::{MIGRATE_COMMAND, NOTIFIED_EVENTS, QueueType, Topology};
 
 pub use ordermesh_config::DEFAULT_AMQP_URL;

@@ -4,6 +4,10 @@
 //! exchange `<queue>.dlx` (fanout) and queue `<queue>.dlq`. Order events go to the topic exchange
 //! `ordermesh.order-events` with the event type as routing key. A namespace prefixes every name so
 //! that tests (or tenants) can run side by side on one broker.
+//!
+//! Queues are quorum queues (Raft-replicated across a cluster's nodes) unless configured classic. A quorum
+//! work queue counts deliveries: one returned unanswered more than its delivery limit (its consumer crashed
+//! or timed out each time) is dead-lettered by the broker, at least once, to the same dead-letter queue.
 
 use std::time::Duration;
 
@@ -20,29 +24,79 @@ pub const NOTIFIED_EVENTS: &[&str] = &[
     ordermesh_messages::kinds::events::ORDER_FAILED,
 ];
 
+pub use ordermesh_config::DEFAULT_DELIVERY_LIMIT;
+
+/// The command that turns an existing deployment's classic queues into quorum queues.
+pub const MIGRATE_COMMAND: &str = "ordermesh queues migrate";
+
+pub use ordermesh_config::QueueType;
+
 /// Names and declaration of ordermesh's RabbitMQ topology.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     /// Prefix of every name (`"<namespace>.cart-manager.jobs"`); empty in production.
     namespace: String,
     /// When set, queues expire after this long unused and exchanges auto-delete, so test runs leave nothing behind.
     expires: Option<Duration>,
+    /// Quorum in production; classic for a single-node broker that wants the last bit of speed.
+    queue_type: QueueType,
+    /// Redeliveries of a message that came back unanswered before the broker dead-letters it (`x-delivery-limit`).
+    delivery_limit: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new("")
+    }
 }
 
 impl Topology {
-    /// The production topology: plain names, nothing expires.
+    /// The production topology: plain names, nothing expires, quorum queues.
     pub fn new(namespace: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), expires: None }
+        Self {
+            namespace: namespace.into(),
+            expires: None,
+            queue_type: QueueType::Quorum,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+        }
+    }
+
+    /// The topology the shared settings describe: their namespace, queue type and delivery limit.
+    pub fn from_settings(shared: &ordermesh_config::SharedSettings) -> Self {
+        Self::new(shared.namespace.clone())
+            .with_queue_type(shared.queue_type)
+            .with_delivery_limit(shared.delivery_limit)
     }
 
     /// A throwaway topology for tests: everything is removed by the broker once unused for `expires`.
     pub fn ephemeral(namespace: impl Into<String>, expires: Duration) -> Self {
-        Self { namespace: namespace.into(), expires: Some(expires) }
+        Self { expires: Some(expires), ..Self::new(namespace) }
+    }
+
+    /// The same names with queues of `queue_type`.
+    pub fn with_queue_type(self, queue_type: QueueType) -> Self {
+        Self { queue_type, ..self }
+    }
+
+    /// The same names with quorum work queues dead-lettering a message that came back unanswered `limit` + 1
+    /// times (`x-delivery-limit`).
+    pub fn with_delivery_limit(self, limit: u32) -> Self {
+        Self { delivery_limit: limit, ..self }
     }
 
     /// The namespace ("" in production).
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The kind of the durable queues.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    /// The quorum work queues' `x-delivery-limit`.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
     }
 
     fn name(&self, base: &str) -> String {
@@ -112,13 +166,42 @@ impl Topology {
         format!("{queue}.dlq")
     }
 
+    /// Arguments every durable queue of this topology is declared with (a dead-letter queue's whole set).
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if let Some(expires) = self.expires {
             let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
         }
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        }
         args
+    }
+
+    /// Arguments of a work queue: dead-lettering to its own exchange and, for quorum, the delivery limit.
+    /// Broker-side dead-lettering is at-least-once (it needs `reject-publish` overflow), so a message the
+    /// broker gives up on is never dropped between the work queue and its dead-letter queue.
+    pub fn work_queue_args(&self, queue: &str) -> FieldTable {
+        let mut args = self.queue_args();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(Self::dead_letter_exchange(queue).into()));
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
+            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        }
+        args
+    }
+
+    /// Arguments of a dead-letter queue. It has no delivery limit: what an operator must read is never
+    /// dropped for having been looked at.
+    pub fn dead_letter_queue_args(&self) -> FieldTable {
+        self.queue_args()
+    }
+
+    /// The reason a message dead-lettered by the broker for its delivery limit is shown with.
+    pub fn delivery_limit_reason(&self) -> String {
+        delivery_limit_reason(self.delivery_limit)
     }
 
     fn exchange_options(&self) -> ExchangeDeclareOptions {
@@ -147,7 +230,7 @@ impl Topology {
                     FieldTable::default(),
                 )
                 .await?;
-            channel.queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), self.queue_args()).await?;
+            declare_queue(channel, &dlq, self.dead_letter_queue_args()).await?;
             channel
                 .queue_bind(
                     dlq.as_str().into(),
@@ -157,9 +240,7 @@ impl Topology {
                     FieldTable::default(),
                 )
                 .await?;
-            let mut args = self.queue_args();
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
-            channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+            declare_queue(channel, &queue, self.work_queue_args(&queue)).await?;
         }
         // Bound by whoever declares first, so the events of orders placed before the notifier's first start
         // are kept for it too.
@@ -176,6 +257,38 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Declares a durable queue; a queue that exists with other arguments (a classic queue where a quorum one is
+/// expected) is refused by the broker with PRECONDITION_FAILED (see [`is_mismatch`]).
+async fn declare_queue(channel: &Channel, queue: &str, args: FieldTable) -> lapin::Result<()> {
+    channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), args).await.map(drop)
+}
+
+/// The reason shown for a message the broker dead-lettered under `x-delivery-limit = limit`: it was delivered
+/// `limit + 1` times.
+pub fn delivery_limit_reason(limit: u32) -> String {
+    format!(
+        "delivered {} times without an answer: its consumer crashed or timed out each time",
+        limit.saturating_add(1)
+    )
+}
+
+/// Whether a failed declaration means that a queue exists with other arguments (a classic queue under a
+/// quorum queue's name, or the other way round): redeclaring will never succeed, so the process must stop
+/// and say what fixes it rather than retry for ever.
+pub fn is_mismatch(err: &lapin::Error) -> bool {
+    let text = err.to_string();
+    text.contains("PRECONDITION_FAILED") && text.contains("inequivalent arg")
+}
+
+/// The sentence a service stops with when it meets queues of another kind than it is configured for.
+pub fn mismatch_sentence(err: &lapin::Error, wanted: QueueType) -> String {
+    format!(
+        "RabbitMQ holds ordermesh's queues with other arguments than this service declares ({wanted} queues): {err}. \
+         Stop every ordermesh service, run `{MIGRATE_COMMAND}` (it moves each queue's messages into its \
+         replacement, none lost), then start them again; or set AMQP_QUEUE_TYPE to the kind the broker holds"
+    )
 }
 
 impl Topology {

@@ -46,7 +46,7 @@ impl FromEnv for Config {
         let shared = SharedSettings::from_env(env)?;
         let config = Self {
             database: DatabaseSettings::from_env(env, "CART", d.database)?,
-            topology: Topology::new(shared.namespace.clone()),
+            topology: Topology::from_settings(&shared),
             shared,
             prefetch: env.or("CART_PREFETCH", d.prefetch)?,
             outbox_poll: env.millis("CART_OUTBOX_POLL_MS", d.outbox_poll)?,

@@ -3,12 +3,13 @@
 use std::{collections::HashMap, time::Duration};
 
 use ordermesh_messages::ProductId;
+use ordermesh_proto::balance::once_more_if_unavailable;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use ordermesh_telemetry::{
     Metrics,
     grpc::{GrpcMetrics, GrpcMetricsLayer},
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use crate::error::CartError;
 
@@ -21,10 +22,11 @@ pub struct ProductInfo {
     pub available: i64,
 }
 
-/// inventory-manager, reached lazily: the channel (re)connects on demand, so inventory may start later.
+/// inventory-manager, reached lazily: the channel (re)connects on demand, so inventory may start later, and
+/// spreads the calls over its replicas; a call whose replica went away is sent once more (they are reads).
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    client: InventoryServiceClient<GrpcMetrics<Channel>>,
+    client: InventoryServiceClient<GrpcMetrics<ordermesh_proto::Balanced>>,
     timeout: Duration,
 }
 
@@ -35,16 +37,24 @@ impl Inventory {
         Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(self.timeout);
+        r
+    }
+
     /// Price and availability of each of `ids` that the catalogue knows (unknown ones are left out), in as
     /// few calls as the server allows (100 products each).
     pub async fn products(&self, ids: &[ProductId]) -> Result<HashMap<ProductId, ProductInfo>, CartError> {
         let mut found = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(100) {
-            let mut request = tonic::Request::new(pb::GetProductsRequest {
-                product_ids: chunk.iter().map(ToString::to_string).collect(),
-            });
-            request.set_timeout(self.timeout);
-            let reply = self.client.clone().get_products(request).await.map_err(|s| failure(&s, "GetProducts"))?;
+            let message = pb::GetProductsRequest { product_ids: chunk.iter().map(ToString::to_string).collect() };
+            let reply = once_more_if_unavailable(|| {
+                let (mut client, request) = (self.client.clone(), self.request(message.clone()));
+                async move { client.get_products(request).await }
+            })
+            .await
+            .map_err(|s| failure(&s, "GetProducts"))?;
             for p in reply.into_inner().products {
                 let id = ProductId::parse(p.product_id)
                     .map_err(|e| CartError::Internal(anyhow::anyhow!("inventory sent a bad product id: {e}")))?;
@@ -56,9 +66,13 @@ impl Inventory {
 
     /// Price and availability of one product.
     pub async fn product(&self, id: &ProductId) -> Result<ProductInfo, CartError> {
-        let mut request = tonic::Request::new(pb::GetProductRequest { product_id: id.to_string() });
-        request.set_timeout(self.timeout);
-        match self.client.clone().get_product(request).await {
+        let message = pb::GetProductRequest { product_id: id.to_string() };
+        match once_more_if_unavailable(|| {
+            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
+            async move { client.get_product(request).await }
+        })
+        .await
+        {
             Ok(reply) => {
                 let p = reply.into_inner();
                 Ok(ProductInfo { price_cents: p.price_cents, available: p.available })

@@ -90,7 +90,11 @@ impl Application {
         let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
         let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
 
-        shutdown.await;
+        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
+        let fatal = tokio::select! {
+            () = shutdown => None,
+            sentence = bus.fatal() => Some(sentence),
+        };
         tracing::info!("shutting down cart-manager");
         let _ = stop_tx.send(true);
         // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.
@@ -102,7 +106,10 @@ impl Application {
         }
         pool.close().await;
         tracing::info!("cart-manager stopped");
-        Ok(())
+        match fatal {
+            Some(sentence) => Err(anyhow::anyhow!(sentence)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -87,7 +87,7 @@ impl FromEnv for Config {
         let shared = SharedSettings::from_env(env)?;
         let config = Self {
             database: DatabaseSettings::from_env(env, "CHECKOUT", d.database)?,
-            topology: Topology::new(shared.namespace.clone()),
+            topology: Topology::from_settings(&shared),
             saga: SagaSettings {
                 max_payment_attempts: env.or("CHECKOUT_MAX_PAYMENT_ATTEMPTS", d.saga.max_payment_attempts)?,
                 payment_timeout: env.millis("CHECKOUT_PAYMENT_TIMEOUT_MS", d.saga.payment_timeout)?,

@@ -4,12 +4,13 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
+use ordermesh_proto::balance::once_more_if_unavailable;
 use ordermesh_proto::inventory::v1::{self as pb, ErrorReason, inventory_service_client::InventoryServiceClient};
 use ordermesh_telemetry::{
     Metrics,
     grpc::{GrpcMetrics, GrpcMetricsLayer},
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::orders::Line;
@@ -73,7 +74,7 @@ impl Stock for Inventory {
 /// inventory-manager, reached lazily so it may start after checkout-manager.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    client: InventoryServiceClient<GrpcMetrics<Channel>>,
+    client: InventoryServiceClient<GrpcMetrics<ordermesh_proto::Balanced>>,
     timeout: Duration,
 }
 
@@ -92,27 +93,46 @@ impl Inventory {
 
     /// Holds every line under `order_id` for `ttl`.
     pub async fn reserve(&self, order_id: &str, lines: &[Line], ttl: Duration) -> Result<Held, InventoryFailure> {
-        let request = self.request(pb::ReserveRequest {
+        let message = pb::ReserveRequest {
             reservation_id: order_id.to_owned(),
             lines: lines
                 .iter()
                 .map(|l| pb::ReservationLine { product_id: l.product_id.clone(), quantity: l.quantity })
                 .collect(),
             ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        });
-        self.client.clone().reserve(request).await.map(|r| held(&r.into_inner())).map_err(classify)
+        };
+        // Every call is keyed by the order id, which inventory deduplicates on: safe to send twice.
+        once_more_if_unavailable(|| {
+            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
+            async move { client.reserve(request).await }
+        })
+        .await
+        .map(|r| held(&r.into_inner()))
+        .map_err(classify)
     }
 
     /// Turns the hold into a sale.
     pub async fn commit(&self, order_id: &str) -> Result<Held, InventoryFailure> {
-        let request = self.request(pb::CommitReservationRequest { reservation_id: order_id.to_owned() });
-        self.client.clone().commit_reservation(request).await.map(|r| held(&r.into_inner())).map_err(classify)
+        let message = pb::CommitReservationRequest { reservation_id: order_id.to_owned() };
+        once_more_if_unavailable(|| {
+            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
+            async move { client.commit_reservation(request).await }
+        })
+        .await
+        .map(|r| held(&r.into_inner()))
+        .map_err(classify)
     }
 
     /// Releases the hold.
     pub async fn roll_back(&self, order_id: &str) -> Result<Held, InventoryFailure> {
-        let request = self.request(pb::RollBackReservationRequest { reservation_id: order_id.to_owned() });
-        self.client.clone().roll_back_reservation(request).await.map(|r| held(&r.into_inner())).map_err(classify)
+        let message = pb::RollBackReservationRequest { reservation_id: order_id.to_owned() };
+        once_more_if_unavailable(|| {
+            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
+            async move { client.roll_back_reservation(request).await }
+        })
+        .await
+        .map(|r| held(&r.into_inner()))
+        .map_err(classify)
     }
 }
 

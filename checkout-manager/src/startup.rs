@@ -117,7 +117,11 @@ impl Application {
         tasks.push(tokio::spawn(outbox::run_relay(pool.clone(), publisher.clone(), outbox, config.poll, stop.clone())));
         tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
 
-        shutdown.await;
+        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
+        let fatal = tokio::select! {
+            () = shutdown => None,
+            sentence = bus.fatal() => Some(sentence),
+        };
         tracing::info!("shutting down checkout-manager");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {
@@ -125,6 +129,9 @@ impl Application {
         }
         pool.close().await;
         tracing::info!("checkout-manager stopped");
-        Ok(())
+        match fatal {
+            Some(sentence) => Err(anyhow::anyhow!(sentence)),
+            None => Ok(()),
+        }
     }
 }

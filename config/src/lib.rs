@@ -44,8 +44,12 @@ impl fmt::Display for SecretUrl {
     }
 }
 
-/// Hides the password of a `scheme://user:password@host/...` URL.
+/// Hides the password of a `scheme://user:password@host/...` URL, or of each URL of a comma-separated list
+/// (several broker addresses).
 pub fn redact(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
     let rest = &url[scheme_end..];
     match (rest.rfind('@'), rest.find(':')) {
@@ -195,6 +199,46 @@ pub struct SharedSettings {
     pub inventory_timeout: Duration,
     /// Retries of one message before it is dead-lettered (`AMQP_MAX_RETRIES`).
     pub max_retries: u32,
+    /// The kind of the durable queues (`AMQP_QUEUE_TYPE`: `quorum` or `classic`).
+    pub queue_type: QueueType,
+    /// Redeliveries of a message that came back unanswered (its consumer crashed or timed out) before a quorum
+    /// queue dead-letters it (`AMQP_DELIVERY_LIMIT`, the queues' `x-delivery-limit`).
+    pub delivery_limit: u32,
+}
+
+/// Times a quorum work queue hands a message out again after it came back unanswered (its consumer crashed
+/// or timed out) before the broker dead-letters it, unless configured otherwise: 6 deliveries in all.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+
+/// Which kind of RabbitMQ queue the durable queues are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// Raft-replicated over a cluster's nodes, counting deliveries: what production runs.
+    #[default]
+    Quorum,
+    /// One node's queue, counting no deliveries (the mesh's own retry header still bounds handled failures).
+    Classic,
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quorum" => Ok(Self::Quorum),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!("must be quorum or classic, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for QueueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Quorum => "quorum",
+            Self::Classic => "classic",
+        })
+    }
 }
 
 impl Default for SharedSettings {
@@ -205,6 +249,8 @@ impl Default for SharedSettings {
             inventory_url: DEFAULT_INVENTORY_URL.to_owned(),
             inventory_timeout: Duration::from_secs(2),
             max_retries: 8,
+            queue_type: QueueType::Quorum,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
     }
 }
@@ -219,6 +265,8 @@ impl SharedSettings {
             inventory_url: env.string("INVENTORY_URL", &d.inventory_url),
             inventory_timeout: env.millis("INVENTORY_TIMEOUT_MS", d.inventory_timeout)?,
             max_retries: env.or("AMQP_MAX_RETRIES", d.max_retries)?,
+            queue_type: env.or("AMQP_QUEUE_TYPE", d.queue_type)?,
+            delivery_limit: env.or("AMQP_DELIVERY_LIMIT", d.delivery_limit)?,
         };
         anyhow::ensure!(!settings.inventory_timeout.is_zero(), "INVENTORY_TIMEOUT_MS must be at least 1");
         Ok(settings)
@@ -236,6 +284,10 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("amqp://guest:p@ss@h/%2f"), "amqp://guest:***@h/%2f");
+        assert_eq!(
+            redact("amqp://u:s1@h1:5672/%2f,amqp://u:s2@h2/%2f,h3:5673"),
+            "amqp://u:***@h1:5672/%2f,amqp://u:***@h2/%2f,h3:5673"
+        );
         let settings = DatabaseSettings::new("postgres://u:secret@h/db");
         assert!(!format!("{settings:?}").contains("secret"));
         let shared = SharedSettings { amqp_url: "amqp://u:hunter2@h/%2f".into(), ..Default::default() };

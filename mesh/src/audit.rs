@@ -274,10 +274,11 @@ async fn outbox(service: &str, pool: &PgPool, stuck_secs: f64, report: &mut Repo
 async fn broker(config: &MeshConfig, report: &mut Report) {
     let topology = &config.checkout.topology;
     let url = config.checkout.shared.amqp_url.expose();
-    let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
-    let conn = match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(conn)) => conn,
-        _ => return report.violation("broker", format!("cannot connect to {}", config.checkout.shared.amqp_url)),
+    let conn = match ordermesh_bus::connection::connect_first(url).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            return report.violation("broker", format!("cannot connect to {}: {e}", config.checkout.shared.amqp_url));
+        }
     };
     for queue in topology.work_queues() {
         let dlq = Topology::dead_letter_queue(&queue);
@@ -289,12 +290,15 @@ async fn broker(config: &MeshConfig, report: &mut Report) {
         // Looked at without acking: closing the channel hands every message back to the dead-letter queue.
         let mut reasons: HashMap<String, usize> = HashMap::new();
         let Ok(look) = conn.create_channel().await else { continue };
-        match dead_letters::peek(look, &dlq, usize::MAX).await {
+        match dead_letters::peek(look, &dlq, usize::MAX, topology).await {
             Ok(peeked) => {
                 for reason in peeked.reasons {
                     match reason {
                         Some(reason) => *reasons.entry(reason).or_default() += 1,
-                        None => report.violation("dead letters", format!("a message in {dlq} has no {REASON_HEADER}")),
+                        None => report.violation(
+                            "dead letters",
+                            format!("a message in {dlq} has no reason ({REASON_HEADER} or x-death)"),
+                        ),
                     }
                 }
             }

@@ -94,13 +94,24 @@ pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send +
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // A service that ends by itself (the broker holds queues of another kind) ends the whole process: the
+    // others are stopped and its error is what `cargo run` exits with.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch_end = |task: tokio::task::JoinHandle<anyhow::Result<()>>| {
+        let ended_tx = ended_tx.clone();
+        tokio::spawn(async move {
+            let result = task.await.map_err(anyhow::Error::from).and_then(|r| r);
+            let _ = ended_tx.send(());
+            result
+        })
+    };
     let services = [
-        tokio::spawn(inventory.run_until_stopped(stopped(stop_rx.clone()))),
-        tokio::spawn(cart.run_until_stopped(stopped(stop_rx.clone()))),
-        tokio::spawn(checkout.run_until_stopped(stopped(stop_rx.clone()))),
-        tokio::spawn(payment.run_until_stopped(stopped(stop_rx.clone()))),
-        tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone()))),
-        tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone()))),
+        watch_end(tokio::spawn(inventory.run_until_stopped(stopped(stop_rx.clone())))),
+        watch_end(tokio::spawn(cart.run_until_stopped(stopped(stop_rx.clone())))),
+        watch_end(tokio::spawn(checkout.run_until_stopped(stopped(stop_rx.clone())))),
+        watch_end(tokio::spawn(payment.run_until_stopped(stopped(stop_rx.clone())))),
+        watch_end(tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone())))),
+        watch_end(tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone())))),
     ];
     match seed_demo_catalogue(inventory_url).await {
         Ok(true) => tracing::info!(products = DEMO_CATALOGUE.len(), "loaded the demo catalogue"),
@@ -108,7 +119,10 @@ pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send +
         Err(e) => tracing::warn!(error = %e, "could not load the demo catalogue"),
     }
     tracing::info!("ordermesh is up: http://{gateway_addr}  (Swagger UI: http://{gateway_addr}/documentation)");
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        _ = ended.recv() => tracing::warn!("a service ended by itself; stopping the others"),
+    }
     tracing::info!("stopping ordermesh");
     let _ = stop_tx.send(true);
     let mut result = Ok(());

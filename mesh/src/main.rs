@@ -14,6 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage: ordermesh                       run the whole mesh
        ordermesh audit [--stuck-after-seconds N]   check stock, orders, payments, outboxes and queues;
                                                     exits 1 if a promise is broken (default N: 60)
+       ordermesh queues migrate                     turn queues of another kind (classic) into the configured kind
+                                                    (quorum), moving their messages; run with the services stopped
        ordermesh probe URL                          health check: http://host:port/path must answer 2xx,
                                                     grpc://host:port must be SERVING; exits 1 if not
        ordermesh keys create --role shopper|operator --channel NAME [--rate N] [--note TEXT]
@@ -49,6 +51,20 @@ async fn main() -> anyhow::Result<ExitCode> {
             #[allow(clippy::print_stdout)] // the command's output
             {
                 print!("{out}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ["queues", "migrate"] => {
+            let config = MeshConfig::from_env()?;
+            let shared = &config.checkout.shared;
+            let conn = ordermesh_bus::connection::connect_first(shared.amqp_url.expose())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", shared.amqp_url))?;
+            let report = ordermesh_bus::migrate::migrate(&conn, &config.checkout.topology).await?;
+            let _ = conn.close(200, "migrated".into()).await;
+            #[allow(clippy::print_stdout)] // the report is the command's output
+            {
+                print!("{}", report.render());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -61,7 +61,7 @@ impl FromEnv for Config {
         let shared = SharedSettings::from_env(env)?;
         let config = Self {
             database: DatabaseSettings::from_env(env, "NOTIFIER", d.database)?,
-            topology: Topology::new(shared.namespace.clone()),
+            topology: Topology::from_settings(&shared),
             shared,
             smtp: SmtpSettings {
                 url: env.secret("SMTP_URL", &d.smtp.url),

@@ -85,7 +85,7 @@ impl Application {
             )
         };
         let jobs = spawn_consumer(
-            bus,
+            bus.clone(),
             publisher,
             config.topology.notifier_jobs(),
             config.consumer(),
@@ -95,7 +95,11 @@ impl Application {
             }),
             stop,
         );
-        shutdown.await;
+        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
+        let fatal = tokio::select! {
+            () = shutdown => None,
+            sentence = bus.fatal() => Some(sentence),
+        };
         tracing::info!("shutting down notifier");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(events, jobs, metrics_task) })
@@ -106,6 +110,9 @@ impl Application {
         }
         pool.close().await;
         tracing::info!("notifier stopped");
-        Ok(())
+        match fatal {
+            Some(sentence) => Err(anyhow::anyhow!(sentence)),
+            None => Ok(()),
+        }
     }
 }

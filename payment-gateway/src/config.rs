@@ -63,7 +63,7 @@ impl FromEnv for Config {
         let shared = SharedSettings::from_env(env)?;
         let config = Self {
             database: DatabaseSettings::from_env(env, "PAYMENT", d.database)?,
-            topology: Topology::new(shared.namespace.clone()),
+            topology: Topology::from_settings(&shared),
             shared,
             simulator: SimulatorSettings {
                 default_balance_cents: env.or("PAYMENT_DEFAULT_BALANCE_CENTS", d.simulator.default_balance_cents)?,

@@ -63,7 +63,7 @@ impl Application {
             settings: config.simulator.clone(),
         };
         let consumer = spawn_consumer(
-            bus,
+            bus.clone(),
             publisher,
             config.topology.payment_requests(),
             config.consumer(),
@@ -73,7 +73,11 @@ impl Application {
             }),
             stop,
         );
-        shutdown.await;
+        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
+        let fatal = tokio::select! {
+            () = shutdown => None,
+            sentence = bus.fatal() => Some(sentence),
+        };
         tracing::info!("shutting down payment-gateway");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {
@@ -81,6 +85,9 @@ impl Application {
         }
         pool.close().await;
         tracing::info!("payment-gateway stopped");
-        Ok(())
+        match fatal {
+            Some(sentence) => Err(anyhow::anyhow!(sentence)),
+            None => Ok(()),
+        }
     }
 }

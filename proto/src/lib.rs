@@ -1,4 +1,9 @@
-//! Generated gRPC code of ordermesh's contracts, shared by the servers and clients that speak them.
+//! Generated gRPC code of ordermesh's contracts, shared by the servers and clients that speak them, and the
+//! channel their clients balance calls over replicas with.
+
+pub mod balance;
+
+pub use balance::Balanced;
 
 /// `inventory.v1`: the stock-owning service.
 pub mod inventory {
@@ -7,14 +12,15 @@ pub mod inventory {
         #![allow(missing_docs, clippy::all, missing_debug_implementations)]
         tonic::include_proto!("inventory.v1");
 
-        /// A client of inventory-manager at `url` that connects on first use and reconnects on demand,
-        /// so its callers may start before inventory does. Every call is cut after `timeout` on the
-        /// client side (not only announced in `grpc-timeout`), and HTTP/2 keep-alives find a dead
-        /// connection instead of waiting on it.
+        /// A client of inventory-manager at `url` (one URL or several, comma-separated; a name is resolved
+        /// to every replica's address) that connects on first use and reconnects on demand, so its callers
+        /// may start before inventory does, and spreads its calls over the replicas ([`crate::Balanced`]).
+        /// Every call is cut after `timeout` on the client side (not only announced in `grpc-timeout`), and
+        /// HTTP/2 keep-alives find a dead connection instead of waiting on it.
         pub fn lazy_client(
             url: &str,
             timeout: std::time::Duration,
-        ) -> Result<inventory_service_client::InventoryServiceClient<tonic::transport::Channel>, tonic::transport::Error>
+        ) -> Result<inventory_service_client::InventoryServiceClient<crate::Balanced>, tonic::transport::Error>
         {
             Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout)?))
         }
@@ -23,14 +29,8 @@ pub mod inventory {
         pub fn lazy_channel(
             url: &str,
             timeout: std::time::Duration,
-        ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-            let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-                .keep_alive_timeout(std::time::Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            Ok(channel.connect_lazy())
+        ) -> Result<crate::Balanced, tonic::transport::Error> {
+            crate::Balanced::new(url, timeout)
         }
 
         /// `ErrorInfo.domain` of every structured error inventory-manager sends (the reasons are [`ErrorReason`]).

@@ -103,13 +103,19 @@ impl MetricsServer {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves `GET /metrics`, and `GET /healthz` (200 when `ready` says so, else 503), until `stop` resolves.
+    /// Serves `GET /metrics`, `GET /healthz` (readiness: 200 when `ready` says so, else 503) and `GET /livez`
+    /// (liveness: 200 while the process serves at all, so an orchestrator restarts a hung process but not one
+    /// that waits for its broker), until `stop` resolves.
     pub async fn serve(self, ready: Readiness, stop: impl Future<Output = ()> + Send + 'static) {
         let health = get(move || {
             let ready = ready.clone();
             async move { if ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") } }
         });
-        let app = Router::new().route("/metrics", get(scrape)).with_state(self.metrics).route("/healthz", health);
+        let app = Router::new()
+            .route("/metrics", get(scrape))
+            .with_state(self.metrics)
+            .route("/healthz", health)
+            .route("/livez", get(|| async { "alive" }));
         if let Err(e) = axum::serve(self.listener, app).with_graceful_shutdown(stop).await {
             tracing::warn!(error = %e, "the metrics server failed");
         }

@@ -14,3 +14,4 @@ mod input;
 mod metrics;
 mod notify;
 mod overload;
+mod queues;

@@ -271,15 +271,13 @@ impl Suite {
     async fn dead_letters(&self, purge: bool) -> BTreeMap<String, Vec<String>> {
         let (conn, channel) = self.channel().await;
         let mut all = BTreeMap::new();
-        for queue in Topology::default().work_queues() {
+        let topology = Topology::default();
+        for queue in topology.work_queues() {
             let dlq = Topology::dead_letter_queue(&queue);
             let mut reasons = Vec::new();
             while let Ok(Some(m)) = channel.basic_get(dlq.as_str().into(), Default::default()).await {
-                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-                reasons.push(match headers.inner().get(ordermesh_bus::consumer::REASON_HEADER) {
-                    Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                    _ => "<no reason>".into(),
-                });
+                let reason = ordermesh_bus::dead_letters::reason(m.delivery.properties.headers().as_ref(), &topology);
+                reasons.push(reason.unwrap_or_else(|| "<no reason>".into()));
                 if purge {
                     let _ = m.delivery.ack(Default::default()).await;
                 }
