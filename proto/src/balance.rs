@@ -242,11 +242,31 @@ impl Service<http::Request<Body>> for Balanced {
             }
             .await;
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-            // A transport failure (refused, reset, timed out connecting) takes the address out of the
-            // rotation until a probe reaches it; answers of the server itself, errors included, come as Ok.
-            result.inspect_err(|_| backend.down.store(true, Ordering::Relaxed)).map_err(Into::into)
+            // A transport failure (refused, reset, timed out) takes the address out of the rotation until a
+            // probe reaches it; answers of the server itself, errors included, come as Ok. A failure to reach
+            // the address at all is UNAVAILABLE, which callers of idempotent calls send once more.
+            result.map_err(|err| {
+                backend.down.store(true, Ordering::Relaxed);
+                if io_failure(&err) {
+                    tonic::Status::unavailable(format!("{} is unreachable: {err}", backend.addr)).into()
+                } else {
+                    err.into()
+                }
+            })
         })
     }
+}
+
+/// Whether a transport error comes from the socket (refused, reset, closed): the call never got an answer.
+fn io_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Runs an idempotent call and, when it failed as `UNAVAILABLE` (most often: its replica just went away and

@@ -15,3 +15,4 @@ mod metrics;
 mod notify;
 mod overload;
 mod queues;
+mod replicas;

@@ -99,10 +99,11 @@ async fn each_service_serves_metrics_that_one_checkout_moves() {
     at_least(text, p, "amqp_messages_consumed_total", &[("kind", "payment.charge")], 1.0);
     // A publish is counted once its confirm is back, and the broker may deliver the result (and the order
     // reach CONFIRMED) before it confirms a persistent message: wait for the count rather than race it.
-    let text = scrape_until(&mesh, p, |text| {
-        value(text, "amqp_messages_published_total", &[("kind", "payment.result")]).is_some_and(|v| v >= 1.0)
-    })
-    .await;
+    let text = mesh
+        .scrape_until(p, |text| {
+            value(text, "amqp_messages_published_total", &[("kind", "payment.result")]).is_some_and(|v| v >= 1.0)
+        })
+        .await;
     at_least(&text, p, "amqp_messages_published_total", &[("kind", "payment.result")], 1.0);
 
     // What the containers' health checks run: `ordermesh probe` on gRPC health and on a worker's /healthz.
@@ -116,21 +117,7 @@ async fn each_service_serves_metrics_that_one_checkout_moves() {
     assert_eq!(status, 404);
     let labels = [("method", "InventoryService/GetProduct"), ("code", "NOT_FOUND")];
     let text =
-        scrape_until(&mesh, i, |text| value(text, "grpc_server_handled_total", &labels).is_some_and(|v| v >= 1.0))
-            .await;
+        mesh.scrape_until(i, |text| value(text, "grpc_server_handled_total", &labels).is_some_and(|v| v >= 1.0)).await;
     at_least(&text, i, "grpc_server_handled_total", &labels, 1.0);
     mesh.stop().await;
-}
-
-/// `service`'s metrics once `holds` is true of them, or as they are after 5 s.
-async fn scrape_until(mesh: &crate::helpers::TestMesh, service: &str, holds: impl Fn(&str) -> bool) -> String {
-    let url = &mesh.metrics.iter().find(|(s, _)| *s == service).unwrap().1;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = mesh.http.get(url).send().await.unwrap().text().await.unwrap();
-        if holds(&text) || tokio::time::Instant::now() >= deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
