@@ -31,12 +31,6 @@ impl Running {
         Self { stop, task }
     }
 
-    /// Ends the service at once, as a crash would: its listeners and connections are dropped, nothing is
-    /// finished or released.
-    pub fn kill(self) {
-        self.task.abort();
-    }
-
     /// Stops the service and waits for it (bounded).
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -74,8 +68,6 @@ pub struct Options {
     pub key_rate_per_second: Option<u32>,
     /// Run a notifier sending through this SMTP URL.
     pub smtp_url: Option<String>,
-    /// inventory-manager instances on one database; its clients get every instance's URL.
-    pub inventories: usize,
 }
 
 impl Default for Options {
@@ -95,7 +87,6 @@ impl Default for Options {
             gateway_auth: false,
             key_rate_per_second: None,
             smtp_url: None,
-            inventories: 1,
         }
     }
 }
@@ -124,10 +115,7 @@ pub struct TestMesh {
     pub topology: Topology,
     /// cart-manager instances, stoppable one by one.
     pub carts: Vec<Running>,
-    /// The inventory-manager instances beyond the first: gRPC address, `/metrics` URL, and the instance.
-    pub more_inventories: Vec<(std::net::SocketAddr, String, Running)>,
-    /// The first inventory-manager's `/metrics` URL.
-    pub inventory_metrics: String,
+
     /// How a cart-manager of this mesh is configured, to start more later.
     cart_config: cart_manager::Config,
     services: Vec<Running>,
@@ -176,31 +164,15 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let inventory = inventory_manager::Application::build(inventory_manager::Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: any_port,
-        database: db(inv_url.clone()),
+        database: db(inv_url),
         ..Default::default()
     })
     .await
     .expect("inventory builds");
     let real_inventory_url = format!("http://{}", inventory.local_addr());
-    let inventory_metrics = metrics_url(inventory.metrics_addr());
-    let mut metrics = vec![("inventory-manager", inventory_metrics.clone())];
+    let mut metrics = vec![("inventory-manager", metrics_url(inventory.metrics_addr()))];
     let mut services = vec![Running::spawn(|stop| inventory.run_until_stopped(stop))];
-    let mut more_inventories = Vec::new();
-    let mut all_inventories = vec![real_inventory_url.clone()];
-    for _ in 1..options.inventories {
-        let more = inventory_manager::Application::build(inventory_manager::Config {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            metrics_addr: any_port,
-            database: db(inv_url.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect("another inventory builds");
-        let (addr, more_metrics) = (more.local_addr(), metrics_url(more.metrics_addr()));
-        all_inventories.push(format!("http://{addr}"));
-        more_inventories.push((addr, more_metrics, Running::spawn(|stop| more.run_until_stopped(stop))));
-    }
-    let inventory_url = options.inventory_url.clone().unwrap_or_else(|| all_inventories.join(","));
+    let inventory_url = options.inventory_url.clone().unwrap_or_else(|| real_inventory_url.clone());
 
     let mut checkout_config = checkout_manager::Config {
         database: db(chk_url),
@@ -328,8 +300,6 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         metrics,
         topology,
         carts,
-        more_inventories,
-        inventory_metrics,
         cart_config,
         services,
         databases,
@@ -438,8 +408,7 @@ impl TestMesh {
 
     /// Stops everything, removes the test's queues and exchanges, and drops its databases.
     pub async fn stop(self) {
-        let more = self.more_inventories.into_iter().map(|(_, _, running)| running);
-        for running in self.carts.into_iter().chain(more).chain(self.services) {
+        for running in self.carts.into_iter().chain(self.services) {
             running.stop().await;
         }
         if let Ok(conn) = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await {

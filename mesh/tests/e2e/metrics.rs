@@ -1,7 +1,5 @@
 //! Every service serves Prometheus metrics, and one checkout moves the counters it should in each of them.
 
-use std::time::Duration;
-
 use crate::helpers::spawn_mesh;
 
 /// The value of the series `name` whose labels include every `(key, value)` of `labels`; the sum when
