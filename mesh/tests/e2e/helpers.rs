@@ -115,7 +115,6 @@ pub struct TestMesh {
     pub topology: Topology,
     /// cart-manager instances, stoppable one by one.
     pub carts: Vec<Running>,
-
     /// How a cart-manager of this mesh is configured, to start more later.
     cart_config: cart_manager::Config,
     services: Vec<Running>,
@@ -170,9 +169,9 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     .await
     .expect("inventory builds");
     let real_inventory_url = format!("http://{}", inventory.local_addr());
+    let inventory_url = options.inventory_url.clone().unwrap_or_else(|| real_inventory_url.clone());
     let mut metrics = vec![("inventory-manager", metrics_url(inventory.metrics_addr()))];
     let mut services = vec![Running::spawn(|stop| inventory.run_until_stopped(stop))];
-    let inventory_url = options.inventory_url.clone().unwrap_or_else(|| real_inventory_url.clone());
 
     let mut checkout_config = checkout_manager::Config {
         database: db(chk_url),
