@@ -152,6 +152,19 @@ impl Waiters {
         recent.open
     }
 
+    /// The subscription to final events was lost (a broker node gone, a reconnect): events sent meanwhile are
+    /// lost, so no open order can be counted on to end with one. Each lapses now rather than after
+    /// `OPEN_FOR`, so a broker failover does not shut the door on new shoppers for seconds; they are still
+    /// known as pending, and waiting reads still find their end by polling.
+    pub fn events_lost(&self) {
+        let mut recent = self.recent.lock().expect("recent lock");
+        let Recent { seen, open, .. } = &mut *recent;
+        for state in seen.values_mut().filter(|s| **s == Seen::Open) {
+            *state = Seen::Lapsed;
+        }
+        *open = 0;
+    }
+
     /// Whether `order_id` was accepted here lately and its final event has not been seen: a waiting read
     /// need not ask for it before the event (or the fallback poll) comes.
     pub fn known_pending(&self, order_id: &str) -> bool {
@@ -249,7 +262,8 @@ pub async fn listen(bus: Bus, topology: Topology, waiters: Arc<Waiters>, mut sto
                 }
             }
         }
-        tracing::warn!("order events subscription ended; subscribing again");
+        waiters.events_lost();
+        tracing::warn!("order events subscription ended; subscribing again (open orders no longer counted)");
     }
 }
 
@@ -314,6 +328,21 @@ mod tests {
         assert!(!waiters.known_pending("o1"), "its final event was seen");
         waiters.accepted("o1");
         assert!(!waiters.known_pending("o1"), "told again: still ended");
+    }
+
+    #[test]
+    fn a_lost_subscription_stops_counting_open_orders_but_keeps_them_pending() {
+        let waiters = Waiters::default();
+        waiters.accepted("a");
+        waiters.accepted("b");
+        assert_eq!(waiters.open_orders(), 2);
+        waiters.events_lost();
+        assert_eq!(waiters.open_orders(), 0, "their events may be lost: they no longer hold the door");
+        assert!(waiters.known_pending("a") && waiters.known_pending("b"));
+        waiters.wake("a", None);
+        assert_eq!(waiters.open_orders(), 0, "a late event does not count a lapsed order off twice");
+        waiters.accepted("c");
+        assert_eq!(waiters.open_orders(), 1);
     }
 
     #[test]

@@ -102,7 +102,25 @@ where
     Arc::new(move |incoming| Box::pin(f(incoming)))
 }
 
-/// Consumes `queue` as `settings` say, until `stop` turns true.
+/// The publisher a consumer answers, retries and dead-letters through, on a connection of its own.
+///
+/// A reply goes to the caller's direct reply-to address. When the caller's broker node is down, RabbitMQ
+/// (3.10 at least) crashes the publishing channel and then closes its whole connection (`INTERNAL_ERROR`):
+/// on a shared connection that would hand back every delivery in hand, the request included, whose reply
+/// then crashes the next connection too, until the queue's delivery limit dead-letters work that was done.
+/// On a connection of its own a failed reply costs only that reply (the caller's timeout), and the
+/// deliveries are still acked.
+pub fn reply_publisher(
+    url: String,
+    topology: Topology,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+) -> Arc<Publisher> {
+    Arc::new(Publisher::new(Bus::start(url, topology, metrics, stop)))
+}
+
+/// Consumes `queue` as `settings` say, until `stop` turns true; replies, retries and dead letters go
+/// through `publisher` (see [`reply_publisher`]).
 pub fn spawn_consumer(
     bus: Bus,
     publisher: Arc<Publisher>,
@@ -308,16 +326,31 @@ async fn nack(delivery: &Delivery) {
     let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
 }
 
+/// How long a retry keeps trying to hand its message back before giving it back to the broker as it is.
+const REQUEUE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Hands the message back to its queue with the retry count raised (confirmed), then acks the original.
-/// If that publish fails the original is nacked back to the queue as it is: not counted, but not lost.
+/// A failed publish is tried again for up to [`REQUEUE_PATIENCE`]: while a quorum queue elects a new leader
+/// (a broker node lost) publishes are refused for a moment, and nacking at once would spend the message's
+/// delivery limit in a second. Only then is the original nacked back as it is: counted, but not lost.
 async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publisher) {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
     let props: BasicProperties = delivery.properties.clone().with_headers(headers);
-    match publisher.publish_raw("", queue, &delivery.data, props).await {
-        Ok(()) => ack(&delivery).await,
-        Err(_) => {
-            nack(&delivery).await;
+    let deadline = tokio::time::Instant::now() + REQUEUE_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match publisher.publish_raw("", queue, &delivery.data, props.clone()).await {
+            Ok(()) => return ack(&delivery).await,
+            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(%queue, error = %err, "could not hand the message back yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(err) => {
+                tracing::warn!(%queue, error = %err, "could not hand the message back; returning it as it is");
+                return nack(&delivery).await;
+            }
         }
     }
 }

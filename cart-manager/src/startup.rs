@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Publisher, handler_fn, outbox, spawn_consumer};
+use ordermesh_bus::{Bus, Publisher, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
@@ -79,14 +79,14 @@ impl Application {
             let ctx = ctx.clone();
             async move { handler::handle(&ctx, incoming).await }
         });
-        let consumer = spawn_consumer(
-            bus.clone(),
-            publisher.clone(),
-            config.topology.cart_jobs(),
-            config.consumer(),
-            handler,
+        let replies = reply_publisher(
+            config.shared.amqp_url.expose().to_owned(),
+            config.topology.clone(),
+            bus.metrics().clone(),
             stop.clone(),
         );
+        let consumer =
+            spawn_consumer(bus.clone(), replies, config.topology.cart_jobs(), config.consumer(), handler, stop.clone());
         let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
         let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
 

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Handler, Publisher, handler_fn, outbox, spawn_consumer};
+use ordermesh_bus::{Bus, Handler, Publisher, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
@@ -80,15 +80,14 @@ impl Application {
         };
 
         let mut tasks = vec![tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())))];
+        let replies = reply_publisher(
+            config.shared.amqp_url.expose().to_owned(),
+            topology.clone(),
+            bus.metrics().clone(),
+            stop.clone(),
+        );
         let consume = |queue: String, handler: Handler| {
-            spawn_consumer(
-                bus.clone(),
-                publisher.clone(),
-                queue,
-                config.consumer(config.prefetch),
-                handler,
-                stop.clone(),
-            )
+            spawn_consumer(bus.clone(), replies.clone(), queue, config.consumer(config.prefetch), handler, stop.clone())
         };
         let s = saga.clone();
         tasks.push(consume(

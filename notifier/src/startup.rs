@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Publisher, handler_fn, spawn_consumer};
+use ordermesh_bus::{Bus, consumer::reply_publisher, handler_fn, spawn_consumer};
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
@@ -63,7 +63,12 @@ impl Application {
             stop.clone(),
         );
         let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
-        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let publisher = reply_publisher(
+            config.shared.amqp_url.expose().to_owned(),
+            config.topology.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
         let notifier = Notifier {
             pool: pool.clone(),
             mailer: Arc::new(Mailer::new(&config.smtp)?),

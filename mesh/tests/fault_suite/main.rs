@@ -5,6 +5,7 @@
 //! sent, and `ordermesh audit` (the command operators run) must find nothing. The table it prints (and
 //! writes to `target/fault-suite.md`) is the one in the README.
 
+mod cluster;
 mod infra;
 mod load;
 
@@ -15,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infra::{Postgres, Rabbit, Service, free_port, wait_for_port};
+use infra::{Postgres, Rabbit, RabbitCluster, Service, free_port, wait_for_port};
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use load::Load;
 use ordermesh_bus::Topology;
@@ -38,9 +39,43 @@ struct Row {
     recovery: String,
 }
 
+/// The suite's RabbitMQ: one private node, or a private cluster of three.
+enum Broker {
+    Single(Rabbit),
+    Cluster(RabbitCluster),
+}
+
+impl Broker {
+    /// `AMQP_URL` of the services: the node, or every node of the cluster.
+    fn url(&self) -> String {
+        match self {
+            Self::Single(rabbit) => rabbit.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    fn single(&self) -> &Rabbit {
+        match self {
+            Self::Single(rabbit) => rabbit,
+            Self::Cluster(_) => panic!("this scenario needs the single node"),
+        }
+    }
+
+    fn cluster(&self) -> &RabbitCluster {
+        match self {
+            Self::Cluster(cluster) => cluster,
+            Self::Single(_) => panic!("this scenario needs the cluster"),
+        }
+    }
+}
+
+/// The two suites (one node, three nodes) share the machine's two cores: one at a time, so that neither's
+/// bounds measure the other's load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Suite {
     pg: Postgres,
-    rabbit: Rabbit,
+    rabbit: Broker,
     services: BTreeMap<&'static str, Service>,
     gateway: String,
     checkout_db: PgPool,
@@ -69,7 +104,7 @@ const SERVICES: [&str; 6] =
     ["inventory-manager", "payment-gateway", "checkout-manager", "cart-manager", "notifier", "api-gateway"];
 
 impl Suite {
-    async fn start() -> Self {
+    async fn start(cluster: bool) -> Self {
         let uid = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -83,7 +118,11 @@ impl Suite {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pg = Postgres::create(&dir);
-        let rabbit = Rabbit::create(&dir).await;
+        let rabbit = if cluster {
+            Broker::Cluster(RabbitCluster::create(&dir).await)
+        } else {
+            Broker::Single(Rabbit::create(&dir).await)
+        };
         let audit_binary = PathBuf::from(env!("CARGO_BIN_EXE_ordermesh"));
         let binaries = audit_binary.parent().unwrap().to_owned();
         let (inventory_port, gateway_port) = (free_port(), free_port());
@@ -244,7 +283,7 @@ impl Suite {
     }
 
     async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let conn = lapin::Connection::connect(&self.rabbit.url(), Default::default()).await.expect("private broker");
+        let conn = ordermesh_bus::connection::connect_first(&self.rabbit.url()).await.expect("private broker");
         let channel = conn.create_channel().await.unwrap();
         channel.confirm_select(Default::default()).await.unwrap();
         (conn, channel)
@@ -340,7 +379,7 @@ impl Suite {
         if result == "FAIL" {
             self.failures.push(format!("{fault}: {recovery}"));
         }
-        eprintln!("fault suite: {fault}: {result} ({recovery})");
+        eprintln!("fault suite {}: {fault}: {result} ({recovery})", chrono::Utc::now().format("%H:%M:%S"));
         self.rows.push(Row { fault, injected, in_flight, checked, result, recovery });
     }
 
@@ -384,6 +423,29 @@ impl Suite {
         service.start();
     }
 
+    /// Prints the table (and writes it to `target/<file>`), checks every service still runs, and fails the
+    /// test with every failure found.
+    async fn finish(mut self, started: Instant, file: &str) {
+        let mut table = String::from(
+            "| fault | how injected | checkouts in flight at the fault | what was checked | result | recovery |\n|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                table,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.fault, r.injected, r.in_flight, r.checked, r.result, r.recovery
+            );
+        }
+        let _ = writeln!(table, "\nWhole suite: {:.0} s.", started.elapsed().as_secs_f64());
+        eprintln!("{table}");
+        let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target").join(file);
+        let _ = std::fs::write(target, &table);
+        for name in SERVICES {
+            assert!(self.service(name).is_running(), "{name} is not running at the end");
+        }
+        assert!(self.failures.is_empty(), "fault suite failures:\n{}\n\n{table}", self.failures.join("\n"));
+    }
+
     /// Starts a stream of shoppers, with the scarce product restocked first (while nothing flows).
     async fn stream(&self, tag: &str) -> Load {
         load::restock(&self.audit_env["INVENTORY_URL"]).await;
@@ -393,7 +455,8 @@ impl Suite {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_keeps_its_promises_through_every_fault() {
-    let mut suite = Suite::start().await;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut suite = Suite::start(false).await;
     load::seed(&suite.audit_env["INVENTORY_URL"]).await;
     let suite_started = Instant::now();
 
@@ -420,9 +483,9 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
         let load = suite.stream("rabbit").await;
         load.wait_for_orders(15).await;
         let in_flight = suite.in_flight().await;
-        suite.rabbit.stop();
+        suite.rabbit.single().stop();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        suite.rabbit.start().await;
+        suite.rabbit.single().start().await;
         let back = Instant::now();
         let first = load.next_checkout_after(back, Duration::from_secs(20)).await;
         let accepted = load.stop().await;
@@ -825,22 +888,5 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
         );
     }
 
-    let mut table = String::from(
-        "| fault | how injected | checkouts in flight at the fault | what was checked | result | recovery |\n|---|---|---|---|---|---|\n",
-    );
-    for r in &suite.rows {
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.fault, r.injected, r.in_flight, r.checked, r.result, r.recovery
-        );
-    }
-    let _ = writeln!(table, "\nWhole suite: {:.0} s.", suite_started.elapsed().as_secs_f64());
-    eprintln!("{table}");
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fault-suite.md");
-    let _ = std::fs::write(target, &table);
-    for name in SERVICES {
-        assert!(suite.service(name).is_running(), "{name} is not running at the end");
-    }
-    assert!(suite.failures.is_empty(), "fault suite failures:\n{}\n\n{table}", suite.failures.join("\n"));
+    suite.finish(suite_started, "fault-suite.md").await;
 }
