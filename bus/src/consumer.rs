@@ -23,7 +23,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
 use crate::{
-    connection::{Bus, CHANNEL_TIMEOUT},
+    connection::{Bus, BusError, CHANNEL_TIMEOUT},
     publisher::{Outgoing, Publisher},
     topology::Topology,
 };
@@ -332,7 +332,8 @@ const REQUEUE_PATIENCE: Duration = Duration::from_secs(10);
 /// Hands the message back to its queue with the retry count raised (confirmed), then acks the original.
 /// A failed publish is tried again for up to [`REQUEUE_PATIENCE`]: while a quorum queue elects a new leader
 /// (a broker node lost) publishes are refused for a moment, and nacking at once would spend the message's
-/// delivery limit in a second. Only then is the original nacked back as it is: counted, but not lost.
+/// delivery limit in a second. Without a connection, or past the patience, the original is nacked back as it
+/// is: counted, but not lost.
 async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publisher) {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
@@ -342,7 +343,9 @@ async fn retry(delivery: Delivery, queue: &str, retries: u32, publisher: &Publis
     loop {
         match publisher.publish_raw("", queue, &delivery.data, props.clone()).await {
             Ok(()) => return ack(&delivery).await,
-            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+            // Refused or unconfirmed: the queue is electing a leader, worth waiting for. No connection (the
+            // node is gone, or this process is stopping): the delivery comes back by itself anyway.
+            Err(err @ (BusError::Nacked | BusError::Timeout)) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::debug!(%queue, error = %err, "could not hand the message back yet");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
