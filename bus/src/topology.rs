@@ -278,8 +278,10 @@ pub fn delivery_limit_reason(limit: u32) -> String {
 /// quorum queue's name, or the other way round): redeclaring will never succeed, so the process must stop
 /// and say what fixes it rather than retry for ever.
 pub fn is_mismatch(err: &lapin::Error) -> bool {
-    let text = err.to_string();
-    text.contains("PRECONDITION_FAILED") && text.contains("inequivalent arg")
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    // A declaration's only PRECONDITION_FAILED is "inequivalent arg": the queue exists with other arguments.
+    matches!(err.kind(), lapin::ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 /// The sentence a service stops with when it meets queues of another kind than it is configured for.
