@@ -88,10 +88,11 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 }
 
 /// Whether a database error means PostgreSQL cannot serve right now, so a caller should answer "unavailable,
-/// retry later" (503, `UNAVAILABLE`) rather than "internal error": the server is not serving, or the
-/// database is gone (3D000).
+/// retry later" (503, `UNAVAILABLE`) rather than "internal error": the server is not serving, the database
+/// is gone (3D000), or a write reached a server that is read-only (25006): a standby, in the moment of a
+/// failover before the primary's address moves to the promoted one.
 pub fn db_unavailable(err: &sqlx::Error) -> bool {
-    db_not_serving(err) || sqlstate_is(err, |code| code == "3D000")
+    db_not_serving(err) || sqlstate_is(err, |code| code == "3D000" || code == "25006")
 }
 
 /// The pool gave up or was closed, the connection broke, or the server refused for a reason of its own state:

@@ -48,6 +48,13 @@ async fn a_server_that_cannot_serve_is_unavailable_and_a_bad_query_is_not() {
     let ended = sqlx::query("SELECT 1").execute(&mut *conn).await.expect_err("the session was ended");
     assert!(ordermesh_lifecycle::db_unavailable(&ended), "{ended:?}");
     drop(conn);
+    // A write on a read-only server (a standby before the failover's address moves): 25006.
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").execute(&mut *conn).await.expect("set");
+    let read_only = sqlx::query("CREATE TABLE written (x int)").execute(&mut *conn).await.expect_err("read-only");
+    assert!(matches!(&read_only, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006")), "{read_only:?}");
+    assert!(ordermesh_lifecycle::db_unavailable(&read_only), "{read_only:?}");
+    drop(conn);
     pool.close().await;
     testdb::drop_database(&name).await;
 }
