@@ -2,13 +2,14 @@
 //! ports stay private, every ordermesh service has a health check that probes its own port, every setting
 //! it passes is one the services read, and the image caches its dependencies in a layer of their own.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root")
-}
+#[path = "support/workspace.rs"]
+mod workspace;
+
+use workspace::{root, sources};
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -38,28 +39,6 @@ fn merged(node: &Yaml) -> Yaml {
 
 fn strings(node: &Yaml) -> Vec<String> {
     node.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-}
-
-/// Every Rust source file's text, to check that a setting is read somewhere.
-fn sources() -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(root()).unwrap().flatten() {
-        let src = entry.path().join("src");
-        if src.is_dir() {
-            let mut stack = vec![src];
-            while let Some(dir) = stack.pop() {
-                for f in std::fs::read_dir(dir).unwrap().flatten() {
-                    let p = f.path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|e| e == "rs") {
-                        text.push_str(&std::fs::read_to_string(p).unwrap());
-                    }
-                }
-            }
-        }
-    }
-    text
 }
 
 #[test]

@@ -13,6 +13,11 @@ use std::{
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+#[path = "support/workspace.rs"]
+mod workspace;
+
+use workspace::{root, sources};
+
 const SERVICES: [(&str, &str); 6] = [
     ("inventory-manager", "INVENTORY"),
     ("cart-manager", "CART"),
@@ -21,10 +26,6 @@ const SERVICES: [(&str, &str); 6] = [
     ("notifier", "NOTIFIER"),
     ("api-gateway", "GATEWAY"),
 ];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root")
-}
 
 fn dir() -> PathBuf {
     root().join("deploy/kubernetes")
@@ -67,24 +68,6 @@ fn str_of(node: &Yaml) -> Option<String> {
         Yaml::Boolean(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// Every Rust source file's text under each crate's src/, to check that a setting is read somewhere.
-fn sources() -> String {
-    let mut text = String::new();
-    let mut stack: Vec<PathBuf> =
-        std::fs::read_dir(root()).unwrap().flatten().map(|e| e.path().join("src")).filter(|p| p.is_dir()).collect();
-    while let Some(dir) = stack.pop() {
-        for f in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = f.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                text.push_str(&std::fs::read_to_string(p).unwrap());
-            }
-        }
-    }
-    text
 }
 
 /// The `kubernetes-validate` command: `KUBERNETES_VALIDATE`, the one `scripts/test` installs, or `PATH`'s.
