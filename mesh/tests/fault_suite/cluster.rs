@@ -27,8 +27,8 @@ impl Suite {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_keeps_its_promises_when_a_rabbitmq_node_is_killed_stopped_or_partitioned() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut suite = Suite::start(true).await;
-    load::seed(&suite.audit_env["INVENTORY_URL"]).await;
+    let mut suite = Suite::start(true, 1).await;
+    load::seed(&suite.inventory_url).await;
     let started = Instant::now();
 
     let load = suite.stream("cluster-baseline").await;

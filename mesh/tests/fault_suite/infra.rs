@@ -196,6 +196,11 @@ impl Service {
         Self { name, binary, env, log: logs.join(format!("{name}.log")), child: None }
     }
 
+    /// The `n`th instance of a service (from 2), logging to a file of its own.
+    pub fn instance(name: &'static str, n: usize, binaries: &Path, env: BTreeMap<String, String>, logs: &Path) -> Self {
+        Self { log: logs.join(format!("{name}-{n}.log")), ..Self::new(name, binaries, env, logs) }
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(&self.binary)

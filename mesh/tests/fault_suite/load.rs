@@ -50,17 +50,18 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts the shoppers of one scenario (`tag` keeps client ids apart between scenarios).
-    pub fn start(gateway: &str, tag: &str) -> Self {
+    /// Starts the shoppers of one scenario (`tag` keeps client ids apart between scenarios) on `gateways`:
+    /// shopper n starts at gateway n and moves to the next when one does not answer, as a load balancer would.
+    pub fn start(gateways: &[String], tag: &str) -> Self {
         let (stop, stopped) = watch::channel(false);
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..SHOPPERS)
             .map(|n| {
-                let gateway = gateway.to_owned();
+                let gateways = Gateways { urls: gateways.to_vec(), at: n };
                 let tag = tag.to_owned();
                 let accepted = accepted.clone();
                 let stopped = stopped.clone();
-                tokio::spawn(async move { shopper(gateway, format!("{tag}-{n}"), accepted, stopped).await })
+                tokio::spawn(async move { shopper(gateways, format!("{tag}-{n}"), accepted, stopped).await })
             })
             .collect();
         Self { stop, tasks, accepted }
@@ -99,17 +100,40 @@ impl Load {
     }
 }
 
+/// The gateways a shopper may use, and the one it uses now.
+struct Gateways {
+    urls: Vec<String>,
+    at: usize,
+}
+
+impl Gateways {
+    fn one(url: &str) -> Self {
+        Self { urls: vec![url.to_owned()], at: 0 }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.urls[self.at % self.urls.len()])
+    }
+}
+
 /// Sends `body` to `path` with `key`, again on a 5xx or a broken connection (up to ~10 s), as the
-/// README tells clients to; returns the final status and body.
-async fn send(http: &reqwest::Client, url: String, key: &str, body: Value) -> Option<(u16, Value)> {
+/// README tells clients to, moving to the next gateway when one does not answer; returns the final status
+/// and body.
+async fn send(
+    http: &reqwest::Client,
+    gateways: &mut Gateways,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> Option<(u16, Value)> {
     for _ in 0..100 {
-        match http.post(&url).header("Idempotency-Key", key).json(&body).send().await {
+        match http.post(gateways.url(path)).header("Idempotency-Key", key).json(&body).send().await {
             Ok(r) if r.status().is_server_error() => {}
             Ok(r) => {
                 let status = r.status().as_u16();
                 return Some((status, r.json().await.unwrap_or(Value::Null)));
             }
-            Err(_) => {}
+            Err(_) => gateways.at += 1,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -117,14 +141,14 @@ async fn send(http: &reqwest::Client, url: String, key: &str, body: Value) -> Op
 }
 
 async fn shopper(
-    gateway: String,
+    mut gateways: Gateways,
     tag: String,
     accepted: Arc<Mutex<Vec<(String, Instant)>>>,
     stopped: watch::Receiver<bool>,
 ) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     if tag.ends_with("-0") {
-        race_for_the_scarce_product(&http, &gateway, &tag, &accepted).await;
+        race_for_the_scarce_product(&http, &mut gateways, &tag, &accepted).await;
     }
     let mut i = 0u64;
     while !*stopped.borrow() {
@@ -135,12 +159,11 @@ async fn shopper(
             n => (["p0", "p1", "p2", "p3"][(n % 4) as usize], 1 + (n % 3) as i64),
         };
         let add = json!({"clientID": client, "productID": product, "quantity": quantity});
-        let Some((200, _)) = send(&http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await else {
+        let Some((200, _)) = send(&http, &mut gateways, "/addToCart", &format!("add-{client}"), add).await else {
             continue;
         };
         let checkout = json!({"clientID": client});
-        if let Some((202, body)) =
-            send(&http, format!("{gateway}/checkOutCart"), &format!("co-{client}"), checkout).await
+        if let Some((202, body)) = send(&http, &mut gateways, "/checkOutCart", &format!("co-{client}"), checkout).await
             && let Some(id) = body["orderID"].as_str()
         {
             accepted.lock().unwrap().push((id.to_owned(), Instant::now()));
@@ -151,20 +174,19 @@ async fn shopper(
 
 async fn race_for_the_scarce_product(
     http: &reqwest::Client,
-    gateway: &str,
+    gateways: &mut Gateways,
     tag: &str,
     accepted: &Mutex<Vec<(String, Instant)>>,
 ) {
     let racers: Vec<String> = (0..RACERS).map(|k| format!("{tag}-race-{k}")).collect();
     for client in &racers {
         let add = json!({"clientID": client, "productID": "scarce", "quantity": 2});
-        let answer = send(http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await;
+        let answer = send(http, gateways, "/addToCart", &format!("add-{client}"), add).await;
         assert!(matches!(answer, Some((200, _))), "a racer's add failed: {answer:?}");
     }
     for client in &racers {
         let checkout = json!({"clientID": client});
-        if let Some((202, body)) =
-            send(http, format!("{gateway}/checkOutCart"), &format!("co-{client}"), checkout).await
+        if let Some((202, body)) = send(http, gateways, "/checkOutCart", &format!("co-{client}"), checkout).await
             && let Some(id) = body["orderID"].as_str()
         {
             accepted.lock().unwrap().push((id.to_owned(), Instant::now()));
@@ -176,7 +198,7 @@ async fn race_for_the_scarce_product(
 pub async fn add_for(gateway: &str, client: &str) {
     let http = reqwest::Client::new();
     let add = json!({"clientID": client, "productID": "p0", "quantity": 1});
-    let answer = send(&http, format!("{gateway}/addToCart"), &format!("add-{client}"), add).await;
+    let answer = send(&http, &mut Gateways::one(gateway), "/addToCart", &format!("add-{client}"), add).await;
     assert!(matches!(answer, Some((200, _))), "{answer:?}");
 }
 

@@ -8,6 +8,7 @@
 mod cluster;
 mod infra;
 mod load;
+mod replicas;
 
 use std::{
     collections::BTreeMap,
@@ -77,7 +78,14 @@ struct Suite {
     pg: Postgres,
     rabbit: Broker,
     services: BTreeMap<&'static str, Service>,
+    /// Second instances of every service, when the suite runs two of each.
+    replicas: Vec<Service>,
+    /// The first gateway's URL (requests sent by hand go there).
     gateway: String,
+    /// Every gateway's URL (the shoppers use them all).
+    gateways: Vec<String>,
+    /// The first inventory-manager's URL (the catalogue is loaded there).
+    inventory_url: String,
     checkout_db: PgPool,
     cart_db: PgPool,
     notifier_db: PgPool,
@@ -104,7 +112,8 @@ const SERVICES: [&str; 6] =
     ["inventory-manager", "payment-gateway", "checkout-manager", "cart-manager", "notifier", "api-gateway"];
 
 impl Suite {
-    async fn start(cluster: bool) -> Self {
+    /// A suite on one broker node or a three-node cluster, with `instances` copies of every service.
+    async fn start(cluster: bool, instances: usize) -> Self {
         let uid = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -125,7 +134,9 @@ impl Suite {
         };
         let audit_binary = PathBuf::from(env!("CARGO_BIN_EXE_ordermesh"));
         let binaries = audit_binary.parent().unwrap().to_owned();
-        let (inventory_port, gateway_port) = (free_port(), free_port());
+        let inventory_ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+        let gateway_ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+        let (inventory_port, gateway_port) = (inventory_ports[0], gateway_ports[0]);
 
         let mut common: BTreeMap<String, String> = [
             ("RUST_LOG", "info,sqlx=warn,h2=warn,lapin=warn"),
@@ -148,7 +159,9 @@ impl Suite {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         common.insert("AMQP_URL".into(), rabbit.url());
-        common.insert("INVENTORY_URL".into(), format!("http://127.0.0.1:{inventory_port}"));
+        let inventory_urls: Vec<String> = inventory_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        // Every inventory replica: the clients spread their calls over them.
+        common.insert("INVENTORY_URL".into(), inventory_urls.join(","));
         common.insert("INVENTORY_LISTEN_ADDR".into(), format!("127.0.0.1:{inventory_port}"));
         common.insert("GATEWAY_LISTEN_ADDR".into(), format!("127.0.0.1:{gateway_port}"));
         let smtp = SmtpServer::start().await;
@@ -170,9 +183,26 @@ impl Suite {
             service.start();
             services.insert(name, service);
         }
-        wait_for_port(inventory_port, Duration::from_secs(30), "inventory-manager").await;
-        wait_for_port(gateway_port, Duration::from_secs(30), "api-gateway").await;
+        // Later instances: the same settings, but for the listeners of inventory and the gateway.
+        let mut replicas = Vec::new();
+        for i in 1..instances {
+            for name in SERVICES {
+                let mut env = common.clone();
+                env.insert("INVENTORY_LISTEN_ADDR".into(), format!("127.0.0.1:{}", inventory_ports[i]));
+                env.insert("GATEWAY_LISTEN_ADDR".into(), format!("127.0.0.1:{}", gateway_ports[i]));
+                let mut replica = Service::instance(name, i + 1, &binaries, env, &dir);
+                replica.start();
+                replicas.push(replica);
+            }
+        }
+        for port in &inventory_ports {
+            wait_for_port(*port, Duration::from_secs(30), "inventory-manager").await;
+        }
+        for port in &gateway_ports {
+            wait_for_port(*port, Duration::from_secs(30), "api-gateway").await;
+        }
         let gateway = format!("http://127.0.0.1:{gateway_port}");
+        let gateways: Vec<String> = gateway_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !http.get(format!("{gateway}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -203,7 +233,10 @@ impl Suite {
             pg,
             rabbit,
             services,
+            replicas,
             gateway,
+            gateways,
+            inventory_url: inventory_urls[0].clone(),
             checkout_db,
             cart_db,
             notifier_db,
@@ -443,21 +476,24 @@ impl Suite {
         for name in SERVICES {
             assert!(self.service(name).is_running(), "{name} is not running at the end");
         }
+        for replica in &mut self.replicas {
+            assert!(replica.is_running(), "the second {} is not running at the end", replica.name);
+        }
         assert!(self.failures.is_empty(), "fault suite failures:\n{}\n\n{table}", self.failures.join("\n"));
     }
 
     /// Starts a stream of shoppers, with the scarce product restocked first (while nothing flows).
     async fn stream(&self, tag: &str) -> Load {
-        load::restock(&self.audit_env["INVENTORY_URL"]).await;
-        Load::start(&self.gateway, tag)
+        load::restock(&self.inventory_url).await;
+        Load::start(&self.gateways, tag)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_keeps_its_promises_through_every_fault() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut suite = Suite::start(false).await;
-    load::seed(&suite.audit_env["INVENTORY_URL"]).await;
+    let mut suite = Suite::start(false, 1).await;
+    load::seed(&suite.inventory_url).await;
     let suite_started = Instant::now();
 
     // Warm-up: the steady stream alone.
