@@ -103,6 +103,123 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// A streaming standby of `primary` (`pg_basebackup -R`) in `dir/<name>`, started on a free port, and the
+    /// primary made to wait for it on every commit (`synchronous_standby_names = '*'`, set with ALTER SYSTEM
+    /// so that it is copied to the standby and can be reset there after a promotion).
+    pub fn synchronous_standby(primary: &Self, dir: &Path, name: &str) -> Self {
+        primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        primary.sql("SELECT pg_reload_conf()");
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        run(StdCommand::new("chown").args(["-R", "postgres"]).arg(&dir), "chown the standby's directory");
+        run(
+            StdCommand::new("runuser")
+                .current_dir(&dir)
+                .args(["-u", "postgres", "--"])
+                .arg(primary.bin.join("pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "-R", "-X", "stream"])
+                .arg("-D")
+                .arg(dir.join("data"))
+                .stdout(Stdio::null()),
+            "pg_basebackup of the standby",
+        );
+        let standby = Self { port: free_port(), bin: primary.bin.clone(), dir };
+        standby.start();
+        standby
+    }
+
+    /// Runs one statement as postgres through psql (for settings and promotion).
+    pub fn sql(&self, statement: &str) -> String {
+        let out = StdCommand::new("runuser")
+            .current_dir(&self.dir)
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atc",
+                statement,
+            ])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{statement}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// SIGKILL of the postmaster: the server dies with every session, as its machine would.
+    pub fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("the postmaster's pid file");
+        let pid = pid.lines().next().unwrap_or_default().trim().to_owned();
+        run(StdCommand::new("kill").args(["-9", &pid]), "kill -9 of the primary");
+    }
+
+    /// Promotes this standby, then drops its own synchronous requirement (it has no standby now), as a
+    /// failover manager does: otherwise every commit on it would wait for ever.
+    pub fn promote(&self) {
+        run(&mut self.pg_ctl(&["-w", "promote"]), "promoting the standby");
+        self.sql("ALTER SYSTEM RESET synchronous_standby_names");
+        self.sql("SELECT pg_reload_conf()");
+    }
+}
+
+/// The stable address of the primary, as a failover manager provides it: a TCP forwarder the suite repoints
+/// to the promoted standby, cutting every connection it carried.
+pub struct Forwarder {
+    pub port: u16,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Bumped on each repoint: a forwarded connection ends when it sees a newer one.
+    epoch: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let (to, epochs) = (target.clone(), epoch.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = to.load(std::sync::atomic::Ordering::SeqCst);
+                let mut changed = epochs.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = changed.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, target, epoch, task }
+    }
+
+    /// Sends new connections to `port` and cuts the ones to the old target.
+    pub fn repoint(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.epoch.send_modify(|e| *e += 1);
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).stderr(Stdio::null()).status();

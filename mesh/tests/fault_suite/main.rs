@@ -8,6 +8,7 @@
 mod cluster;
 mod infra;
 mod load;
+mod pg_failover;
 mod replicas;
 
 use std::{
@@ -17,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infra::{Postgres, Rabbit, RabbitCluster, Service, free_port, wait_for_port};
+use infra::{Forwarder, Postgres, Rabbit, RabbitCluster, Service, free_port, wait_for_port};
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use load::Load;
 use ordermesh_bus::Topology;
@@ -76,6 +77,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 struct Suite {
     pg: Postgres,
+    /// A synchronous standby of `pg`, and the stable address the services reach the primary through, when the
+    /// suite fails the database over.
+    failover: Option<(Postgres, Forwarder)>,
     rabbit: Broker,
     services: BTreeMap<&'static str, Service>,
     /// Second instances of every service, when the suite runs two of each.
@@ -114,6 +118,12 @@ const SERVICES: [&str; 6] =
 impl Suite {
     /// A suite on one broker node or a three-node cluster, with `instances` copies of every service.
     async fn start(cluster: bool, instances: usize) -> Self {
+        Self::start_with(cluster, instances, false).await
+    }
+
+    /// As [`Suite::start`]; with `failover`, PostgreSQL has a synchronous standby and everyone reaches the
+    /// primary through a forwarder the suite can repoint.
+    async fn start_with(cluster: bool, instances: usize, failover: bool) -> Self {
         let uid = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -127,6 +137,14 @@ impl Suite {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pg = Postgres::create(&dir);
+        let failover = if failover {
+            let standby = Postgres::synchronous_standby(&pg, &dir, "pg-standby");
+            let forwarder = Forwarder::start(pg.port).await;
+            Some((standby, forwarder))
+        } else {
+            None
+        };
+        let db_url = |db: &str| failover.as_ref().map_or_else(|| pg.url(db), |(_, forwarder)| forwarder.url(db));
         let rabbit = if cluster {
             Broker::Cluster(RabbitCluster::create(&dir).await)
         } else {
@@ -173,7 +191,7 @@ impl Suite {
             ("PAYMENT", "payment"),
             ("NOTIFIER", "notifier"),
         ] {
-            common.insert(format!("{prefix}_DATABASE_URL"), pg.url(&format!("ordermesh_{db}")));
+            common.insert(format!("{prefix}_DATABASE_URL"), db_url(&format!("ordermesh_{db}")));
             // Several instances of a service may run at once here: each takes a free port for its metrics.
             common.insert(format!("{prefix}_METRICS_ADDR"), "127.0.0.1:0".into());
         }
@@ -212,7 +230,7 @@ impl Suite {
         // The gateway being ready says nothing of the workers: each creates its own database when it starts,
         // so wait for the database to exist rather than race the service that makes it.
         let connect = |db: &str| {
-            let (url, db) = (pg.url(db), db.to_owned());
+            let (url, db) = (db_url(db), db.to_owned());
             async move {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
@@ -231,6 +249,7 @@ impl Suite {
         let notifier_db = connect("ordermesh_notifier").await;
         Self {
             pg,
+            failover,
             rabbit,
             services,
             replicas,
