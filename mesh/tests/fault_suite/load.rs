@@ -47,6 +47,8 @@ pub struct Load {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     accepted: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// The clients whose add was answered 200: each add is acknowledged, so it must never be lost.
+    added: Arc<Mutex<Vec<String>>>,
 }
 
 impl Load {
@@ -55,16 +57,17 @@ impl Load {
     pub fn start(gateways: &[String], tag: &str) -> Self {
         let (stop, stopped) = watch::channel(false);
         let accepted = Arc::new(Mutex::new(Vec::new()));
+        let added = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..SHOPPERS)
             .map(|n| {
                 let gateways = Gateways { urls: gateways.to_vec(), at: n };
                 let tag = tag.to_owned();
-                let accepted = accepted.clone();
+                let (accepted, added) = (accepted.clone(), added.clone());
                 let stopped = stopped.clone();
-                tokio::spawn(async move { shopper(gateways, format!("{tag}-{n}"), accepted, stopped).await })
+                tokio::spawn(async move { shopper(gateways, format!("{tag}-{n}"), accepted, added, stopped).await })
             })
             .collect();
-        Self { stop, tasks, accepted }
+        Self { stop, tasks, accepted, added }
     }
 
     /// Waits until `n` checkouts were accepted (the stream is flowing).
@@ -87,6 +90,11 @@ impl Load {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The clients whose add was answered 200 so far.
+    pub fn acknowledged_adds(&self) -> Vec<String> {
+        self.added.lock().unwrap().clone()
     }
 
     /// Stops the shoppers (each finishes its current checkout) and returns every accepted order id.
@@ -144,11 +152,12 @@ async fn shopper(
     mut gateways: Gateways,
     tag: String,
     accepted: Arc<Mutex<Vec<(String, Instant)>>>,
+    added: Arc<Mutex<Vec<String>>>,
     stopped: watch::Receiver<bool>,
 ) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     if tag.ends_with("-0") {
-        race_for_the_scarce_product(&http, &mut gateways, &tag, &accepted).await;
+        race_for_the_scarce_product(&http, &mut gateways, &tag, &accepted, &added).await;
     }
     let mut i = 0u64;
     while !*stopped.borrow() {
@@ -162,6 +171,7 @@ async fn shopper(
         let Some((200, _)) = send(&http, &mut gateways, "/addToCart", &format!("add-{client}"), add).await else {
             continue;
         };
+        added.lock().unwrap().push(client.clone());
         let checkout = json!({"clientID": client});
         if let Some((202, body)) = send(&http, &mut gateways, "/checkOutCart", &format!("co-{client}"), checkout).await
             && let Some(id) = body["orderID"].as_str()
@@ -177,12 +187,14 @@ async fn race_for_the_scarce_product(
     gateways: &mut Gateways,
     tag: &str,
     accepted: &Mutex<Vec<(String, Instant)>>,
+    added: &Mutex<Vec<String>>,
 ) {
     let racers: Vec<String> = (0..RACERS).map(|k| format!("{tag}-race-{k}")).collect();
     for client in &racers {
         let add = json!({"clientID": client, "productID": "scarce", "quantity": 2});
         let answer = send(http, gateways, "/addToCart", &format!("add-{client}"), add).await;
         assert!(matches!(answer, Some((200, _))), "a racer's add failed: {answer:?}");
+        added.lock().unwrap().push(client.clone());
     }
     for client in &racers {
         let checkout = json!({"clientID": client});

@@ -1,8 +1,9 @@
 //! PostgreSQL failover under the stream of shoppers: a private primary with a synchronous standby
 //! (`pg_basebackup`), every service and the suite reaching the primary through one stable address (a forwarder
 //! the suite repoints, as a failover manager moves its `-rw` address). The primary is killed with SIGKILL, the
-//! standby promoted (its own synchronous requirement dropped) and the address moved. Every checkout answered
-//! 202 before or after must exist and be final within 15 s of the promotion; the audit finds nothing.
+//! standby promoted (its own synchronous requirement dropped) and the address moved. Every add answered 200
+//! and every checkout answered 202, before or after, must exist, every order be final within 15 s of the
+//! promotion, and the audit find nothing.
 
 use std::time::{Duration, Instant};
 
@@ -31,22 +32,42 @@ async fn a_synchronous_standby_takes_over_from_a_killed_primary_and_nothing_ackn
     let promoted = Instant::now();
     let first = load.next_checkout_after(promoted, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let adds = load.acknowledged_adds();
     let accepted = load.stop().await;
-    let (result, recovery) = suite.check(&accepted, promoted, FAILOVER_SETTLE).await;
+    let (mut result, recovery) = suite.check(&accepted, promoted, FAILOVER_SETTLE).await;
+    // Every add answered 200 is recorded under its Idempotency-Key (cart-manager keeps `key:<key>`).
+    let keys: Vec<String> = adds.iter().map(|client| format!("key:add-{client}")).collect();
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM cart_requests WHERE request_key = ANY($1)")
+        .bind(&keys)
+        .fetch_one(&suite.cart_db)
+        .await
+        .expect("cart's requests readable after the failover");
+    if recorded != keys.len() as i64 {
+        result = "FAIL".into();
+        suite.failures.push(format!(
+            "{} of {} acknowledged adds are gone after the failover",
+            keys.len() as i64 - recorded,
+            keys.len()
+        ));
+    }
+    let kept = format!("{recorded} of {} acknowledged adds kept", keys.len());
     let recovery = match first {
         Some(t) => {
-            format!("first checkout {:.2} s after the promotion; all final {recovery} after it", t.as_secs_f64())
+            format!(
+                "{kept}; first checkout {:.2} s after the promotion; all final {recovery} after it",
+                t.as_secs_f64()
+            )
         }
         None => {
             suite.failures.push("no checkout within 20 s of the promotion".into());
-            format!("no checkout after the promotion; {recovery}")
+            format!("{kept}; no checkout after the promotion; {recovery}")
         }
     };
     suite.record(
         "PostgreSQL primary killed, synchronous standby promoted",
         "SIGKILL of the primary under load; pg_ctl promote of the standby, its synchronous requirement reset, the stable address moved",
         in_flight,
-        "every checkout answered 202 exists (synchronous commit) and is final within 15 s of the promotion; audit clean; no DLQ",
+        "every add answered 200 and every checkout answered 202 exists (synchronous commit); all final within 15 s of the promotion; audit clean; no DLQ",
         (result, recovery),
     );
 
