@@ -133,7 +133,10 @@ impl Suite {
             Some("0"),
             "the fault suite starts a private PostgreSQL cluster (as user postgres) and a private RabbitMQ node, and needs root, as CI runs"
         );
-        let dir = std::env::temp_dir().join(format!("ordermesh-fault-suite-{}", std::process::id()));
+        // One directory per suite: the suites of one run take turns, and a failed one's logs must survive the next.
+        static SUITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SUITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ordermesh-fault-suite-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pg = Postgres::create(&dir);
