@@ -97,11 +97,8 @@ impl Application {
         let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<String>();
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
             // A broker that holds the queues with other arguments stops the gateway once, with the fix in its words.
-            tokio::select! {
-                () = shutdown => {}
-                sentence = bus.fatal() => {
-                    let _ = fatal_tx.send(sentence);
-                }
+            if let Some(sentence) = bus.until_stopped(shutdown).await {
+                let _ = fatal_tx.send(sentence);
             }
             tracing::info!("shutting down api-gateway");
             let _ = stopping_tx.send(());

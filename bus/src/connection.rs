@@ -38,6 +38,8 @@ struct Inner {
     current: watch::Receiver<Option<Arc<Connection>>>,
     /// Why the supervisor gave up for good (queues declared with other arguments): the service must stop.
     fatal: watch::Receiver<Option<String>>,
+    /// The broker addresses it connects to, for a sibling connection ([`Bus::sibling`]).
+    addresses: Vec<String>,
     /// The names this process uses.
     topology: Topology,
     /// Where publishers and consumers on this connection count their messages.
@@ -75,12 +77,30 @@ impl Bus {
     /// a lost connection the next ones are tried first. The topology is declared on every (re)connect. The
     /// supervisor stops when `stop` becomes true, or for good when the broker holds the queues with other
     /// arguments ([`Bus::fatal`]).
-    pub fn start(url: String, topology: Topology, metrics: Metrics, mut stop: watch::Receiver<bool>) -> Self {
+    pub fn start(url: String, topology: Topology, metrics: Metrics, stop: watch::Receiver<bool>) -> Self {
+        Self::supervise(broker_addresses(&url), topology, metrics, true, stop)
+    }
+
+    /// Another connection to the same brokers, with the same names and metrics, that declares nothing (this
+    /// bus does): for traffic that must not share this connection's fate (see `consumer::reply_publisher`).
+    pub fn sibling(&self, stop: watch::Receiver<bool>) -> Self {
+        let inner = &self.inner;
+        Self::supervise(inner.addresses.clone(), inner.topology.clone(), inner.metrics.clone(), false, stop)
+    }
+
+    fn supervise(
+        addresses: Vec<String>,
+        topology: Topology,
+        metrics: Metrics,
+        declares: bool,
+        mut stop: watch::Receiver<bool>,
+    ) -> Self {
         let (tx, rx) = watch::channel(None);
         let (fatal_tx, fatal) = watch::channel(None);
-        let declare = topology.clone();
-        let addresses = broker_addresses(&url);
+        let declare = declares.then(|| topology.clone());
+        let supervised = addresses.clone();
         tokio::spawn(async move {
+            let addresses = supervised;
             let mut backoff = FIRST_BACKOFF;
             let mut failures = 0u32;
             // The address tried first on the next attempt.
@@ -89,7 +109,7 @@ impl Bus {
                 if *stop.borrow() {
                     break;
                 }
-                match connect_any(&addresses, next, &declare).await {
+                match connect_any(&addresses, next, declare.as_ref()).await {
                     Ok((index, conn)) => {
                         let conn = Arc::new(conn);
                         tracing::info!(after_failures = failures, broker = %ordermesh_config::redact(&addresses[index]), "connected to RabbitMQ");
@@ -139,7 +159,7 @@ impl Bus {
             }
             let _ = tx.send(None);
         });
-        Self { inner: Arc::new(Inner { current: rx, fatal, topology, metrics }) }
+        Self { inner: Arc::new(Inner { current: rx, fatal, addresses, topology, metrics }) }
     }
 
     /// Resolves, with the sentence the service must stop with, once the supervisor has given up for good:
@@ -152,6 +172,15 @@ impl Bus {
             Some(sentence) => sentence,
             // The supervisor ended without a fatal error (it was stopped): nothing to report, ever.
             None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for `shutdown`, or for the supervisor to give up for good: then returns the sentence the service
+    /// must stop with ([`Bus::fatal`]).
+    pub async fn until_stopped(&self, shutdown: impl std::future::Future<Output = ()>) -> Option<String> {
+        tokio::select! {
+            () = shutdown => None,
+            sentence = self.fatal() => Some(sentence),
         }
     }
 
@@ -233,11 +262,12 @@ enum ConnectError {
     Mismatch(String),
 }
 
-/// Tries each address once, starting at `first`; returns the index of the one connected to.
+/// Tries each address once, starting at `first`, declaring `topology` when given; returns the index of the
+/// one connected to.
 async fn connect_any(
     addresses: &[String],
     first: usize,
-    topology: &Topology,
+    topology: Option<&Topology>,
 ) -> Result<(usize, Connection), ConnectError> {
     let mut errors = Vec::new();
     for offset in 0..addresses.len() {
@@ -274,9 +304,10 @@ async fn open(url: &str) -> Result<Connection, String> {
     }
 }
 
-async fn connect(url: &str, topology: &Topology) -> Result<Connection, ConnectError> {
+async fn connect(url: &str, topology: Option<&Topology>) -> Result<Connection, ConnectError> {
     let failed = |e: lapin::Error| ConnectError::Failed(e.to_string());
     let conn = open(url).await.map_err(ConnectError::Failed)?;
+    let Some(topology) = topology else { return Ok(conn) };
     let declare = async {
         let channel = conn.create_channel().await?;
         topology.declare(&channel).await?;

@@ -110,13 +110,8 @@ where
 /// then crashes the next connection too, until the queue's delivery limit dead-letters work that was done.
 /// On a connection of its own a failed reply costs only that reply (the caller's timeout), and the
 /// deliveries are still acked.
-pub fn reply_publisher(
-    url: String,
-    topology: Topology,
-    metrics: Metrics,
-    stop: watch::Receiver<bool>,
-) -> Arc<Publisher> {
-    Arc::new(Publisher::new(Bus::start(url, topology, metrics, stop)))
+pub fn reply_publisher(bus: &Bus, stop: watch::Receiver<bool>) -> Arc<Publisher> {
+    Arc::new(Publisher::new(bus.sibling(stop)))
 }
 
 /// Consumes `queue` as `settings` say, until `stop` turns true; replies, retries and dead letters go

@@ -94,11 +94,6 @@ impl Topology {
         self.queue_type
     }
 
-    /// The quorum work queues' `x-delivery-limit`.
-    pub fn delivery_limit(&self) -> u32 {
-        self.delivery_limit
-    }
-
     fn name(&self, base: &str) -> String {
         if self.namespace.is_empty() { base.to_owned() } else { format!("{}.{base}", self.namespace) }
     }

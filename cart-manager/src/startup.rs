@@ -79,22 +79,14 @@ impl Application {
             let ctx = ctx.clone();
             async move { handler::handle(&ctx, incoming).await }
         });
-        let replies = reply_publisher(
-            config.shared.amqp_url.expose().to_owned(),
-            config.topology.clone(),
-            bus.metrics().clone(),
-            stop.clone(),
-        );
+        let replies = reply_publisher(&bus, stop.clone());
         let consumer =
             spawn_consumer(bus.clone(), replies, config.topology.cart_jobs(), config.consumer(), handler, stop.clone());
         let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
         let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
 
         // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = tokio::select! {
-            () = shutdown => None,
-            sentence = bus.fatal() => Some(sentence),
-        };
+        let fatal = bus.until_stopped(shutdown).await;
         tracing::info!("shutting down cart-manager");
         let _ = stop_tx.send(true);
         // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.

@@ -80,12 +80,7 @@ impl Application {
         };
 
         let mut tasks = vec![tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())))];
-        let replies = reply_publisher(
-            config.shared.amqp_url.expose().to_owned(),
-            topology.clone(),
-            bus.metrics().clone(),
-            stop.clone(),
-        );
+        let replies = reply_publisher(&bus, stop.clone());
         let consume = |queue: String, handler: Handler| {
             spawn_consumer(bus.clone(), replies.clone(), queue, config.consumer(config.prefetch), handler, stop.clone())
         };
@@ -117,10 +112,7 @@ impl Application {
         tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
 
         // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = tokio::select! {
-            () = shutdown => None,
-            sentence = bus.fatal() => Some(sentence),
-        };
+        let fatal = bus.until_stopped(shutdown).await;
         tracing::info!("shutting down checkout-manager");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {

@@ -63,12 +63,7 @@ impl Application {
             stop.clone(),
         );
         let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
-        let publisher = reply_publisher(
-            config.shared.amqp_url.expose().to_owned(),
-            config.topology.clone(),
-            metrics.clone(),
-            stop.clone(),
-        );
+        let publisher = reply_publisher(&bus, stop.clone());
         let notifier = Notifier {
             pool: pool.clone(),
             mailer: Arc::new(Mailer::new(&config.smtp)?),
@@ -101,10 +96,7 @@ impl Application {
             stop,
         );
         // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = tokio::select! {
-            () = shutdown => None,
-            sentence = bus.fatal() => Some(sentence),
-        };
+        let fatal = bus.until_stopped(shutdown).await;
         tracing::info!("shutting down notifier");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(events, jobs, metrics_task) })

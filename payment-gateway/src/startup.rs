@@ -74,10 +74,7 @@ impl Application {
             stop,
         );
         // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = tokio::select! {
-            () = shutdown => None,
-            sentence = bus.fatal() => Some(sentence),
-        };
+        let fatal = bus.until_stopped(shutdown).await;
         tracing::info!("shutting down payment-gateway");
         let _ = stop_tx.send(true);
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {

@@ -103,12 +103,6 @@ impl Balanced {
         tokio::spawn(maintain(Arc::downgrade(&inner)));
         Ok(Self { inner })
     }
-
-    /// The addresses in the rotation now (for tests and logs).
-    pub fn live_addresses(&self) -> Vec<SocketAddr> {
-        let backends = self.inner.backends.read().expect("backends lock");
-        backends.iter().filter(|b| !b.down.load(Ordering::Relaxed)).map(|b| b.addr).collect()
-    }
 }
 
 impl Inner {
