@@ -6,9 +6,11 @@
 //! writes to `target/fault-suite.md`) is the one in the README.
 
 mod cluster;
+mod forwarder;
 mod infra;
 mod load;
 mod pg_failover;
+mod rabbit_cluster;
 mod replicas;
 
 use std::{
@@ -18,7 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infra::{Forwarder, Postgres, Rabbit, RabbitCluster, Service, free_port, wait_for_port};
+use forwarder::Forwarder;
+use infra::{Postgres, Rabbit, Service, free_port, wait_for_port};
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use load::Load;
 use ordermesh_bus::Topology;
@@ -27,6 +30,7 @@ use ordermesh_messages::{
     payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
 };
 use ordermesh_testkit::smtp::SmtpServer;
+use rabbit_cluster::RabbitCluster;
 use sqlx::PgPool;
 
 /// Every accepted order must be final this soon after the fault is over (the service is back).
