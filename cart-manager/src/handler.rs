@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ordermesh_bus::{Incoming, Outcome, Topology, outbox};
+use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     Envelope, ReplyError, kinds,
     payloads::{AddItem, Checkout, CheckoutAccepted, GetCart, GetOrder, RemoveItem},
@@ -11,7 +12,7 @@ use ordermesh_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{cart, error::CartError, inventory::Inventory, known::KnownCarts};
+use crate::{cart, error::CartError, handover, inventory::Inventory, known::KnownCarts};
 
 /// What a job handler needs.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct CartContext {
     pub known: Arc<KnownCarts>,
     /// The outbox relay, given the row a checkout queued once it commits.
     pub outbox: Arc<outbox::Handoff>,
+    /// Wakes the hand-over check when a new checkout's first question falls due.
+    pub handovers: Arc<Alarm>,
     /// Where dropped requests are counted.
     pub metrics: Metrics,
 }
@@ -74,6 +77,9 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
                     cart::checkout(&ctx.pool, &ctx.inventory, &ctx.known, &ctx.topology, &r, envelope.deadline)
                         .await
                         .map(|done| {
+                            if done.created {
+                                ctx.handovers.due_in(handover::FIRST_CHECK_AFTER);
+                            }
                             ctx.outbox.hand(done.outbox);
                             CheckoutAccepted { order_id: done.order_id, created: done.created }
                         });

@@ -2,12 +2,13 @@
 //!
 //! `handler` decodes jobs from `cart-manager.jobs` and replies; `cart` holds the domain operations
 //! on the database; `inventory` is the gRPC client for products and stock; `known` what this instance's
-//! adds left in each cart; `error` the one error enum.
+//! adds left in each cart; `handover` makes sure checkout-manager got each order; `error` the one error enum.
 
 pub mod cart;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod handover;
 pub mod inventory;
 pub mod known;
 pub mod startup;

@@ -1,10 +1,11 @@
-//! Building and running cart-manager: database, RabbitMQ, the job consumer and the outbox relay.
+//! Building and running cart-manager: database, RabbitMQ, the job consumer, the outbox relay and the check of
+//! each order's hand-over.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Publisher, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
-use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_bus::{Bus, Publisher, RpcClient, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
+use ordermesh_lifecycle::{Alarm, connect_and_migrate, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -13,6 +14,7 @@ use crate::{
     cart,
     config::Config,
     handler::{self, CartContext},
+    handover,
     inventory::Inventory,
 };
 
@@ -53,7 +55,7 @@ impl Application {
         &self.pool
     }
 
-    /// Consumes cart jobs and relays the outbox until `shutdown` resolves.
+    /// Consumes cart jobs, relays the outbox and makes sure of hand-overs until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool, metrics_server } = self;
         let metrics = metrics_server.metrics().clone();
@@ -67,11 +69,13 @@ impl Application {
         let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let handoff = Arc::new(outbox::Handoff::default());
+        let handover_alarm = Arc::new(Alarm::default());
         let ctx = CartContext {
             pool: pool.clone(),
             inventory: Inventory::new(&config.shared.inventory_url, config.shared.inventory_timeout, metrics.clone())?,
             topology: config.topology.clone(),
             outbox: handoff.clone(),
+            handovers: handover_alarm.clone(),
             known: Arc::default(),
             metrics,
         };
@@ -82,6 +86,14 @@ impl Application {
         let replies = reply_publisher(&bus, stop.clone());
         let consumer =
             spawn_consumer(bus.clone(), replies, config.topology.cart_jobs(), config.consumer(), handler, stop.clone());
+        let handovers = tokio::spawn(handover::run(
+            pool.clone(),
+            Arc::new(RpcClient::new(bus.clone())),
+            config.topology.clone(),
+            handoff.clone(),
+            handover_alarm,
+            stop.clone(),
+        ));
         let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
         let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
 
@@ -90,9 +102,10 @@ impl Application {
         tracing::info!("shutting down cart-manager");
         let _ = stop_tx.send(true);
         // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.
-        let stopped =
-            tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, relay, pruner, metrics_task) })
-                .await;
+        let stopped = tokio::time::timeout(config.shutdown_grace, async {
+            tokio::join!(consumer, relay, handovers, pruner, metrics_task)
+        })
+        .await;
         if stopped.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
         }

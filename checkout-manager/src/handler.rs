@@ -1,14 +1,15 @@
-//! The AMQP transport of checkout-manager: new orders, order reads (and the operators' view) and payment results.
+//! The AMQP transport of checkout-manager: new orders, order reads (and the operators' view), payment results
+//! and refund acknowledgements.
 
 use ordermesh_bus::{Incoming, Outcome};
 use ordermesh_messages::{
     Envelope, ReplyError,
     admin::{OrdersRequest, OverviewRequest},
     kinds,
-    payloads::{GetOrder, PaymentResult, PlaceOrder},
+    payloads::{GetOrder, PaymentResult, PlaceOrder, RefundDone, TakenIn, WhichTakenIn},
 };
 
-use crate::{admin, error::CheckoutError, orders, saga::Saga};
+use crate::{admin, error::CheckoutError, orders, refunds, saga::Saga};
 
 /// `checkout-manager.jobs`: `order.place`.
 pub async fn on_job(saga: &Saga, incoming: Incoming) -> Outcome {
@@ -52,12 +53,21 @@ fn check_order(order: &PlaceOrder) -> Result<(), String> {
     Ok(())
 }
 
-/// `checkout-manager.queries`: `order.get`.
+/// `checkout-manager.queries`: `order.get`, `order.taken_in` and the operators' queries.
 pub async fn on_query(saga: &Saga, incoming: Incoming) -> Outcome {
     let envelope = &incoming.envelope;
     match envelope.kind.as_str() {
         kinds::ORDER_GET => match envelope.payload::<GetOrder>() {
             Ok(r) => reply(orders::view(&saga.pool, &r.order_id).await),
+            Err(reason) => Outcome::DeadLetter(reason),
+        },
+        kinds::ORDER_TAKEN_IN => match envelope.payload::<WhichTakenIn>() {
+            Ok(r) if r.order_ids.len() > WhichTakenIn::MAX => Outcome::DeadLetter(format!(
+                "order.taken_in names {} orders; at most {} may be asked at once",
+                r.order_ids.len(),
+                WhichTakenIn::MAX
+            )),
+            Ok(r) => reply(orders::taken_in(&saga.pool, &r.order_ids).await.map(|order_ids| TakenIn { order_ids })),
             Err(reason) => Outcome::DeadLetter(reason),
         },
         kinds::ADMIN_OVERVIEW => match envelope.payload::<OverviewRequest>() {
@@ -78,8 +88,17 @@ fn reply<T: serde::Serialize>(result: Result<T, CheckoutError>) -> Outcome {
     Outcome::Reply(Envelope::new(kinds::REPLY, &result))
 }
 
-/// `checkout-manager.payment-results`: `payment.result`.
+/// `checkout-manager.payment-results`: `payment.result` and `payment.refunded`.
 pub async fn on_payment_result(saga: &Saga, incoming: Incoming) -> Outcome {
+    if incoming.envelope.kind == kinds::PAYMENT_REFUNDED {
+        return match incoming.envelope.payload::<RefundDone>() {
+            Ok(done) => match refunds::acknowledged(&saga.pool, &done).await {
+                Ok(()) => Outcome::Ack,
+                Err(e) => transient(e),
+            },
+            Err(reason) => Outcome::DeadLetter(reason),
+        };
+    }
     if incoming.envelope.kind != kinds::PAYMENT_RESULT {
         return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
     }

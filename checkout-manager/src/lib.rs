@@ -2,8 +2,9 @@
 //!
 //! `orders` stores orders and applies each step's result (guarded by a version, so no lock is held
 //! across a network call); `saga` decides and performs the steps; `driver` runs due steps; `inventory`
-//! is the `Stock` trait and its gRPC client; `handler` is the AMQP transport. The payment provider is
-//! its own service (payment-gateway), reached only by messages.
+//! is the `Stock` trait and its gRPC client; `handler` is the AMQP transport; `refunds` asks again for
+//! refunds the provider has not acknowledged. The payment provider is its own service (payment-gateway),
+//! reached only by messages.
 
 pub mod admin;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod handler;
 pub mod inventory;
 pub mod orders;
+pub mod refunds;
 pub mod saga;
 pub mod startup;
 

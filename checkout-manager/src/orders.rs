@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use ordermesh_bus::{Topology, outbox, publisher::Outgoing};
 use ordermesh_messages::{
     Channel, ClientId, Envelope, OrderId, ProductId, kinds,
-    payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, TimelineEntry},
+    payloads::{OrderEvent, OrderLine, OrderView, PlaceOrder, RefundRequest, TimelineEntry},
 };
 use sqlx::PgPool;
 
@@ -385,6 +385,8 @@ struct Appends {
     routing_keys: Vec<String>,
     message_ids: Vec<uuid::Uuid>,
     bodies: Vec<Vec<u8>>,
+    /// The payment ids of the refunds asked for: owed until the provider acknowledges them.
+    refunds: Vec<String>,
 }
 
 impl Appends {
@@ -400,6 +402,11 @@ impl Appends {
     }
 
     fn message(&mut self, exchange: &str, routing_key: &str, envelope: &Envelope) {
+        if envelope.kind == kinds::PAYMENT_REFUND
+            && let Ok(refund) = envelope.payload::<RefundRequest>()
+        {
+            self.refunds.push(refund.payment_id);
+        }
         self.exchanges.push(exchange.to_owned());
         self.routing_keys.push(routing_key.to_owned());
         self.message_ids.push(envelope.message_id);
@@ -479,6 +486,7 @@ impl Appends {
             .bind(&self.routing_keys)
             .bind(&self.message_ids)
             .bind(&self.bodies)
+            .bind(&self.refunds)
     }
 
     /// The outbox rows as the relay sends them, given the ids the statement returned ([`HANDED_IDS`]).
@@ -497,9 +505,9 @@ impl Appends {
     }
 }
 
-/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+7`. Its
+/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+8`. Its
 /// outbox rows are claimed for this instance's relay, to be handed to it after the commit ([`HANDED_IDS`]
-/// gives their ids).
+/// gives their ids); the refunds it asks for are recorded as owed ([`refunds`](crate::refunds)).
 fn appends_sql(base: usize) -> String {
     let p = |i: usize| format!("${}", base + i);
     format!(
@@ -514,6 +522,11 @@ fn appends_sql(base: usize) -> String {
            FROM o, UNNEST({}::text[], {}::text[], {}::uuid[], {}::bytea[]) WITH ORDINALITY AS m(exchange, routing_key, message_id, body, n)
            ORDER BY m.n
            RETURNING id, message_id
+         ), owed AS (
+           INSERT INTO refunds_owed (payment_id, order_id, due_at)
+           SELECT r.payment_id, o.order_id, now() + {}
+           FROM o, UNNEST({}::text[]) AS r(payment_id)
+           ON CONFLICT (payment_id) DO UPDATE SET asked = refunds_owed.asked + 1, due_at = EXCLUDED.due_at
          )",
         p(0),
         p(1),
@@ -523,7 +536,9 @@ fn appends_sql(base: usize) -> String {
         p(4),
         p(5),
         p(6),
-        p(7)
+        p(7),
+        crate::refunds::ASK_AGAIN_AFTER,
+        p(8)
     )
 }
 
@@ -744,8 +759,27 @@ pub async fn record_refund(pool: &PgPool, order_id: &str, detail: String, messag
         .execute(&mut *tx)
         .await?;
     outbox::enqueue(&mut tx, &message.exchange, &message.routing_key, &message.envelope).await?;
+    let refund: RefundRequest = message.envelope.payload().map_err(|e| anyhow::anyhow!("refund request: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO refunds_owed (payment_id, order_id, due_at) VALUES ($1, $2, now() + {})
+         ON CONFLICT (payment_id) DO UPDATE SET asked = refunds_owed.asked + 1, due_at = EXCLUDED.due_at",
+        crate::refunds::ASK_AGAIN_AFTER
+    )))
+    .bind(&refund.payment_id)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Those of `order_ids` that are stored (taken in from `order.place`).
+pub async fn taken_in(pool: &PgPool, order_ids: &[OrderId]) -> Result<Vec<OrderId>> {
+    let ids: Vec<&str> = order_ids.iter().map(OrderId::as_str).collect();
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT order_id FROM orders WHERE order_id = ANY($1)").bind(&ids).fetch_all(pool).await?;
+    let found: std::collections::HashSet<String> = found.into_iter().collect();
+    Ok(order_ids.iter().filter(|id| found.contains(id.as_str())).cloned().collect())
 }
 
 /// Extends the lease of the orders a driver is working on (at the version it holds), so a live driver

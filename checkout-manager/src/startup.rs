@@ -13,6 +13,7 @@ use crate::{
     config::Config,
     driver, handler,
     inventory::Inventory,
+    refunds,
     saga::{Leases, Saga},
 };
 
@@ -108,6 +109,7 @@ impl Application {
                 async move { handler::on_payment_result(&s, m).await }
             }),
         ));
+        tasks.push(tokio::spawn(refunds::run(pool.clone(), topology.clone(), outbox.clone(), stop.clone())));
         tasks.push(tokio::spawn(outbox::run_relay(pool.clone(), publisher.clone(), outbox, config.poll, stop.clone())));
         tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
 

@@ -6,8 +6,8 @@
 //! is on hand; reserved is the sum of held reservations); every checkout made exactly one order and
 //! every order came from a checkout; a CONFIRMED order was charged exactly once, for its total, and
 //! holds a committed reservation of exactly its lines; any other final order holds no stock and kept no
-//! money; no order waits longer than a bound; no outbox row is parked or stale; every dead-lettered
-//! message carries its reason.
+//! money; no order waits longer than a bound, nor a refund for the provider's acknowledgement; no outbox
+//! row is parked or stale; every dead-lettered message carries its reason.
 
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
@@ -79,6 +79,7 @@ pub async fn run(config: &MeshConfig, stuck_after: Duration) -> anyhow::Result<R
     payments(&all_orders, &payment, &mut report).await?;
     reservations(&checkout, &inventory, &mut report).await?;
     stuck(&checkout, stuck_secs, &mut report).await?;
+    refunds_owed(&checkout, stuck_secs, &mut report).await?;
     for (name, pool) in [("cart-manager", &cart), ("checkout-manager", &checkout)] {
         outbox(name, pool, stuck_secs, &mut report).await?;
     }
@@ -193,6 +194,21 @@ async fn payments(orders: &HashMap<String, OrderRow>, payment: &PgPool, report: 
         report.violation("payments", format!("charge {id} for no known order"));
     }
     report.note(format!("payments: {} charges", charges.len()));
+    Ok(())
+}
+
+/// A refund asked for longer ago than the bound and still not acknowledged by the provider.
+async fn refunds_owed(checkout: &PgPool, stuck_secs: f64, report: &mut Report) -> anyhow::Result<()> {
+    let owed: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT payment_id, asked FROM refunds_owed
+         WHERE asked_at < now() - make_interval(secs => $1) ORDER BY asked_at",
+    )
+    .bind(stuck_secs)
+    .fetch_all(checkout)
+    .await?;
+    for (payment_id, asked) in owed {
+        report.violation("refunds", format!("refund of {payment_id} asked {asked} time(s), never acknowledged"));
+    }
     Ok(())
 }
 

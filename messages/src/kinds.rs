@@ -14,12 +14,18 @@ pub const CART_GET_CHECKOUT: &str = "cart.get_checkout";
 pub const ORDER_PLACE: &str = "order.place";
 /// Gateway → checkout-manager: read an order. Reply: the order.
 pub const ORDER_GET: &str = "order.get";
+/// cart-manager → checkout-manager: which of these orders have you taken in? Reply: `TakenIn`. How
+/// cart-manager learns that an `order.place` arrived, and sends again one the broker lost.
+pub const ORDER_TAKEN_IN: &str = "order.taken_in";
 /// checkout-manager → payment provider: charge a client.
 pub const PAYMENT_CHARGE: &str = "payment.charge";
 /// checkout-manager → payment provider: give back a charge.
 pub const PAYMENT_REFUND: &str = "payment.refund";
 /// payment provider → checkout-manager: the outcome of a charge attempt.
 pub const PAYMENT_RESULT: &str = "payment.result";
+/// payment provider → checkout-manager: a refund is booked (or there was nothing to give back), so it
+/// need not be asked for again.
+pub const PAYMENT_REFUNDED: &str = "payment.refunded";
 /// Gateway → notifier: set a shopper's email address. Reply: the profile.
 pub const CLIENT_PUT_PROFILE: &str = "client.put_profile";
 /// Gateway → notifier: read a shopper's profile. Reply: the profile.

@@ -125,6 +125,25 @@ pub struct GetOrder {
     pub order_id: OrderId,
 }
 
+/// `order.taken_in`: which of these orders checkout-manager holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WhichTakenIn {
+    /// The orders asked about (at most [`WhichTakenIn::MAX`]).
+    pub order_ids: Vec<OrderId>,
+}
+
+impl WhichTakenIn {
+    /// The most orders one question may name.
+    pub const MAX: usize = 500;
+}
+
+/// Reply to `order.taken_in`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TakenIn {
+    /// Those of the asked orders that checkout-manager holds.
+    pub order_ids: Vec<OrderId>,
+}
+
 /// One step of an order's saga, as shown in its timeline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TimelineEntry {
@@ -186,6 +205,17 @@ pub struct RefundRequest {
     pub payment_id: String,
     /// The order it was for.
     pub order_id: OrderId,
+}
+
+/// `payment.refunded`: the provider has booked a refund (or found nothing to give back).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RefundDone {
+    /// The charge.
+    pub payment_id: String,
+    /// The order it was for.
+    pub order_id: OrderId,
+    /// Whether money went back now (false: never charged, or refunded already).
+    pub refunded: bool,
 }
 
 /// What became of a charge attempt.

@@ -1,12 +1,13 @@
-//! The AMQP transport and the simulated behaviour: each request is decoded, booked, and (for a
-//! charge) answered with a `payment.result`; latency and technical failures can be injected.
+//! The AMQP transport and the simulated behaviour: each request is decoded, booked, and answered (a
+//! charge with a `payment.result`, a refund with a `payment.refunded`); latency and technical failures can
+//! be injected.
 
 use std::sync::Arc;
 
 use ordermesh_bus::{Incoming, Outcome, Publisher, publisher::Outgoing};
 use ordermesh_messages::{
     Envelope, kinds,
-    payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundRequest},
+    payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundDone, RefundRequest},
 };
 use rand::Rng;
 use sqlx::PgPool;
@@ -43,7 +44,10 @@ impl Provider {
                         if refunded {
                             tracing::info!(payment_id = %request.payment_id, "charge refunded");
                         }
-                        Outcome::Ack
+                        // Acknowledged whether or not money moved now: checkout-manager asks until it hears.
+                        let done = RefundDone { payment_id: request.payment_id, order_id: request.order_id, refunded };
+                        self.answer(Envelope::new(kinds::PAYMENT_REFUNDED, &done).correlated(done.order_id.as_str()))
+                            .await
                     }
                     Err(e) => Outcome::Retry(format!("payment books unavailable: {e}")),
                 },
@@ -75,10 +79,14 @@ impl Provider {
             attempt: request.attempt,
             outcome,
         };
-        let envelope = Envelope::new(kinds::PAYMENT_RESULT, &result).correlated(request.order_id.as_str());
+        self.answer(Envelope::new(kinds::PAYMENT_RESULT, &result).correlated(request.order_id.as_str())).await
+    }
+
+    /// Sends an answer to checkout-manager; the request is acked only once the broker confirmed it.
+    async fn answer(&self, envelope: Envelope) -> Outcome {
         match self.publisher.publish(Outgoing::to_queue(&self.results_queue, envelope)).await {
             Ok(()) => Outcome::Ack,
-            // The charge is booked under its payment id; the retry re-sends the same outcome.
+            // What was asked is booked under its payment id; the retry sends the same answer again.
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }

@@ -12,6 +12,7 @@ use checkout_manager::{
     config::SagaSettings,
     inventory::{BoxFuture, Held, InventoryFailure, Stock, StockResult},
     orders::{self, Line},
+    refunds,
     saga::{Leases, Saga},
     startup::MIGRATOR,
 };
@@ -20,7 +21,7 @@ use ordermesh_config::DatabaseSettings;
 use ordermesh_lifecycle::connect_and_migrate;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
-    payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
+    payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder, RefundDone},
 };
 use ordermesh_testkit::testdb;
 use sqlx::PgPool;
@@ -309,6 +310,37 @@ async fn a_hold_that_expired_before_commit_fails_the_order_and_refunds_the_payme
     f.drive_all().await;
     assert_eq!(f.status(&id).await, "FAILED");
     assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND]);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_refund_is_asked_for_again_until_the_provider_acknowledges_it() {
+    let f = fixture(settings()).await;
+    f.stock.commit.lock().unwrap().push_back(Ok(Held::Released));
+    let id = f.place().await;
+    f.drive_all().await;
+    f.pay(&id, 1, PaymentOutcome::Succeeded).await;
+    f.drive_all().await;
+    assert_eq!(kinds_of(&f.to_provider().await), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND]);
+    let owed = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i32)>("SELECT payment_id, asked FROM refunds_owed").fetch_all(&pool).await.unwrap()
+    };
+    assert_eq!(owed(f.pool.clone()).await, [(id.clone(), 1)], "owed with the final state that asked for it");
+
+    let topology = &f.saga.topology;
+    assert_eq!(refunds::ask_again(&f.pool, topology).await.unwrap(), 0, "not before its acknowledgement is overdue");
+    // No acknowledgement came in time (the request, or the answer, was lost).
+    sqlx::query("UPDATE refunds_owed SET due_at = now()").execute(&f.pool).await.unwrap();
+    assert_eq!(refunds::ask_again(&f.pool, topology).await.unwrap(), 1);
+    let sent = f.to_provider().await;
+    assert_eq!(kinds_of(&sent), [kinds::PAYMENT_CHARGE, kinds::PAYMENT_REFUND, kinds::PAYMENT_REFUND]);
+    assert_ne!(sent[1].message_id, sent[2].message_id, "a new message, not a replay a consumer could skip");
+    assert_eq!(owed(f.pool.clone()).await, [(id.clone(), 2)]);
+    assert_eq!(refunds::ask_again(&f.pool, topology).await.unwrap(), 0, "each ask waits for its own due time");
+
+    let done = RefundDone { payment_id: id.clone(), order_id: OrderId::parse(id.clone()).unwrap(), refunded: true };
+    refunds::acknowledged(&f.pool, &done).await.unwrap();
+    assert!(owed(f.pool.clone()).await.is_empty(), "acknowledged: owed no more");
     f.done().await;
 }
 

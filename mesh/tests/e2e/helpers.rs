@@ -117,6 +117,11 @@ pub struct TestMesh {
     pub carts: Vec<Running>,
     /// How a cart-manager of this mesh is configured, to start more later.
     cart_config: cart_manager::Config,
+    /// cart's database, to look at checkouts.
+    pub cart_db: PgPool,
+    /// The checkout-manager, stoppable and startable again ([`TestMesh::stop_checkout`]).
+    checkout: Option<Running>,
+    checkout_config: checkout_manager::Config,
     services: Vec<Running>,
     databases: Vec<String>,
 }
@@ -186,10 +191,10 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     checkout_config.saga.payment_timeout = Duration::from_secs(3);
     checkout_config.saga.inventory_timeout = Duration::from_millis(500);
     (options.checkout)(&mut checkout_config);
-    let checkout = checkout_manager::Application::build(checkout_config).await.expect("checkout builds");
-    let checkout_db = checkout.pool().clone();
-    metrics.push(("checkout-manager", metrics_url(checkout.metrics_addr())));
-    services.push(Running::spawn(|stop| checkout.run_until_stopped(stop)));
+    let (checkout, addr) = start_checkout(checkout_config.clone()).await;
+    metrics.push(("checkout-manager", metrics_url(addr)));
+    // The test's own pool: the service's closes when it stops.
+    let checkout_db = ordermesh_lifecycle::connect(&checkout_config.database).await.expect("checkout database");
 
     let mut payment_config = payment_gateway::Config {
         database: db(pay_url),
@@ -299,7 +304,12 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         metrics,
         topology,
         carts,
+        cart_db: ordermesh_lifecycle::connect_and_migrate(&cart_config.database, &cart_manager::startup::MIGRATOR)
+            .await
+            .expect("cart database"),
         cart_config,
+        checkout: Some(checkout),
+        checkout_config,
         services,
         databases,
     };
@@ -318,7 +328,27 @@ async fn start_cart(config: cart_manager::Config) -> (Running, std::net::SocketA
     (Running::spawn(|stop| cart.run_until_stopped(stop)), addr)
 }
 
+async fn start_checkout(config: checkout_manager::Config) -> (Running, std::net::SocketAddr) {
+    let checkout = checkout_manager::Application::build(config).await.expect("checkout builds");
+    let addr = checkout.metrics_addr();
+    (Running::spawn(|stop| checkout.run_until_stopped(stop)), addr)
+}
+
 impl TestMesh {
+    /// Stops the checkout-manager (its queues stay, and fill).
+    pub async fn stop_checkout(&mut self) {
+        if let Some(checkout) = self.checkout.take() {
+            checkout.stop().await;
+        }
+    }
+
+    /// Starts the checkout-manager again and waits until it consumes.
+    pub async fn start_checkout(&mut self) {
+        self.stop_checkout().await;
+        self.checkout = Some(start_checkout(self.checkout_config.clone()).await.0);
+        self.wait_until_consuming().await;
+    }
+
     /// Starts one more cart-manager and waits until it consumes.
     pub async fn start_cart(&mut self) {
         self.carts.push(start_cart(self.cart_config.clone()).await.0);
@@ -407,7 +437,7 @@ impl TestMesh {
 
     /// Stops everything, removes the test's queues and exchanges, and drops its databases.
     pub async fn stop(self) {
-        for running in self.carts.into_iter().chain(self.services) {
+        for running in self.carts.into_iter().chain(self.checkout).chain(self.services) {
             running.stop().await;
         }
         if let Ok(conn) = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await {
@@ -418,6 +448,7 @@ impl TestMesh {
         }
         self.checkout_db.close().await;
         self.payment_db.close().await;
+        self.cart_db.close().await;
         for db in &self.databases {
             testdb::drop_database(db).await;
         }

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod holes;
 mod input;
+mod lost;
 mod metrics;
 mod notify;
 mod overload;

@@ -1,0 +1,144 @@
+//! The hand-over of each checkout's order to checkout-manager, made sure of end to end.
+//!
+//! `order.place` leaves through the outbox, which survives a crash of this service. But the broker can lose
+//! a message it confirmed: RabbitMQ 3.10's quorum queues do that to a publisher whose channel lost sight of
+//! the queue's leader in a partition (fixed in RabbitMQ 4.2, rabbitmq-server#14589), and the fault suite's
+//! partition scenario caught checkouts answered 202 whose order never arrived. So each checkout stays
+//! "not yet handed over" (`checkouts.handover_due_at`) until checkout-manager says it holds the order
+//! (`order.taken_in`, asked for many orders at once); an order it does not hold is sent again. Taking an
+//! order in twice changes nothing at checkout-manager, so sending again is always safe.
+
+use std::{sync::Arc, time::Duration};
+
+use ordermesh_bus::{RpcClient, Topology, outbox::Handoff};
+use ordermesh_lifecycle::Alarm;
+use ordermesh_messages::{
+    Envelope, OrderId, ReplyError, kinds,
+    payloads::{PlaceOrder, TakenIn, WhichTakenIn},
+};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+/// How long after its checkout an order is first asked about: the default of `checkouts.handover_due_at` in
+/// the migration that made it, which this must match.
+pub const FIRST_CHECK_AFTER: Duration = Duration::from_secs(5);
+/// How long after a question its orders are asked about again if no answer settles them, as SQL.
+const ASK_AGAIN_AFTER: &str = "interval '10 seconds'";
+/// How long checkout-manager gets to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Bounds of the sleep between passes: the shortest gathers a busy second's checkouts into one question;
+/// the longest is what an idle service spends (one query), as a new checkout wakes the check (`alarm`).
+const MIN_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// The pause after a failed pass.
+const RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Orders checkout-manager holds: settled.
+    pub taken_in: usize,
+    /// Orders it did not hold: `order.place` sent again.
+    pub sent_again: usize,
+}
+
+/// Asks checkout-manager about the checkouts whose hand-over is due (claimed first, so two instances never
+/// ask about the same ones together), settles those it holds and sends the others again.
+pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: &Handoff) -> anyhow::Result<Checked> {
+    let due: Vec<(String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE checkouts c SET handover_due_at = now() + {ASK_AGAIN_AFTER}
+         FROM (SELECT order_id FROM checkouts WHERE handover_due_at <= now()
+               ORDER BY handover_due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
+         WHERE c.order_id = d.order_id
+         RETURNING c.order_id, c.order_snapshot"
+    )))
+    .bind(i64::try_from(WhichTakenIn::MAX).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    if due.is_empty() {
+        return Ok(Checked::default());
+    }
+    let orders: Vec<PlaceOrder> = due
+        .into_iter()
+        .map(|(id, snapshot)| serde_json::from_value(snapshot).map_err(|e| anyhow::anyhow!("stored order {id}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let question = WhichTakenIn { order_ids: orders.iter().map(|o| o.order_id.clone()).collect() };
+    let reply = rpc
+        .call(&topology.checkout_queries(), Envelope::new(kinds::ORDER_TAKEN_IN, &question), ANSWER_WITHIN)
+        .await
+        .map_err(|e| anyhow::anyhow!("asking checkout-manager which orders it holds: {e}"))?;
+    let answer: Result<TakenIn, ReplyError> = reply.payload().map_err(|e| anyhow::anyhow!("its answer: {e}"))?;
+    let held: std::collections::HashSet<OrderId> =
+        answer.map_err(|e| anyhow::anyhow!("checkout-manager: {}", e.message))?.order_ids.into_iter().collect();
+
+    let settled: Vec<&str> = held.iter().map(OrderId::as_str).collect();
+    sqlx::query("UPDATE checkouts SET handover_due_at = NULL WHERE order_id = ANY($1)")
+        .bind(&settled)
+        .execute(pool)
+        .await?;
+    let lost: Vec<&PlaceOrder> = orders.iter().filter(|o| !held.contains(&o.order_id)).collect();
+    if !lost.is_empty() {
+        let envelopes: Vec<Envelope> =
+            lost.iter().map(|o| Envelope::new(kinds::ORDER_PLACE, o).correlated(o.order_id.as_str())).collect();
+        let message_ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id).collect();
+        let bodies: Vec<Vec<u8>> = envelopes.iter().map(Envelope::to_vec).collect();
+        sqlx::query(
+            "INSERT INTO outbox (exchange, routing_key, message_id, body)
+             SELECT '', $1, m.message_id, m.body FROM UNNEST($2::uuid[], $3::bytea[]) AS m(message_id, body)",
+        )
+        .bind(topology.checkout_jobs())
+        .bind(&message_ids)
+        .bind(&bodies)
+        .execute(pool)
+        .await?;
+        outbox.wake();
+        let ids: Vec<&str> = lost.iter().map(|o| o.order_id.as_str()).collect();
+        tracing::warn!(orders = ?ids, "checkout-manager does not hold these checked-out orders; order.place sent again");
+    }
+    Ok(Checked { taken_in: settled.len(), sent_again: lost.len() })
+}
+
+/// How long until the first checkout's hand-over is due, if any is not settled.
+async fn next_due(pool: &PgPool) -> sqlx::Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM min(handover_due_at) - now())::float8 FROM checkouts WHERE handover_due_at IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(ordermesh_lifecycle::due_in_secs(secs))
+}
+
+/// Makes sure of hand-overs until `stop` turns true.
+pub async fn run(
+    pool: PgPool,
+    rpc: Arc<RpcClient>,
+    topology: Topology,
+    outbox: Arc<Handoff>,
+    alarm: Arc<Alarm>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        alarm.looking();
+        let pause = match check(&pool, &rpc, &topology, &outbox).await {
+            Ok(_) => {
+                failures = 0;
+                match next_due(&pool).await {
+                    Ok(due) => due.unwrap_or(MAX_PAUSE).clamp(MIN_PAUSE, MAX_PAUSE),
+                    Err(_) => MAX_PAUSE,
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, "could not make sure of order hand-overs; will retry");
+                }
+                RETRY_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = alarm.sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Refunds owed: a refund the saga asks for stays owed until the payment provider acknowledges it
+//! (`payment.refunded`), and is asked for again each time its due time passes.
+//!
+//! The outbox already makes a request survive a crash of this service. This makes it survive the broker
+//! losing a message it had confirmed: RabbitMQ 3.10's quorum queues do that to a publisher whose channel
+//! lost sight of the queue's leader in a partition (fixed in RabbitMQ 4.2, rabbitmq-server#14589), and the
+//! fault suite's partition scenario caught a refund lost so. The provider books a refund at most once, so
+//! asking again is always safe.
+
+use std::time::Duration;
+
+use ordermesh_bus::{Topology, outbox::Handoff};
+use ordermesh_messages::{Envelope, kinds, payloads::RefundDone, payloads::RefundRequest};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::error::CheckoutError;
+
+/// How long an asked refund waits for its acknowledgement before it is asked again, as SQL; each further
+/// ask waits one more step, up to six.
+pub const ASK_AGAIN_AFTER: &str = "interval '10 seconds'";
+/// Most refunds asked again in one pass.
+const BATCH: i64 = 100;
+/// Bounds of the sleep between passes: the shortest keeps a burst in few statements, the longest is what an
+/// idle service spends (one query).
+const MIN_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// Forgets a refund the provider acknowledged.
+pub async fn acknowledged(pool: &PgPool, done: &RefundDone) -> Result<(), CheckoutError> {
+    sqlx::query("DELETE FROM refunds_owed WHERE payment_id = $1").bind(&done.payment_id).execute(pool).await?;
+    Ok(())
+}
+
+/// Asks again, through the outbox, for every refund whose acknowledgement is overdue (claimed first, so
+/// two instances never ask for the same one together); returns how many.
+pub async fn ask_again(pool: &PgPool, topology: &Topology) -> Result<usize, CheckoutError> {
+    let due: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE refunds_owed r SET asked = r.asked + 1, due_at = now() + {ASK_AGAIN_AFTER} * least(r.asked + 1, 6)
+         FROM (SELECT payment_id FROM refunds_owed WHERE due_at <= now()
+               ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
+         WHERE r.payment_id = d.payment_id
+         RETURNING r.payment_id, r.order_id"
+    )))
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut message_ids = Vec::with_capacity(due.len());
+    let mut bodies = Vec::with_capacity(due.len());
+    for (payment_id, order_id) in &due {
+        let order_id = ordermesh_messages::OrderId::parse(order_id)
+            .map_err(|e| CheckoutError::Internal(anyhow::anyhow!("stored order id: {e}")))?;
+        let request = RefundRequest { payment_id: payment_id.clone(), order_id };
+        let envelope = Envelope::new(kinds::PAYMENT_REFUND, &request).correlated(request.order_id.as_str());
+        message_ids.push(envelope.message_id);
+        bodies.push(envelope.to_vec());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body)
+         SELECT '', $1, m.message_id, m.body FROM UNNEST($2::uuid[], $3::bytea[]) AS m(message_id, body)",
+    )
+    .bind(topology.payment_requests())
+    .bind(&message_ids)
+    .bind(&bodies)
+    .execute(pool)
+    .await?;
+    tracing::warn!(refunds = due.len(), "refunds not acknowledged in time; asked again");
+    Ok(due.len())
+}
+
+/// How long until the first owed refund is due, if any is owed.
+async fn next_due(pool: &PgPool) -> Result<Option<Duration>, CheckoutError> {
+    let secs: Option<f64> =
+        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM min(due_at) - now())::float8 FROM refunds_owed")
+            .fetch_one(pool)
+            .await?;
+    Ok(ordermesh_lifecycle::due_in_secs(secs))
+}
+
+/// Asks again for overdue refunds until `stop` turns true.
+pub async fn run(pool: PgPool, topology: Topology, outbox: std::sync::Arc<Handoff>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let pause = match ask_again(&pool, &topology).await {
+            Ok(n) => {
+                if n > 0 {
+                    outbox.wake();
+                }
+                match next_due(&pool).await {
+                    Ok(due) => due.unwrap_or(MAX_PAUSE).clamp(MIN_PAUSE, MAX_PAUSE),
+                    Err(_) => MAX_PAUSE,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "asking again for overdue refunds failed; will retry");
+                MAX_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
