@@ -1,6 +1,6 @@
 //! Publishing with publisher confirms on a shared channel, reopened after a reconnect.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use lapin::{
@@ -98,12 +98,31 @@ pub fn delivered_traceparent(properties: &BasicProperties, envelope: &Envelope) 
     header.or_else(|| envelope.traceparent.clone())
 }
 
+/// How long one channel publishes before the next publish opens a fresh one. RabbitMQ 3.10's quorum queues
+/// can drop, confirmed, every message a channel sends after one it lost across a partition
+/// (rabbitmq-server#14589, fixed in 4.2); a new channel is a new publisher to them, so this bounds that
+/// loss to a few seconds' messages, which the mesh's end-to-end checks then send again. It costs two round
+/// trips every few seconds.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(5);
+/// How long a replaced channel stays open: longer than any publish on it may still wait for its confirm.
+const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(15);
+
+/// Closes `channel` after `delay`: closed, not just forgotten, as a channel left open lingers on the broker
+/// until its connection goes.
+pub(crate) fn close_later(channel: Channel, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = channel.close(200, "replaced".into()).await;
+    });
+}
+
 /// A confirm-mode channel shared by a process's publishers.
 #[derive(Debug)]
 pub struct Publisher {
     bus: Bus,
-    /// The open channel; read without waiting, so publishing never queues behind a reconnect.
-    channel: std::sync::Mutex<Option<Channel>>,
+    /// The open channel and when it was opened; read without waiting, so publishing never queues behind a
+    /// reconnect.
+    channel: std::sync::Mutex<Option<(Channel, Instant)>>,
     /// Taken only by whoever opens a new channel, so a burst after a reconnect opens one, not hundreds.
     opening: Mutex<()>,
 }
@@ -115,7 +134,12 @@ impl Publisher {
     }
 
     fn current(&self) -> Option<Channel> {
-        self.channel.lock().expect("publisher channel lock").clone().filter(|c| c.status().connected())
+        self.channel
+            .lock()
+            .expect("publisher channel lock")
+            .clone()
+            .filter(|(c, opened)| c.status().connected() && opened.elapsed() < CHANNEL_LIFETIME)
+            .map(|(c, _)| c)
     }
 
     async fn confirm_channel(&self) -> Result<Channel, BusError> {
@@ -135,7 +159,10 @@ impl Publisher {
         tokio::time::timeout(CHANNEL_TIMEOUT, channel.confirm_select(ConfirmSelectOptions::default()))
             .await
             .map_err(|_| BusError::Timeout)??;
-        *self.channel.lock().expect("publisher channel lock") = Some(channel.clone());
+        let old = self.channel.lock().expect("publisher channel lock").replace((channel.clone(), Instant::now()));
+        if let Some((old, _)) = old {
+            close_later(old, REPLACED_CHANNEL_LINGERS);
+        }
         Ok(channel)
     }
 
@@ -250,7 +277,17 @@ impl Publisher {
     }
 
     fn drop_channel(&self) {
-        *self.channel.lock().expect("publisher channel lock") = None;
+        let old = self.channel.lock().expect("publisher channel lock").take();
+        if let Some((channel, _)) = old {
+            close_later(channel, Duration::ZERO);
+        }
+    }
+
+    /// Publishes from a fresh channel from now on. For a caller that learned that messages it published and
+    /// saw confirmed never arrived: RabbitMQ 3.10's quorum queues can drop every later message of a channel
+    /// that lost one across a partition (rabbitmq-server#14589), and a new channel is a new publisher to them.
+    pub fn renew(&self) {
+        self.drop_channel();
     }
 
     /// A failed channel is dropped so the next publish opens a fresh one.

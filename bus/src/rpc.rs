@@ -1,7 +1,14 @@
 //! Request/reply over RabbitMQ's direct reply-to: any number of callers and workers side by side,
 //! each reply routed back to the channel that asked by its correlation id.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use lapin::{
@@ -14,7 +21,7 @@ use tokio::sync::{Mutex, oneshot};
 
 use crate::{
     connection::{Bus, CHANNEL_TIMEOUT},
-    publisher::{properties, trace_header},
+    publisher::{CHANNEL_LIFETIME, close_later, properties, trace_header},
 };
 
 /// RabbitMQ's pseudo-queue for direct replies.
@@ -36,9 +43,19 @@ type Pending = Arc<std::sync::Mutex<HashMap<String, oneshot::Sender<Envelope>>>>
 #[derive(Clone)]
 struct ReplyChannel {
     channel: Channel,
+    /// When it was opened: it sends requests for [`CHANNEL_LIFETIME`] at most.
+    opened: Instant,
     /// Calls waiting on this channel; dropped with it, so they fail fast when it dies.
     pending: Pending,
 }
+
+/// After this many calls in a row whose requests the broker confirmed went unanswered, requests go out on a
+/// fresh channel: RabbitMQ 3.10's quorum queues can drop every later message of a channel that lost one
+/// across a partition (rabbitmq-server#14589), and a new channel is a new publisher to them. A worker that is
+/// merely down costs a channel every few calls.
+const SILENT_CALLS: u32 = 3;
+/// How long a replaced reply channel stays open, so calls in flight on it still get their replies.
+const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(60);
 
 /// Sends requests and waits for their replies; cheap to share behind an `Arc`.
 pub struct RpcClient {
@@ -47,6 +64,8 @@ pub struct RpcClient {
     current: std::sync::Mutex<Option<ReplyChannel>>,
     /// Held only while a new reply channel is opened.
     opening: Mutex<()>,
+    /// Calls in a row whose confirmed request got no reply.
+    silent: AtomicU32,
 }
 
 /// The part of a caller's deadline kept back from the worker, so that a worker which commits at the
@@ -66,15 +85,28 @@ impl std::fmt::Debug for RpcClient {
 impl RpcClient {
     /// A client on `bus`; its reply channel is opened on first use and after every reconnect.
     pub fn new(bus: Bus) -> Self {
-        Self { bus, current: std::sync::Mutex::new(None), opening: Mutex::new(()) }
+        Self { bus, current: std::sync::Mutex::new(None), opening: Mutex::new(()), silent: AtomicU32::new(0) }
     }
 
     fn open_channel(&self) -> Option<ReplyChannel> {
-        self.current.lock().expect("reply channel lock").clone().filter(|rc| rc.channel.status().connected())
+        self.current
+            .lock()
+            .expect("reply channel lock")
+            .clone()
+            .filter(|rc| rc.channel.status().connected() && rc.opened.elapsed() < CHANNEL_LIFETIME)
     }
 
     fn forget_channel(&self) {
         *self.current.lock().expect("reply channel lock") = None;
+    }
+
+    /// New calls go out on a fresh channel; the old one is closed once its calls can no longer be waiting.
+    fn replace_channel(&self) {
+        let old = self.current.lock().expect("reply channel lock").take();
+        if let Some(old) = old {
+            tracing::warn!(calls = SILENT_CALLS, "confirmed requests went unanswered; replying channel replaced");
+            close_later(old.channel, REPLACED_CHANNEL_LINGERS);
+        }
     }
 
     async fn reply_channel(&self) -> Result<ReplyChannel, RpcError> {
@@ -131,8 +163,11 @@ impl RpcClient {
             // The channel is gone: fail the calls still waiting on it instead of letting them time out.
             routes.lock().expect("pending map lock").clear();
         });
-        let rc = ReplyChannel { channel, pending };
-        *self.current.lock().expect("reply channel lock") = Some(rc.clone());
+        let rc = ReplyChannel { channel, opened: Instant::now(), pending };
+        // One past its lifetime still gets the replies to the calls sent on it before it is closed.
+        if let Some(old) = self.current.lock().expect("reply channel lock").replace(rc.clone()) {
+            close_later(old.channel, REPLACED_CHANNEL_LINGERS);
+        }
         Ok(rc)
     }
 
@@ -183,9 +218,18 @@ impl RpcClient {
             }
         }
         let result = match tokio::time::timeout_at(until, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                self.silent.store(0, Ordering::Relaxed);
+                Ok(reply)
+            }
             Ok(Err(_)) => Err(RpcError::Unavailable),
-            Err(_) => Err(RpcError::Timeout),
+            Err(_) => {
+                if self.silent.fetch_add(1, Ordering::Relaxed) + 1 >= SILENT_CALLS {
+                    self.silent.store(0, Ordering::Relaxed);
+                    self.replace_channel();
+                }
+                Err(RpcError::Timeout)
+            }
         };
         drop(forget);
         result

@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ordermesh_bus::{RpcClient, Topology, outbox::Handoff};
+use ordermesh_bus::{Publisher, RpcClient, Topology, outbox::Handoff};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     Envelope, OrderId, ReplyError, kinds,
@@ -44,7 +44,13 @@ pub struct Checked {
 
 /// Asks checkout-manager about the checkouts whose hand-over is due (claimed first, so two instances never
 /// ask about the same ones together), settles those it holds and sends the others again.
-pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: &Handoff) -> anyhow::Result<Checked> {
+pub async fn check(
+    pool: &PgPool,
+    rpc: &RpcClient,
+    topology: &Topology,
+    outbox: &Handoff,
+    publisher: &Publisher,
+) -> anyhow::Result<Checked> {
     let due: Vec<(String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE checkouts c SET handover_due_at = now() + {ASK_AGAIN_AFTER}
          FROM (SELECT order_id FROM checkouts WHERE handover_due_at <= now()
@@ -91,6 +97,8 @@ pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: 
         .bind(&bodies)
         .execute(pool)
         .await?;
+        // The channel that sent them may be dropping all it sends (see the module docs): send from a new one.
+        publisher.renew();
         outbox.wake();
         let ids: Vec<&str> = lost.iter().map(|o| o.order_id.as_str()).collect();
         tracing::warn!(orders = ?ids, "checkout-manager does not hold these checked-out orders; order.place sent again");
@@ -114,13 +122,14 @@ pub async fn run(
     rpc: Arc<RpcClient>,
     topology: Topology,
     outbox: Arc<Handoff>,
+    publisher: Arc<Publisher>,
     alarm: Arc<Alarm>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
     loop {
         alarm.looking();
-        let pause = match check(&pool, &rpc, &topology, &outbox).await {
+        let pause = match check(&pool, &rpc, &topology, &outbox, &publisher).await {
             Ok(_) => {
                 failures = 0;
                 match next_due(&pool).await {

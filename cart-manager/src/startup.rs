@@ -91,6 +91,7 @@ impl Application {
             Arc::new(RpcClient::new(bus.clone())),
             config.topology.clone(),
             handoff.clone(),
+            publisher.clone(),
             handover_alarm,
             stop.clone(),
         ));

@@ -7,9 +7,9 @@
 //! fault suite's partition scenario caught a refund lost so. The provider books a refund at most once, so
 //! asking again is always safe.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use ordermesh_bus::{Topology, outbox::Handoff};
+use ordermesh_bus::{Publisher, Topology, outbox::Handoff};
 use ordermesh_messages::{Envelope, kinds, payloads::RefundDone, payloads::RefundRequest};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -81,11 +81,19 @@ async fn next_due(pool: &PgPool) -> Result<Option<Duration>, CheckoutError> {
 }
 
 /// Asks again for overdue refunds until `stop` turns true.
-pub async fn run(pool: PgPool, topology: Topology, outbox: std::sync::Arc<Handoff>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    pool: PgPool,
+    topology: Topology,
+    outbox: Arc<Handoff>,
+    publisher: Arc<Publisher>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let pause = match ask_again(&pool, &topology).await {
             Ok(n) => {
                 if n > 0 {
+                    // The channel that sent them may be dropping all it sends (see the module docs).
+                    publisher.renew();
                     outbox.wake();
                 }
                 match next_due(&pool).await {

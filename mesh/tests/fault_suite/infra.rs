@@ -13,8 +13,19 @@ use std::{
 use tokio::process::{Child, Command};
 
 /// A free TCP port on loopback (bound, then released).
+/// A port free now on every address, below Linux's ephemeral range (32768 and up): the servers here are
+/// stopped and started again on their port, and a port from that range can meanwhile be taken as the local
+/// end of any outgoing connection (a killed RabbitMQ node once could not start again for that reason).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + u16::try_from(std::process::id() % 60).unwrap_or(0) * 200;
+    loop {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
+        let port = if port >= 32_000 { port - 12_000 } else { port };
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn port_open(port: u16) -> bool {
