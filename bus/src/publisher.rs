@@ -101,9 +101,9 @@ pub fn delivered_traceparent(properties: &BasicProperties, envelope: &Envelope) 
 /// How long one channel publishes before the next publish opens a fresh one. RabbitMQ 3.10's quorum queues
 /// can drop, confirmed, every message a channel sends after one it lost across a partition
 /// (rabbitmq-server#14589, fixed in 4.2); a new channel is a new publisher to them, so this bounds that
-/// loss to a few seconds' messages, which the mesh's end-to-end checks then send again. It costs two round
-/// trips every few seconds.
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(5);
+/// loss to two seconds' messages, which the mesh's end-to-end checks then send again. It costs two round
+/// trips every two seconds.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(2);
 /// How long a replaced channel stays open: longer than any publish on it may still wait for its confirm.
 const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(15);
 

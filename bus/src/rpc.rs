@@ -52,10 +52,10 @@ struct ReplyChannel {
 /// After this many calls in a row whose requests the broker confirmed went unanswered, requests go out on a
 /// fresh channel: RabbitMQ 3.10's quorum queues can drop every later message of a channel that lost one
 /// across a partition (rabbitmq-server#14589), and a new channel is a new publisher to them. A worker that is
-/// merely down costs a channel every few calls.
+/// merely down costs a channel a second at most.
 const SILENT_CALLS: u32 = 3;
 /// How long a replaced reply channel stays open, so calls in flight on it still get their replies.
-const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(60);
+const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(30);
 
 /// Sends requests and waits for their replies; cheap to share behind an `Arc`.
 pub struct RpcClient {
@@ -101,8 +101,16 @@ impl RpcClient {
     }
 
     /// New calls go out on a fresh channel; the old one is closed once its calls can no longer be waiting.
+    /// At most one a second, so that a worker that is down does not pile up lingering channels.
     fn replace_channel(&self) {
-        let old = self.current.lock().expect("reply channel lock").take();
+        let old = {
+            let mut current = self.current.lock().expect("reply channel lock");
+            if current.as_ref().is_some_and(|rc| rc.opened.elapsed() >= Duration::from_secs(1)) {
+                current.take()
+            } else {
+                None
+            }
+        };
         if let Some(old) = old {
             tracing::warn!(calls = SILENT_CALLS, "confirmed requests went unanswered; replying channel replaced");
             close_later(old.channel, REPLACED_CHANNEL_LINGERS);
