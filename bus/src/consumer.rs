@@ -142,13 +142,16 @@ pub fn spawn_consumer(
             };
             let consumer = match tokio::time::timeout(CHANNEL_TIMEOUT, consumer).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(err)) => {
-                    tracing::warn!(%queue, error = %err, "could not start consuming; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!(%queue, "the broker did not answer a subscription in time; retrying");
+                failed => {
+                    match failed {
+                        Ok(Err(err)) => tracing::warn!(%queue, error = %err, "could not start consuming; retrying"),
+                        _ => tracing::warn!(%queue, "the broker did not answer a subscription in time; retrying"),
+                    }
+                    // Closed, not just left: a subscription the broker makes after this gave up on it would
+                    // take deliveries (up to the prefetch) that nobody reads or acks for as long as the channel
+                    // lives. The fault suite's partition found payment results held so.
+                    let _ =
+                        tokio::time::timeout(CHANNEL_TIMEOUT, channel.close(200, "subscription failed".into())).await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -142,12 +142,13 @@ impl RpcClient {
         };
         let mut replies = match tokio::time::timeout(CHANNEL_TIMEOUT, setup).await {
             Ok(Ok(replies)) => replies,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not open the reply channel");
-                return Err(RpcError::Unavailable);
-            }
-            Err(_) => {
-                tracing::warn!("opening the reply channel timed out");
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not open the reply channel"),
+                    _ => tracing::warn!("opening the reply channel timed out"),
+                }
+                // Closed, not left open with a subscription nobody reads.
+                close_later(channel, Duration::ZERO);
                 return Err(RpcError::Unavailable);
             }
         };
