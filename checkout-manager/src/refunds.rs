@@ -2,10 +2,10 @@
 //! (`payment.refunded`), and is asked for again each time its due time passes.
 //!
 //! The outbox already makes a request survive a crash of this service. This makes it survive the broker
-//! losing a message it had confirmed: RabbitMQ 3.10's quorum queues do that to a publisher whose channel
-//! lost sight of the queue's leader in a partition (fixed in RabbitMQ 4.2, rabbitmq-server#14589), and the
-//! fault suite's partition scenario caught a refund lost so. The provider books a refund at most once, so
-//! asking again is always safe.
+//! losing a message it had confirmed: RabbitMQ's quorum queues before 4.2 do that to a publisher whose channel
+//! lost sight of the queue's leader in a partition (rabbitmq-server#14589), and the fault suite's partition
+//! scenario found a FAILED order's charge kept. The provider books a refund at most once, so asking again is
+//! always safe.
 
 use std::{sync::Arc, time::Duration};
 
