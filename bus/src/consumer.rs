@@ -51,6 +51,9 @@ impl ConsumerSettings {
     }
 }
 
+/// How long a reply waits for its connection to come back before it is given up.
+const REPLY_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Deadline of an ack or nack: on a connection that just broke one may never complete.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -272,8 +275,14 @@ async fn handle_decoded(
         Outcome::Ack => ack(&delivery).await,
         Outcome::Reply(reply) => {
             if let Some(to) = reply_to {
-                let reply = reply.correlated(correlation);
-                if let Err(err) = publisher.publish(Outgoing::to_queue(&to, reply)).await {
+                let reply = Outgoing::to_queue(&to, reply.correlated(correlation));
+                let mut sent = publisher.publish(reply.clone()).await;
+                // The reply goes through a connection of its own, which may still be coming back after the
+                // one that delivered the request did: worth a short wait, as the caller is waiting.
+                if matches!(sent, Err(BusError::Unavailable)) && publisher.connected_within(REPLY_PATIENCE).await {
+                    sent = publisher.publish(reply).await;
+                }
+                if let Err(err) = sent {
                     // The work is done and idempotent; a lost reply surfaces as the caller's timeout.
                     tracing::warn!(error = %err, "could not send reply");
                 }

@@ -283,6 +283,19 @@ impl Publisher {
         }
     }
 
+    /// Waits up to `patience` for the connection to be up: for a caller with something worth a short wait
+    /// (a reply its caller is still waiting for) when the connection is being made again.
+    pub async fn connected_within(&self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while !self.bus.is_connected() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Publishes from a fresh channel from now on. For a caller that learned that messages it published and
     /// saw confirmed never arrived: RabbitMQ 3.10's quorum queues can drop every later message of a channel
     /// that lost one across a partition (rabbitmq-server#14589), and a new channel is a new publisher to them.
