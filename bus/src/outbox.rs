@@ -95,6 +95,30 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Adds messages for one destination to the outbox in one statement, unclaimed: the caller wakes its relay
+/// ([`Handoff::wake`]) once they are committed.
+pub async fn enqueue_all<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    exchange: &str,
+    routing_key: &str,
+    envelopes: &[Envelope],
+) -> sqlx::Result<()> {
+    let message_ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id).collect();
+    let bodies: Vec<Vec<u8>> =
+        envelopes.iter().map(|e| e.to_vec_traced(ordermesh_telemetry::trace::traceparent())).collect();
+    sqlx::query(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body)
+         SELECT $1, $2, m.message_id, m.body FROM UNNEST($3::uuid[], $4::bytea[]) AS m(message_id, body)",
+    )
+    .bind(exchange)
+    .bind(routing_key)
+    .bind(&message_ids)
+    .bind(&bodies)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// Publishes what the outbox holds: handed rows at once, and in a scan the rows written unclaimed (when
 /// `handoff` is woken), rows whose claim ran out (a relay that died, or a publish that failed), and every
 /// `idle` anyway (rows written by an instance that died before its relay ran). Published rows are deleted

@@ -296,13 +296,6 @@ impl Publisher {
         true
     }
 
-    /// Publishes from a fresh channel from now on. For a caller that learned that messages it published and
-    /// saw confirmed never arrived: RabbitMQ 3.10's quorum queues can drop every later message of a channel
-    /// that lost one across a partition (rabbitmq-server#14589), and a new channel is a new publisher to them.
-    pub fn renew(&self) {
-        self.drop_channel();
-    }
-
     /// A failed channel is dropped so the next publish opens a fresh one.
     fn forget(&self, err: lapin::Error) -> BusError {
         self.drop_channel();

@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ordermesh_bus::{Publisher, RpcClient, Topology, outbox::Handoff};
+use ordermesh_bus::{RpcClient, Topology, outbox::Handoff};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     Envelope, OrderId, ReplyError, kinds,
@@ -44,13 +44,7 @@ pub struct Checked {
 
 /// Asks checkout-manager about the checkouts whose hand-over is due (claimed first, so two instances never
 /// ask about the same ones together), settles those it holds and sends the others again.
-pub async fn check(
-    pool: &PgPool,
-    rpc: &RpcClient,
-    topology: &Topology,
-    outbox: &Handoff,
-    publisher: &Publisher,
-) -> anyhow::Result<Checked> {
+pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: &Handoff) -> anyhow::Result<Checked> {
     let due: Vec<(String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE checkouts c SET handover_due_at = now() + {ASK_AGAIN_AFTER}
          FROM (SELECT order_id FROM checkouts WHERE handover_due_at <= now()
@@ -95,19 +89,7 @@ pub async fn check(
     if !lost.is_empty() {
         let envelopes: Vec<Envelope> =
             lost.iter().map(|o| Envelope::new(kinds::ORDER_PLACE, o).correlated(o.order_id.as_str())).collect();
-        let message_ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id).collect();
-        let bodies: Vec<Vec<u8>> = envelopes.iter().map(Envelope::to_vec).collect();
-        sqlx::query(
-            "INSERT INTO outbox (exchange, routing_key, message_id, body)
-             SELECT '', $1, m.message_id, m.body FROM UNNEST($2::uuid[], $3::bytea[]) AS m(message_id, body)",
-        )
-        .bind(topology.checkout_jobs())
-        .bind(&message_ids)
-        .bind(&bodies)
-        .execute(pool)
-        .await?;
-        // The channel that sent them may be dropping all it sends (see the module docs): send from a new one.
-        publisher.renew();
+        ordermesh_bus::outbox::enqueue_all(pool, "", &topology.checkout_jobs(), &envelopes).await?;
         outbox.wake();
         let ids: Vec<&str> = lost.iter().map(|o| o.order_id.as_str()).collect();
         tracing::warn!(orders = ?ids, "checkout-manager does not hold these checked-out orders; order.place sent again");
@@ -131,14 +113,13 @@ pub async fn run(
     rpc: Arc<RpcClient>,
     topology: Topology,
     outbox: Arc<Handoff>,
-    publisher: Arc<Publisher>,
     alarm: Arc<Alarm>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
     loop {
         alarm.looking();
-        let pause = match check(&pool, &rpc, &topology, &outbox, &publisher).await {
+        let pause = match check(&pool, &rpc, &topology, &outbox).await {
             Ok(_) => {
                 failures = 0;
                 match next_due(&pool).await {

@@ -91,7 +91,6 @@ impl Application {
             Arc::new(RpcClient::new(bus.clone())),
             config.topology.clone(),
             handoff.clone(),
-            publisher.clone(),
             handover_alarm,
             stop.clone(),
         ));

@@ -9,7 +9,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ordermesh_bus::{Publisher, Topology, outbox::Handoff};
+use ordermesh_bus::{
+    Topology,
+    outbox::{self, Handoff},
+};
 use ordermesh_messages::{Envelope, kinds, payloads::RefundDone, payloads::RefundRequest};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -48,25 +51,14 @@ pub async fn ask_again(pool: &PgPool, topology: &Topology) -> Result<usize, Chec
     if due.is_empty() {
         return Ok(0);
     }
-    let mut message_ids = Vec::with_capacity(due.len());
-    let mut bodies = Vec::with_capacity(due.len());
+    let mut envelopes = Vec::with_capacity(due.len());
     for (payment_id, order_id) in &due {
         let order_id = ordermesh_messages::OrderId::parse(order_id)
             .map_err(|e| CheckoutError::Internal(anyhow::anyhow!("stored order id: {e}")))?;
         let request = RefundRequest { payment_id: payment_id.clone(), order_id };
-        let envelope = Envelope::new(kinds::PAYMENT_REFUND, &request).correlated(request.order_id.as_str());
-        message_ids.push(envelope.message_id);
-        bodies.push(envelope.to_vec());
+        envelopes.push(Envelope::new(kinds::PAYMENT_REFUND, &request).correlated(request.order_id.as_str()));
     }
-    sqlx::query(
-        "INSERT INTO outbox (exchange, routing_key, message_id, body)
-         SELECT '', $1, m.message_id, m.body FROM UNNEST($2::uuid[], $3::bytea[]) AS m(message_id, body)",
-    )
-    .bind(topology.payment_requests())
-    .bind(&message_ids)
-    .bind(&bodies)
-    .execute(pool)
-    .await?;
+    outbox::enqueue_all(pool, "", &topology.payment_requests(), &envelopes).await?;
     tracing::warn!(refunds = due.len(), "refunds not acknowledged in time; asked again");
     Ok(due.len())
 }
@@ -81,19 +73,11 @@ async fn next_due(pool: &PgPool) -> Result<Option<Duration>, CheckoutError> {
 }
 
 /// Asks again for overdue refunds until `stop` turns true.
-pub async fn run(
-    pool: PgPool,
-    topology: Topology,
-    outbox: Arc<Handoff>,
-    publisher: Arc<Publisher>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(pool: PgPool, topology: Topology, outbox: Arc<Handoff>, mut stop: watch::Receiver<bool>) {
     loop {
         let pause = match ask_again(&pool, &topology).await {
             Ok(n) => {
                 if n > 0 {
-                    // The channel that sent them may be dropping all it sends (see the module docs).
-                    publisher.renew();
                     outbox.wake();
                 }
                 match next_due(&pool).await {

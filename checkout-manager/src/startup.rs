@@ -109,13 +109,7 @@ impl Application {
                 async move { handler::on_payment_result(&s, m).await }
             }),
         ));
-        tasks.push(tokio::spawn(refunds::run(
-            pool.clone(),
-            topology.clone(),
-            outbox.clone(),
-            publisher.clone(),
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(refunds::run(pool.clone(), topology.clone(), outbox.clone(), stop.clone())));
         tasks.push(tokio::spawn(outbox::run_relay(pool.clone(), publisher.clone(), outbox, config.poll, stop.clone())));
         tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
 
