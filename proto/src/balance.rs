@@ -236,26 +236,29 @@ impl Service<http::Request<Body>> for Balanced {
             }
             .await;
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-            // A transport failure (refused, reset, timed out) takes the address out of the rotation until a
-            // probe reaches it; answers of the server itself, errors included, come as Ok. A failure to reach
-            // the address at all is UNAVAILABLE, which callers of idempotent calls send once more.
-            result.map_err(|err| {
+            // A transport failure (refused, reset, closed, timed out) takes the address out of the rotation
+            // until a probe reaches it; answers of the server itself, errors included, come as Ok. A call that
+            // got no answer because its connection failed (refused, reset, or closed under it: a killed
+            // replica's calls in flight end as "cancelled" or as an HTTP/2 error, not as an I/O error) is
+            // UNAVAILABLE, which callers of idempotent calls send once more, to another replica. Only the call's
+            // own deadline keeps its code: the replica may be slow rather than gone.
+            result.map_err(|err| -> StdError {
                 backend.down.store(true, Ordering::Relaxed);
-                if io_failure(&err) {
-                    tonic::Status::unavailable(format!("{} is unreachable: {err}", backend.addr)).into()
-                } else {
+                if timed_out(&err) {
                     err.into()
+                } else {
+                    tonic::Status::unavailable(format!("{} gave no answer: {err}", backend.addr)).into()
                 }
             })
         })
     }
 }
 
-/// Whether a transport error comes from the socket (refused, reset, closed): the call never got an answer.
-fn io_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether a transport error is the call's own deadline running out (tonic's `TimeoutExpired`).
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.is::<std::io::Error>() {
+        if e.is::<tonic::TimeoutExpired>() {
             return true;
         }
         source = e.source();

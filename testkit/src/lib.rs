@@ -2,3 +2,4 @@
 
 pub mod smtp;
 pub mod testdb;
+pub mod watchdog;

@@ -136,6 +136,9 @@ fn init_logs() {
     });
 }
 
+/// How long one test may run before the watchdog ends the test binary.
+pub const TEST_LIMIT: Duration = Duration::from_secs(300);
+
 /// Starts a mesh with the default shape.
 pub async fn spawn_mesh() -> TestMesh {
     spawn_mesh_with(Options::default()).await
@@ -144,6 +147,8 @@ pub async fn spawn_mesh() -> TestMesh {
 /// Starts inventory, checkout, `carts` cart-managers and `gateways` gateways, all on fresh names.
 pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     init_logs();
+    // The longest test takes about a minute; one that hangs must not hold CI for its whole time.
+    ordermesh_testkit::watchdog::arm(TEST_LIMIT);
     static STALE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     STALE.get_or_init(|| testdb::drop_stale_databases(DB_PREFIX)).await;
 
@@ -357,12 +362,18 @@ impl TestMesh {
 
     /// Messages ready on a queue (not counting those delivered and not yet acked).
     pub async fn ready(&self, queue: &str) -> u32 {
-        let conn = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let channel = conn.create_channel().await.unwrap();
-        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-        let count = channel.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count();
-        let _ = conn.close(200, "ok".into()).await;
-        count
+        let count = async {
+            let conn =
+                lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+            let channel = conn.create_channel().await.unwrap();
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let count = channel.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count();
+            let _ = conn.close(200, "ok".into()).await;
+            count
+        };
+        tokio::time::timeout(Duration::from_secs(10), count)
+            .await
+            .expect("the broker tells a queue's length within 10 s")
     }
 
     /// Waits until `queue` holds nothing, neither ready nor delivered and unacked: every message put

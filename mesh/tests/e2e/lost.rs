@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 use crate::helpers::{Options, spawn_mesh, spawn_mesh_with};
 
 async fn purge(queue: &str) -> u32 {
-    let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let purged = channel.queue_purge(queue.into(), Default::default()).await.unwrap();
-    let _ = conn.close(200, "ok".into()).await;
-    purged
+    let purge = async {
+        let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let purged = channel.queue_purge(queue.into(), Default::default()).await.unwrap();
+        let _ = conn.close(200, "ok".into()).await;
+        purged
+    };
+    tokio::time::timeout(Duration::from_secs(10), purge).await.expect("the broker purges a queue within 10 s")
 }
 
 async fn eventually(what: &str, within: Duration, mut holds: impl AsyncFnMut() -> bool) {

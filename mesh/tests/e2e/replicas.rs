@@ -75,6 +75,7 @@ async fn shop(mesh: &TestMesh, tag: &str, n: usize, product: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_inventory_replica_takes_a_share_of_the_calls_and_a_killed_one_fails_no_checkout() {
+    ordermesh_testkit::watchdog::arm(crate::helpers::TEST_LIMIT);
     let (database_url, database) = testdb::unique_database(DB_PREFIX);
     let mut replicas = vec![Replica::start(&database_url)];
     // The first one creates and migrates the database; the others start on it.

@@ -31,6 +31,7 @@ impl Suite {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_keeps_its_promises_when_a_rabbitmq_node_is_killed_stopped_or_partitioned() {
+    ordermesh_testkit::watchdog::arm(crate::SCENARIO_LIMIT);
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut suite = Suite::start(true, 1).await;
     load::seed(&suite.inventory_url).await;

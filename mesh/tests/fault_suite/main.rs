@@ -33,6 +33,10 @@ use ordermesh_testkit::smtp::SmtpServer;
 use rabbit_cluster::RabbitCluster;
 use sqlx::PgPool;
 
+/// How long one of the suite's tests may run before the watchdog ends the binary: several times what each
+/// takes (the longest, every fault on one node, about five minutes), so only a hang reaches it.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(1200);
+
 /// Every accepted order must be final this soon after the fault is over (the service is back).
 const SETTLE_BOUND: Duration = Duration::from_secs(10);
 
@@ -517,6 +521,7 @@ impl Suite {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_keeps_its_promises_through_every_fault() {
+    ordermesh_testkit::watchdog::arm(crate::SCENARIO_LIMIT);
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut suite = Suite::start(false, 1).await;
     load::seed(&suite.inventory_url).await;

@@ -14,6 +14,7 @@ const FAILOVER_SETTLE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronous_standby_takes_over_from_a_killed_primary_and_nothing_acknowledged_is_lost() {
+    ordermesh_testkit::watchdog::arm(crate::SCENARIO_LIMIT);
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut suite = Suite::start_with(false, 1, true).await;
     load::seed(&suite.inventory_url).await;

@@ -12,6 +12,7 @@ const TWIN_TAKES_OVER: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_of_every_service_one_of_each_killed_in_turn_loses_nothing() {
+    ordermesh_testkit::watchdog::arm(crate::SCENARIO_LIMIT);
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut suite = Suite::start(false, 2).await;
     load::seed(&suite.inventory_url).await;
