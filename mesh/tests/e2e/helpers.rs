@@ -451,17 +451,25 @@ impl TestMesh {
         for running in self.carts.into_iter().chain(self.checkout).chain(self.services) {
             running.stop().await;
         }
-        if let Ok(conn) = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await {
-            if let Ok(channel) = conn.create_channel().await {
-                let _ = self.topology.delete(&channel).await;
+        // Each step of the teardown is bounded: a test must never hang on cleaning up after itself.
+        let bound = Duration::from_secs(10);
+        let delete_names = async {
+            if let Ok(conn) = lapin::Connection::connect(DEFAULT_AMQP_URL, lapin::ConnectionProperties::default()).await
+            {
+                if let Ok(channel) = conn.create_channel().await {
+                    let _ = self.topology.delete(&channel).await;
+                }
+                let _ = conn.close(200, "ok".into()).await;
             }
-            let _ = conn.close(200, "ok".into()).await;
+        };
+        let _ = tokio::time::timeout(bound, delete_names).await;
+        for pool in [&self.checkout_db, &self.payment_db, &self.cart_db] {
+            let _ = tokio::time::timeout(bound, pool.close()).await;
         }
-        self.checkout_db.close().await;
-        self.payment_db.close().await;
-        self.cart_db.close().await;
         for db in &self.databases {
-            testdb::drop_database(db).await;
+            tokio::time::timeout(bound, testdb::drop_database(db))
+                .await
+                .expect("a test database is dropped within 10 s");
         }
     }
 
