@@ -42,14 +42,22 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Retries of one message before it is dead-lettered.
     pub max_retries: u32,
+    /// A handler still running after this long is stopped and its message handed back as a passing failure:
+    /// a handling that hangs (a dependency that never answers) must not hold its delivery, and a slot of the
+    /// prefetch, for ever.
+    pub handler_timeout: Duration,
 }
 
 impl ConsumerSettings {
-    /// `prefetch` in flight, the default retry bound.
+    /// `prefetch` in flight, the default retry bound and handler bound.
     pub fn new(prefetch: u16) -> Self {
-        Self { prefetch, max_retries: DEFAULT_MAX_RETRIES }
+        Self { prefetch, max_retries: DEFAULT_MAX_RETRIES, handler_timeout: DEFAULT_HANDLER_TIMEOUT }
     }
 }
+
+/// How long a handler may run, unless configured otherwise: well past what a handling takes when its
+/// dependencies answer (each of which has its own, shorter, bound).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a reply waits for its connection to come back before it is given up.
 const REPLY_PATIENCE: Duration = Duration::from_secs(1);
@@ -127,7 +135,7 @@ pub fn spawn_consumer(
     handler: Handler,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let ConsumerSettings { prefetch, max_retries } = settings;
+    let prefetch = settings.prefetch;
     tokio::spawn(async move {
         loop {
             let Some(channel) = bus.wait_for_channel(&mut stop).await else { return };
@@ -195,7 +203,7 @@ pub fn spawn_consumer(
                     async move {
                         // Errors ended the stream above; only deliveries get here.
                         if let Ok(delivery) = delivery {
-                            handle_delivery(delivery, &queue, max_retries, &handler, &publisher, &metrics).await
+                            handle_delivery(delivery, &queue, settings, &handler, &publisher, &metrics).await
                         }
                     }
                 })
@@ -213,7 +221,7 @@ pub fn spawn_consumer(
 async fn handle_delivery(
     delivery: Delivery,
     queue: &str,
-    max_retries: u32,
+    settings: ConsumerSettings,
     handler: &Handler,
     publisher: &Publisher,
     metrics: &Metrics,
@@ -236,14 +244,14 @@ async fn handle_delivery(
     if let (Some(id), false) = (&envelope.correlation_id, envelope.kind == ordermesh_messages::kinds::REPLY) {
         span.record("order_id", id.as_str());
     }
-    handle_decoded(delivery, envelope, queue, max_retries, handler, publisher, metrics).instrument(span).await
+    handle_decoded(delivery, envelope, queue, settings, handler, publisher, metrics).instrument(span).await
 }
 
 async fn handle_decoded(
     delivery: Delivery,
     envelope: Envelope,
     queue: &str,
-    max_retries: u32,
+    settings: ConsumerSettings,
     handler: &Handler,
     publisher: &Publisher,
     metrics: &Metrics,
@@ -268,9 +276,17 @@ async fn handle_decoded(
     let kind = incoming.envelope.kind.clone();
     let correlation = incoming.envelope.message_id.to_string();
     // A panicking handler is a bug: the message goes to the dead-letter queue instead of looping forever.
-    let outcome = tokio::spawn((handler)(incoming).in_current_span())
-        .await
-        .unwrap_or_else(|e| Outcome::DeadLetter(format!("handler panicked: {e}")));
+    // One that runs past its bound is stopped (its transaction, if any, rolls back) and its message retried.
+    let handling = tokio::spawn((handler)(incoming).in_current_span());
+    let stopper = handling.abort_handle();
+    let outcome = match tokio::time::timeout(settings.handler_timeout, handling).await {
+        Ok(finished) => finished.unwrap_or_else(|e| Outcome::DeadLetter(format!("handler panicked: {e}"))),
+        Err(_) => {
+            stopper.abort();
+            Outcome::Retry(format!("its handling ran past its {:?} bound and was stopped", settings.handler_timeout))
+        }
+    };
+    let max_retries = settings.max_retries;
     match outcome {
         Outcome::Ack => ack(&delivery).await,
         Outcome::Reply(reply) => {

@@ -82,7 +82,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_with_its_reason_after_the
         counted.fetch_add(1, Ordering::SeqCst);
         async { Outcome::Retry("the database is down".into()) }
     });
-    let settings = ConsumerSettings { prefetch: 4, max_retries: 2 };
+    let settings = ConsumerSettings { max_retries: 2, ..ConsumerSettings::new(4) };
     let consumer = spawn_consumer(bus, publisher, topology.cart_jobs(), settings, handler, stop.subscribe());
 
     let (conn, channel) = channel().await;
@@ -96,6 +96,54 @@ async fn a_message_that_keeps_failing_is_dead_lettered_with_its_reason_after_the
     assert!(reason.contains("gave up after 3 attempts") && reason.contains("the database is down"), "{reason}");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "one delivery and two retries, then no more");
     assert_eq!(message_count(&channel, &topology.cart_jobs()).await, 0, "nothing left to loop on the queue");
+
+    let _ = stop.send(true);
+    let _ = consumer.await;
+    let _ = topology.delete(&channel).await;
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handling_that_hangs_is_stopped_at_its_bound_and_retried_and_holds_up_nothing_behind_it() {
+    let topology = topology();
+    let (bus, publisher, stop) = start(&topology).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    // The first handling waits for ever (a dependency that never answers); every later one succeeds.
+    let handler = handler_fn(move |_| {
+        let call = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if call == 0 {
+                std::future::pending::<()>().await;
+            }
+            Outcome::Ack
+        }
+    });
+    let settings = ConsumerSettings { handler_timeout: Duration::from_millis(500), ..ConsumerSettings::new(1) };
+    let queue = topology.cart_jobs();
+    let consumer = spawn_consumer(bus, publisher, queue.clone(), settings, handler, stop.subscribe());
+
+    let (conn, channel) = channel().await;
+    publish(&channel, &queue, &Envelope::new("cart.get", &serde_json::json!({})).to_vec()).await;
+    publish(&channel, &queue, &Envelope::new("cart.get", &serde_json::json!({})).to_vec()).await;
+    // With one delivery in flight at a time, the second message is handled only once the first is let go:
+    // the hanging one was stopped and handed back (the retry succeeds), the other went through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handled {} times: the hang held the queue",
+            calls.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while message_count(&channel, &queue).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "messages left on the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(message_count(&channel, &Topology::dead_letter_queue(&queue)).await, 0, "nothing dead-lettered");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "the hanging one once, its retry, and the other");
 
     let _ = stop.send(true);
     let _ = consumer.await;

@@ -109,7 +109,7 @@ impl Application {
         if stopped.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
         }
-        pool.close().await;
+        ordermesh_lifecycle::close_pool(&pool).await;
         tracing::info!("cart-manager stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

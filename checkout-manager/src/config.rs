@@ -28,6 +28,9 @@ pub struct SagaSettings {
     pub inventory_timeout: Duration,
     /// Orders advanced at once by one instance.
     pub concurrency: usize,
+    /// A saga step (its inventory calls and its writes) still running after this long is stopped, and its
+    /// lease no longer renewed, so that another driver takes the order up: a step that hangs holds nothing.
+    pub step_timeout: Duration,
 }
 
 /// Everything checkout-manager needs to start. `Debug` is safe to log: URLs print redacted.
@@ -71,6 +74,8 @@ impl Default for Config {
                 reservation_ttl: Duration::from_secs(15 * 60),
                 inventory_timeout: Duration::from_secs(2),
                 concurrency: 32,
+                // Well past a step that meets only bounds: two inventory calls (2 s each) and a few statements.
+                step_timeout: Duration::from_secs(20),
             },
             prefetch: 64,
             poll: Duration::from_secs(5),
@@ -98,6 +103,7 @@ impl FromEnv for Config {
                 reservation_ttl: env.secs("CHECKOUT_RESERVATION_TTL_SECONDS", d.saga.reservation_ttl)?,
                 inventory_timeout: shared.inventory_timeout,
                 concurrency: env.or("CHECKOUT_CONCURRENCY", d.saga.concurrency)?,
+                step_timeout: env.millis("CHECKOUT_STEP_TIMEOUT_MS", d.saga.step_timeout)?,
             },
             shared,
             prefetch: env.or("CHECKOUT_PREFETCH", d.prefetch)?,
@@ -109,6 +115,10 @@ impl FromEnv for Config {
         anyhow::ensure!(config.saga.max_reserve_attempts >= 1, "CHECKOUT_MAX_RESERVE_ATTEMPTS must be at least 1");
         anyhow::ensure!(config.saga.concurrency >= 1, "CHECKOUT_CONCURRENCY must be at least 1");
         anyhow::ensure!(config.saga.lease >= Duration::from_millis(300), "CHECKOUT_LEASE_MS must be at least 300");
+        anyhow::ensure!(
+            config.saga.step_timeout >= config.saga.lease,
+            "CHECKOUT_STEP_TIMEOUT_MS must be at least CHECKOUT_LEASE_MS"
+        );
         anyhow::ensure!(config.prefetch >= 1, "CHECKOUT_PREFETCH must be at least 1");
         Ok(config)
     }
@@ -117,6 +127,10 @@ impl FromEnv for Config {
 impl Config {
     /// How a queue is consumed, `prefetch` deliveries at once.
     pub fn consumer(&self, prefetch: u16) -> ConsumerSettings {
-        ConsumerSettings { prefetch, max_retries: self.shared.max_retries }
+        ConsumerSettings {
+            prefetch,
+            max_retries: self.shared.max_retries,
+            handler_timeout: self.shared.handler_timeout,
+        }
     }
 }

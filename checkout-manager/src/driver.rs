@@ -35,7 +35,7 @@ async fn heartbeat(saga: Saga) {
     let every = saga.settings.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        let held = saga.leases.snapshot();
+        let held = saga.leases.snapshot(saga.settings.step_timeout);
         if let Err(e) = crate::orders::renew_leases(&saga.pool, &held, saga.settings.lease).await {
             tracing::warn!(error = %e, orders = held.len(), "renewing leases failed");
         }

@@ -14,6 +14,14 @@ pub enum CheckoutError {
     /// The database did not answer; the work is retried.
     #[error("the checkout database is unavailable")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// A saga step ran past its bound and was stopped; the order is taken up again once its lease runs out.
+    #[error("order {order_id}'s step ran past its {bound:?} bound and was stopped")]
+    StepTimedOut {
+        /// The order.
+        order_id: String,
+        /// The bound it ran past.
+        bound: std::time::Duration,
+    },
     /// Anything else: logged in full, shown opaque.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -33,7 +41,7 @@ impl From<&CheckoutError> for ReplyError {
         let code = match err {
             CheckoutError::UnknownOrder(_) => ErrorCode::NotFound,
             CheckoutError::InvalidMessage(_) => ErrorCode::InvalidInput,
-            CheckoutError::DatabaseUnavailable(_) => ErrorCode::Unavailable,
+            CheckoutError::DatabaseUnavailable(_) | CheckoutError::StepTimedOut { .. } => ErrorCode::Unavailable,
             CheckoutError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 return ReplyError::new(ErrorCode::Internal, "internal error");

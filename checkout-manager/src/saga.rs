@@ -25,23 +25,27 @@ use crate::{
     orders::{self, Change, Order, Status, Step},
 };
 
-/// The orders a driver is working on, at the version it holds: what its heartbeat renews.
+/// The orders a driver is working on, at the version it holds and since when its step runs: what its
+/// heartbeat renews.
 #[derive(Debug, Default)]
-pub struct Leases(std::sync::Mutex<HashMap<String, i64>>);
+pub struct Leases(std::sync::Mutex<HashMap<String, (i64, Instant)>>);
 
 impl Leases {
-    /// Marks an order as this driver's at `version`, so the heartbeat renews its lease.
+    /// Marks an order as this driver's at `version`, its step starting now, so the heartbeat renews its lease.
     pub fn hold(&self, order_id: &str, version: i64) {
-        self.0.lock().expect("leases lock").insert(order_id.to_owned(), version);
+        self.0.lock().expect("leases lock").insert(order_id.to_owned(), (version, Instant::now()));
     }
 
     fn release(&self, order_id: &str) {
         self.0.lock().expect("leases lock").remove(order_id);
     }
 
-    /// A copy of what is held now (no lock is held while the database is asked).
-    pub fn snapshot(&self) -> Vec<(String, i64)> {
-        self.0.lock().expect("leases lock").iter().map(|(id, v)| (id.clone(), *v)).collect()
+    /// A copy of the orders whose step has run for less than `bound` (no lock is held while the database is
+    /// asked). A step past its bound is hung: its lease is left to run out, so another driver takes the order
+    /// up, rather than renewed for as long as the hang lasts.
+    pub fn snapshot(&self, bound: Duration) -> Vec<(String, i64)> {
+        let held = self.0.lock().expect("leases lock");
+        held.iter().filter(|(_, (_, since))| since.elapsed() < bound).map(|(id, (v, _))| (id.clone(), *v)).collect()
     }
 }
 
@@ -150,25 +154,38 @@ impl Saga {
         self.leases.hold(&order.order_id, order.version);
         let _holding = Holding { leases: &self.leases, order_id: order.order_id.clone() };
         loop {
-            let started = Instant::now();
-            let change = match order.step {
-                Step::Done => return Ok(()),
-                Step::Reserve => self.reserve(&order).await,
-                Step::RequestPayment => self.request_payment(&order)?,
-                Step::AwaitPayment => self.payment_timed_out(&order)?,
-                Step::Commit => self.commit(&order).await?,
-                Step::RollBack => self.roll_back(&order).await?,
+            // A step that runs past its bound is stopped (its transaction rolls back, its calls are dropped):
+            // the order's lease then runs out and a driver takes it up again; every step is safe to repeat.
+            let bound = self.settings.step_timeout;
+            let next = match tokio::time::timeout(bound, self.step(&order)).await {
+                Ok(next) => next?,
+                Err(_) => return Err(CheckoutError::StepTimedOut { order_id: order.order_id.clone(), bound }),
             };
-            let took = started.elapsed();
-            let (chain, go_on) = self.chain(&order, change)?;
-            match self.apply_chain(&order, chain, go_on, took).await? {
-                Some(next) if go_on => {
+            match next {
+                Some(next) => {
                     self.leases.hold(&next.order_id, next.version);
                     order = next;
                 }
-                _ => return Ok(()),
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Runs `order`'s due step and writes what it led to; the order as written when the driver goes straight
+    /// on with its next step, none when it waits or is final.
+    async fn step(&self, order: &Order) -> Result<Option<Order>, CheckoutError> {
+        let started = Instant::now();
+        let change = match order.step {
+            Step::Done => return Ok(None),
+            Step::Reserve => self.reserve(order).await,
+            Step::RequestPayment => self.request_payment(order)?,
+            Step::AwaitPayment => self.payment_timed_out(order)?,
+            Step::Commit => self.commit(order).await?,
+            Step::RollBack => self.roll_back(order).await?,
+        };
+        let took = started.elapsed();
+        let (chain, go_on) = self.chain(order, change)?;
+        Ok(self.apply_chain(order, chain, go_on, took).await?.filter(|_| go_on))
     }
 
     /// Takes in a new order: its reservation runs before anything is stored, and the order is stored once,

@@ -120,7 +120,7 @@ impl Application {
         if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "checkout-manager did not stop within its grace period; leases run out and unacked messages are redelivered");
         }
-        pool.close().await;
+        ordermesh_lifecycle::close_pool(&pool).await;
         tracing::info!("checkout-manager stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

@@ -158,25 +158,55 @@ pub struct DatabaseSettings {
     /// An idle pooled connection is closed after this long, so a burst does not hold the server's
     /// connections for good.
     pub idle_timeout: Duration,
+    /// The server cancels a statement running longer (`statement_timeout`): nothing waits on the database for
+    /// ever. The mesh's statements take milliseconds; migrations are exempt.
+    pub statement_timeout: Duration,
+    /// The server gives up waiting for a lock after this long (`lock_timeout`), so a row held by someone
+    /// else (an operator's open transaction) costs a quick "unavailable, retry" instead of a hang.
+    pub lock_timeout: Duration,
+    /// The server ends a session that sits in an open transaction this long (`idle_in_transaction_session_timeout`):
+    /// a stalled process (paused, partitioned) cannot hold its row locks for good.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl DatabaseSettings {
-    /// A database at `url` with the defaults: created if missing, 10 connections, 30 s idle timeout.
+    /// A database at `url` with the defaults: created if missing, 10 connections, 30 s idle timeout, statements
+    /// cut after 5 s, lock waits after 2 s, a session idle in a transaction ended after 10 s.
     pub fn new(url: impl Into<SecretUrl>) -> Self {
-        Self { url: url.into(), create: true, max_connections: 10, idle_timeout: Duration::from_secs(30) }
+        Self {
+            url: url.into(),
+            create: true,
+            max_connections: 10,
+            idle_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(2),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+        }
     }
 
-    /// Reads `<PREFIX>_DATABASE_URL`, `_CREATE_DATABASE`, `_DB_MAX_CONNECTIONS` and `_DB_IDLE_TIMEOUT_MS`
-    /// over `default`.
+    /// Reads `<PREFIX>_DATABASE_URL`, `_CREATE_DATABASE`, `_DB_MAX_CONNECTIONS`, `_DB_IDLE_TIMEOUT_MS`,
+    /// `_DB_STATEMENT_TIMEOUT_MS`, `_DB_LOCK_TIMEOUT_MS` and `_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` over `default`.
     pub fn from_env(env: &Env<'_>, prefix: &str, default: Self) -> anyhow::Result<Self> {
         let settings = Self {
             url: env.secret(&format!("{prefix}_DATABASE_URL"), &default.url),
             create: env.or(&format!("{prefix}_CREATE_DATABASE"), default.create)?,
             max_connections: env.or(&format!("{prefix}_DB_MAX_CONNECTIONS"), default.max_connections)?,
             idle_timeout: env.millis(&format!("{prefix}_DB_IDLE_TIMEOUT_MS"), default.idle_timeout)?,
+            statement_timeout: env.millis(&format!("{prefix}_DB_STATEMENT_TIMEOUT_MS"), default.statement_timeout)?,
+            lock_timeout: env.millis(&format!("{prefix}_DB_LOCK_TIMEOUT_MS"), default.lock_timeout)?,
+            idle_in_transaction_timeout: env
+                .millis(&format!("{prefix}_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"), default.idle_in_transaction_timeout)?,
         };
         anyhow::ensure!(settings.max_connections > 0, "{prefix}_DB_MAX_CONNECTIONS must be at least 1");
-        anyhow::ensure!(!settings.idle_timeout.is_zero(), "{prefix}_DB_IDLE_TIMEOUT_MS must be at least 1");
+        for (name, bound) in [
+            ("IDLE_TIMEOUT_MS", settings.idle_timeout),
+            ("STATEMENT_TIMEOUT_MS", settings.statement_timeout),
+            ("LOCK_TIMEOUT_MS", settings.lock_timeout),
+            ("IDLE_IN_TRANSACTION_TIMEOUT_MS", settings.idle_in_transaction_timeout),
+        ] {
+            // Zero means "no bound" to PostgreSQL: the very hang these settings exist to prevent.
+            anyhow::ensure!(!bound.is_zero(), "{prefix}_DB_{name} must be at least 1");
+        }
         Ok(settings)
     }
 }
@@ -199,6 +229,8 @@ pub struct SharedSettings {
     pub inventory_timeout: Duration,
     /// Retries of one message before it is dead-lettered (`AMQP_MAX_RETRIES`).
     pub max_retries: u32,
+    /// A message's handling still running after this long is stopped and retried (`AMQP_HANDLER_TIMEOUT_MS`).
+    pub handler_timeout: Duration,
     /// The kind of the durable queues (`AMQP_QUEUE_TYPE`: `quorum` or `classic`).
     pub queue_type: QueueType,
     /// Redeliveries of a message that came back unanswered (its consumer crashed or timed out) before a quorum
@@ -249,6 +281,7 @@ impl Default for SharedSettings {
             inventory_url: DEFAULT_INVENTORY_URL.to_owned(),
             inventory_timeout: Duration::from_secs(2),
             max_retries: 8,
+            handler_timeout: Duration::from_secs(30),
             queue_type: QueueType::Quorum,
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
@@ -265,10 +298,12 @@ impl SharedSettings {
             inventory_url: env.string("INVENTORY_URL", &d.inventory_url),
             inventory_timeout: env.millis("INVENTORY_TIMEOUT_MS", d.inventory_timeout)?,
             max_retries: env.or("AMQP_MAX_RETRIES", d.max_retries)?,
+            handler_timeout: env.millis("AMQP_HANDLER_TIMEOUT_MS", d.handler_timeout)?,
             queue_type: env.or("AMQP_QUEUE_TYPE", d.queue_type)?,
             delivery_limit: env.or("AMQP_DELIVERY_LIMIT", d.delivery_limit)?,
         };
         anyhow::ensure!(!settings.inventory_timeout.is_zero(), "INVENTORY_TIMEOUT_MS must be at least 1");
+        anyhow::ensure!(!settings.handler_timeout.is_zero(), "AMQP_HANDLER_TIMEOUT_MS must be at least 1");
         Ok(settings)
     }
 }
@@ -308,5 +343,28 @@ mod tests {
         let bad = Env::from_fn(|k| (k == "X_DB_MAX_CONNECTIONS").then(|| "lots".to_owned()));
         let err = DatabaseSettings::from_env(&bad, "X", DatabaseSettings::new("postgres://h/x")).unwrap_err();
         assert!(err.to_string().contains("X_DB_MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn the_database_bounds_have_defaults_are_read_and_are_never_zero() {
+        let db = DatabaseSettings::new("postgres://h/x");
+        assert_eq!(
+            (db.statement_timeout, db.lock_timeout, db.idle_in_transaction_timeout),
+            (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(10))
+        );
+        let vars = HashMap::from([
+            ("X_DB_STATEMENT_TIMEOUT_MS", "800"),
+            ("X_DB_LOCK_TIMEOUT_MS", "300"),
+            ("X_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "4000"),
+        ]);
+        let env = Env::from_fn(|k| vars.get(k).map(|v| (*v).to_owned()));
+        let db = DatabaseSettings::from_env(&env, "X", DatabaseSettings::new("postgres://h/x")).unwrap();
+        assert_eq!(
+            (db.statement_timeout, db.lock_timeout, db.idle_in_transaction_timeout),
+            (Duration::from_millis(800), Duration::from_millis(300), Duration::from_secs(4))
+        );
+        let zero = Env::from_fn(|k| (k == "X_DB_LOCK_TIMEOUT_MS").then(|| "0".to_owned()));
+        let err = DatabaseSettings::from_env(&zero, "X", DatabaseSettings::new("postgres://h/x")).unwrap_err();
+        assert!(err.to_string().contains("X_DB_LOCK_TIMEOUT_MS must be at least 1"), "{err}");
     }
 }

@@ -137,7 +137,7 @@ impl Application {
         };
         let _ = stop_tx.send(true);
         let _ = tokio::join!(sweeper, prober, metrics_task);
-        pool.close().await;
+        ordermesh_lifecycle::close_pool(&pool).await;
         result.context("gRPC server failed")
     }
 }

@@ -43,18 +43,46 @@ pub use ordermesh_config::DatabaseSettings;
 /// How long startup waits for PostgreSQL to answer before giving up.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long a stopping service waits for its database connections still in use to be given back.
+pub const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// Closes `pool` at the end of a shutdown, waiting at most [`CLOSE_BOUND`] for connections still in use:
+/// work that outlived the shutdown grace must not keep the process from exiting. The server rolls back
+/// what such a connection left open when the process is gone.
+pub async fn close_pool(pool: &PgPool) {
+    if tokio::time::timeout(CLOSE_BOUND, pool.close()).await.is_err() {
+        tracing::warn!(bound = ?CLOSE_BOUND, "database connections still in use at exit; their work is rolled back");
+    }
+}
+
 /// Opens the pool (creating the database first if asked, waiting for PostgreSQL to come up) and runs `migrator`.
 pub async fn connect_and_migrate(settings: &DatabaseSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
     let pool = connect(settings).await?;
-    // sqlx takes an advisory lock, so instances starting together migrate once.
-    migrator.run(&pool).await.context("running migrations")?;
+    // Migrations may rightly run longer than a statement of the service, and wait for the advisory lock that
+    // sqlx takes so that instances starting together migrate once: on a connection without the bounds,
+    // closed afterwards so that its settings never serve a request.
+    let mut conn = pool.acquire().await.context("connecting to migrate")?;
+    sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .context("lifting the statement bounds for migrations")?;
+    migrator.run(&mut *conn).await.context("running migrations")?;
+    let _ = conn.detach().close().await;
     Ok(pool)
 }
 
 /// Opens the pool, creating the database first if asked and waiting (bounded) for PostgreSQL to come up.
 /// Idle connections are closed after `settings.idle_timeout`, down to none.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(settings.url.expose()).context("parsing the database URL")?;
+    let ms = |d: Duration| d.as_millis().to_string();
+    let options = PgConnectOptions::from_str(settings.url.expose())
+        .context("parsing the database URL")?
+        // Sent at connection start-up: every session of the pool is bounded, whatever runs on it.
+        .options([
+            ("statement_timeout", ms(settings.statement_timeout)),
+            ("lock_timeout", ms(settings.lock_timeout)),
+            ("idle_in_transaction_session_timeout", ms(settings.idle_in_transaction_timeout)),
+        ]);
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     let mut backoff = Duration::from_millis(100);
     let pool = loop {
@@ -89,10 +117,12 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 
 /// Whether a database error means PostgreSQL cannot serve right now, so a caller should answer "unavailable,
 /// retry later" (503, `UNAVAILABLE`) rather than "internal error": the server is not serving, the database
-/// is gone (3D000), or a write reached a server that is read-only (25006): a standby, in the moment of a
-/// failover before the primary's address moves to the promoted one.
+/// is gone (3D000), a write reached a server that is read-only (25006): a standby, in the moment of a
+/// failover before the primary's address moves to the promoted one; or a bound ran out: the statement ran
+/// past `statement_timeout` (57014), waited past `lock_timeout` for a row someone else holds (55P03), or the
+/// session sat in its transaction past `idle_in_transaction_session_timeout` and was ended (25P03).
 pub fn db_unavailable(err: &sqlx::Error) -> bool {
-    db_not_serving(err) || sqlstate_is(err, |code| code == "3D000" || code == "25006")
+    db_not_serving(err) || sqlstate_is(err, |code| matches!(code, "3D000" | "25006" | "57014" | "55P03" | "25P03"))
 }
 
 /// The pool gave up or was closed, the connection broke, or the server refused for a reason of its own state:

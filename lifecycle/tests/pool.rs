@@ -1,6 +1,8 @@
 //! The database pool gives connections back to the server once a burst is over.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
 
 use ordermesh_config::DatabaseSettings;
 use ordermesh_lifecycle::connect;
@@ -68,4 +70,82 @@ async fn startup_does_not_wait_for_a_database_it_may_not_create() {
     // It fails on the first attempt instead of retrying for the 30 s it gives an unreachable server.
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}: {err:#}", started.elapsed());
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_row_held_elsewhere_or_a_long_statement_is_cut_at_its_bound_as_unavailable_not_a_hang() {
+    let (url, name) = testdb::unique_database("om_test_bounds_");
+    let settings = DatabaseSettings {
+        statement_timeout: Duration::from_millis(1000),
+        lock_timeout: Duration::from_millis(300),
+        idle_in_transaction_timeout: Duration::from_millis(1500),
+        ..DatabaseSettings::new(url.clone())
+    };
+    let pool = connect(&settings).await.expect("pool");
+    sqlx::raw_sql("CREATE TABLE stock (id int PRIMARY KEY, n int NOT NULL); INSERT INTO stock VALUES (1, 10)")
+        .execute(&pool)
+        .await
+        .expect("table");
+
+    // An operator's open transaction on the row, in a session of its own (psql, not bounded by the pool).
+    let mut operator = sqlx::PgConnection::connect(&url).await.expect("operator session");
+    sqlx::raw_sql("BEGIN; UPDATE stock SET n = n WHERE id = 1").execute(&mut operator).await.expect("row held");
+    let started = Instant::now();
+    let held = tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1").execute(&pool),
+    )
+    .await
+    .expect("the write gives up at the lock bound instead of waiting for the operator")
+    .expect_err("the row is held");
+    assert!(started.elapsed() < Duration::from_secs(3), "gave up after {:?}", started.elapsed());
+    assert!(matches!(&held, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03")), "{held:?}");
+    assert!(ordermesh_lifecycle::db_unavailable(&held), "{held:?}");
+
+    // A statement running past its bound is cancelled by the server.
+    let long = tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT pg_sleep(5)").execute(&pool))
+        .await
+        .expect("the statement is cut at its bound")
+        .expect_err("cancelled");
+    assert!(matches!(&long, sqlx::Error::Database(e) if e.code().as_deref() == Some("57014")), "{long:?}");
+    assert!(ordermesh_lifecycle::db_unavailable(&long), "{long:?}");
+
+    // A session of the pool left idle inside a transaction (its process stalled) is ended, locks released.
+    let mut stalled = pool.begin().await.expect("transaction");
+    operator_free(&mut operator).await;
+    sqlx::query("SELECT n FROM stock WHERE id = 1 FOR UPDATE").execute(&mut *stalled).await.expect("locked");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ended = sqlx::query("SELECT 1").execute(&mut *stalled).await.expect_err("the stalled session was ended");
+    assert!(ordermesh_lifecycle::db_unavailable(&ended), "{ended:?}");
+    drop(stalled);
+    sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1").execute(&pool).await.expect("the row is free again");
+
+    pool.close().await;
+    testdb::drop_database(&name).await;
+}
+
+/// Ends the operator's transaction, handing its session back.
+async fn operator_free(operator: &mut sqlx::PgConnection) -> &mut sqlx::PgConnection {
+    sqlx::raw_sql("ROLLBACK").execute(&mut *operator).await.expect("rollback");
+    operator
+}
+
+#[tokio::test]
+async fn migrations_run_without_the_statement_bounds() {
+    let (url, name) = testdb::unique_database("om_test_migrate_bounds_");
+    let dir = std::env::temp_dir().join(format!("om_migrations_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A migration longer than the services' statement bound (an index built on a big table).
+    std::fs::write(dir.join("1_slow.sql"), "SELECT pg_sleep(1); CREATE TABLE built (x int);").unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.expect("migrations");
+    let settings = DatabaseSettings { statement_timeout: Duration::from_millis(200), ..DatabaseSettings::new(url) };
+    let pool = ordermesh_lifecycle::connect_and_migrate(&settings, &migrator).await.expect("migrated");
+    let built: bool = sqlx::query_scalar("SELECT to_regclass('built') IS NOT NULL").fetch_one(&pool).await.unwrap();
+    assert!(built);
+    // The service's own sessions stay bounded.
+    let long = sqlx::query("SELECT pg_sleep(1)").execute(&pool).await.expect_err("bounded");
+    assert!(ordermesh_lifecycle::db_unavailable(&long), "{long:?}");
+    pool.close().await;
+    std::fs::remove_dir_all(&dir).ok();
+    testdb::drop_database(&name).await;
 }

@@ -63,7 +63,13 @@ impl Report {
 pub async fn run(config: &MeshConfig, stuck_after: Duration) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let open = |settings: &DatabaseSettings| {
-        let settings = DatabaseSettings { create: false, max_connections: 2, ..settings.clone() };
+        // The audit reads whole tables: its statements may take longer than a request's.
+        let settings = DatabaseSettings {
+            create: false,
+            max_connections: 2,
+            statement_timeout: settings.statement_timeout.max(std::time::Duration::from_secs(120)),
+            ..settings.clone()
+        };
         async move { ordermesh_lifecycle::connect(&settings).await }
     };
     let inventory = open(&config.inventory.database).await?;

@@ -82,6 +82,10 @@ impl FromEnv for Config {
 impl Config {
     /// How the queues are consumed.
     pub fn consumer(&self) -> ConsumerSettings {
-        ConsumerSettings { prefetch: self.prefetch, max_retries: self.shared.max_retries }
+        ConsumerSettings {
+            prefetch: self.prefetch,
+            max_retries: self.shared.max_retries,
+            handler_timeout: self.shared.handler_timeout,
+        }
     }
 }

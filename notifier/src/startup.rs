@@ -105,7 +105,7 @@ impl Application {
         {
             tracing::warn!(grace = ?config.shutdown_grace, "notifier did not stop within its grace period; unacked events will be redelivered");
         }
-        pool.close().await;
+        ordermesh_lifecycle::close_pool(&pool).await;
         tracing::info!("notifier stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

@@ -80,7 +80,7 @@ impl Application {
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "payment-gateway did not stop within its grace period; unacked requests will be redelivered");
         }
-        pool.close().await;
+        ordermesh_lifecycle::close_pool(&pool).await;
         tracing::info!("payment-gateway stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

@@ -1,9 +1,11 @@
 //! Many clients at once: never oversell, never deadlock, always conserve stock.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 use tonic::Code;
 
-use crate::helpers::{reserve_request, spawn_inventory};
+use crate::helpers::{reserve_request, spawn_inventory, spawn_inventory_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_single_unit_reservations_get_exactly_the_stock() {
@@ -216,5 +218,36 @@ async fn beyond_the_per_connection_limit_calls_are_refused_at_once_and_stock_sti
     assert_eq!((s.on_hand, s.reserved, s.available), (1_000, won, 1_000 - won), "only what was served is held");
     // A refused call retried later is served.
     inv.reserve("busy-retry", &[("busy", 1)]).await.expect("served once the burst is over");
+    inv.stop().await;
+}
+
+#[tokio::test]
+async fn a_stock_row_an_operator_holds_makes_a_reservation_unavailable_at_the_lock_bound_not_a_hang() {
+    let mut inv = spawn_inventory_with(|c| c.database.lock_timeout = Duration::from_millis(300)).await;
+    inv.product("hot", 10).await;
+
+    // An operator's open transaction on the product's stock row (psql, left open).
+    let mut operator = inv.pool.acquire().await.unwrap();
+    sqlx::raw_sql(
+        "SET idle_in_transaction_session_timeout = 0; BEGIN; UPDATE stock SET on_hand = on_hand WHERE product_id = 'hot'",
+    )
+    .execute(&mut *operator)
+    .await
+    .unwrap();
+
+    let started = std::time::Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(10), inv.reserve("order-1", &[("hot", 1)]))
+        .await
+        .expect("the reservation gives up at the lock bound instead of waiting for the operator")
+        .expect_err("the row is held");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "gave up after {:?}", started.elapsed());
+
+    // Once the operator is done, the same reservation goes through, once.
+    sqlx::raw_sql("ROLLBACK").execute(&mut *operator).await.unwrap();
+    drop(operator);
+    inv.reserve("order-1", &[("hot", 1)]).await.expect("held now");
+    let hot = inv.stock("hot").await;
+    assert_eq!((hot.on_hand, hot.reserved), (10, 1));
     inv.stop().await;
 }
