@@ -27,8 +27,9 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
+use ordermesh_config::QueueType;
 use sqlx::{Connection as _, Executor as _, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio::sync::{Notify, Semaphore};
 
@@ -198,8 +199,23 @@ impl FloorQueue {
         let publisher = conn.create_channel().await?;
         let consumer = conn.create_channel().await?;
         let queue = format!("ordermesh-bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let options = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
-        publisher.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+        // The kind of queue the mesh's are (`AMQP_QUEUE_TYPE`, quorum unless set), so that the two compare. A
+        // quorum queue cannot delete itself when unused: `close` deletes it.
+        let queue_type: QueueType = match std::env::var("AMQP_QUEUE_TYPE") {
+            Ok(value) => value.parse().map_err(|e| anyhow::anyhow!("AMQP_QUEUE_TYPE {e}"))?,
+            Err(_) => QueueType::default(),
+        };
+        let (options, arguments) = match queue_type {
+            QueueType::Quorum => {
+                let mut arguments = FieldTable::default();
+                arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+                (QueueDeclareOptions { durable: true, ..Default::default() }, arguments)
+            }
+            QueueType::Classic => {
+                (QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            }
+        };
+        publisher.queue_declare(queue.as_str().into(), options, arguments).await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         consumer.basic_qos(u16::try_from(in_flight).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
         let deliveries = consumer
