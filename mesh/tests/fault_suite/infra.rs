@@ -316,6 +316,14 @@ impl Service {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the running process: a stall it does not know about, as a long
+    /// garbage-collection pause or a frozen VM gives, while its connections and leases go stale.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            run(StdCommand::new("kill").args([format!("-{signal}"), pid.to_string()]), "signalling a service");
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }

@@ -468,6 +468,30 @@ impl Suite {
         );
     }
 
+    /// The service stalled (SIGSTOP) for 12 s mid-stream, longer than its leases, its claims and the database's
+    /// bound on a session idle in a transaction, then let go (SIGCONT): it wakes believing it still owns what it
+    /// held, and must not act twice on any of it.
+    async fn stall_scenario(&mut self, name: &'static str, fault: &'static str) {
+        let load = self.stream(fault).await;
+        load.wait_for_orders(15).await;
+        let in_flight = self.in_flight().await;
+        self.service(name).signal("STOP");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        self.service(name).signal("CONT");
+        let resumed = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let accepted = load.stop().await;
+        let (result, recovery) = self.check(&accepted, resumed, SETTLE_BOUND).await;
+        let checked = "every accepted order final within 10 s of SIGCONT; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ";
+        self.record(
+            fault,
+            "SIGSTOP mid-stream for 12 s (past its leases and the 10 s idle-in-transaction bound), then SIGCONT",
+            in_flight,
+            checked,
+            (result, format!("all final {recovery} after SIGCONT")),
+        );
+    }
+
     fn restart_with(&mut self, name: &str, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
         let service = self.service(name);
         let before = service.env.clone();
@@ -543,6 +567,11 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
         ("checkout-manager", "kill -9 checkout-manager (again, later in the stream)"),
     ] {
         suite.kill_scenario(name, fault).await;
+    }
+    for (name, fault) in
+        [("checkout-manager", "SIGSTOP checkout-manager (a stall)"), ("cart-manager", "SIGSTOP cart-manager (a stall)")]
+    {
+        suite.stall_scenario(name, fault).await;
     }
 
     // RabbitMQ stopped and started: persistent messages survive, every service reconnects.
