@@ -111,6 +111,7 @@ impl Application {
             }
         };
         let _ = stop.send(true);
+        tracing::info!("api-gateway stopped");
         match fatal_rx.try_recv() {
             Ok(sentence) => Err(anyhow::anyhow!(sentence)),
             Err(_) => result,

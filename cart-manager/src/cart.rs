@@ -149,8 +149,8 @@ pub async fn add_item(
     .await;
     let outcome = match applied {
         Ok(outcome) => outcome,
-        // 23505: a copy of this request recorded first; its answer is the answer, and this add never happened.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+        // A copy of this request recorded first; its answer is the answer, and this add never happened.
+        Err(e) if ordermesh_lifecycle::is_unique_violation(&e) => {
             return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
                 .await?
                 .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));

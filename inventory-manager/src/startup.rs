@@ -138,6 +138,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = tokio::join!(sweeper, prober, metrics_task);
         ordermesh_lifecycle::close_pool(&pool).await;
+        tracing::info!("inventory-manager stopped");
         result.context("gRPC server failed")
     }
 }

@@ -266,7 +266,7 @@ async fn reserve_at_once(
     let (created_at, expires_at) = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => return Ok(None),
+        Err(e) if ordermesh_lifecycle::is_unique_violation(&e) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     Ok(Some(held(id, lines, created_at, expires_at)))

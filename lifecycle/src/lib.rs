@@ -135,6 +135,12 @@ fn db_not_serving(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `err` is a unique violation (SQLSTATE 23505): a row with that key is there already, which the
+/// callers that insert idempotently read as "done before", not as a failure.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    sqlstate_is(err, |code| code == "23505")
+}
+
 /// Whether `err` is a database error whose SQLSTATE satisfies `test`.
 fn sqlstate_is(err: &sqlx::Error, test: impl Fn(&str) -> bool) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.code().is_some_and(|code| test(&code)))

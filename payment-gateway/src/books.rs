@@ -1,6 +1,7 @@
 //! The provider's books: a balance per client and one charge per payment id, so a charge is taken at
 //! most once however often it is asked for, and a refund gives back at most what was taken.
 
+use ordermesh_lifecycle::is_unique_violation;
 use ordermesh_messages::{
     ClientId,
     payloads::{ChargeRequest, PaymentOutcome, RefundRequest},
@@ -153,10 +154,6 @@ pub async fn refund(pool: &PgPool, request: &RefundRequest) -> sqlx::Result<bool
     }
     tx.commit().await?;
     Ok(refunded.is_some())
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 fn is_check_violation(e: &sqlx::Error) -> bool {
