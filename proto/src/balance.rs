@@ -238,8 +238,8 @@ impl Service<http::Request<Body>> for Balanced {
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             // A transport failure (refused, reset, closed, timed out) takes the address out of the rotation
             // until a probe reaches it; answers of the server itself, errors included, come as Ok. A call that
-            // got no answer because its connection failed (refused, reset, or closed under it: a killed
-            // replica's calls in flight end as "cancelled" or as an HTTP/2 error, not as an I/O error) is
+            // got no answer because its connection failed (refused, reset, or closed under it, which can also
+            // end a call as "cancelled", one queued as the connection closed, or as an HTTP/2 error) is
             // UNAVAILABLE, which callers of idempotent calls send once more, to another replica. Only the call's
             // own deadline keeps its code: the replica may be slow rather than gone.
             result.map_err(|err| -> StdError {
