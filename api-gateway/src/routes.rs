@@ -192,6 +192,11 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
 #[derive(Debug, OpenApi)]
 #[openapi(
     modifiers(&ApiKeySecurity),
+    tags(
+        (name = "shop", description = "What a shop's clients call: carts, checkout, order status, profiles, the catalogue"),
+        (name = "admin", description = "The operators' dashboard and its reads (operator keys only)"),
+        (name = "operations", description = "Health, readiness and metrics, open to everyone")
+    ),
     info(
         title = "ordermesh api-gateway",
         description = "Carts, checkout and order status of ordermesh. Every error is `{status: \"failure\", error}`."
@@ -530,10 +535,10 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
 }
 
 /// Add units of a product to a client's cart.
-#[utoipa::path(post, path = "/addToCart", request_body = AddToCartRequest,
+#[utoipa::path(post, path = "/addToCart", tag = "shop", request_body = AddToCartRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters, scoped per client: a retry with the same key and body gets the first answer and adds nothing again")),
     responses(
-    (status = 200, description = "Added", body = StatusBody),
+    (status = 200, description = "Added", body = StatusBody, example = json!({"status": "success", "error": ""})),
     (status = 400, description = "Invalid input: malformed JSON, not a JSON object, missing or unknown fields, a quantity that is not an integer from 1 to 10000, an id not 1–100 characters", body = StatusBody),
     (status = 404, description = "Unknown product", body = StatusBody),
     (status = 409, description = "The cart would hold more than is available", body = StatusBody),
@@ -559,7 +564,7 @@ async fn add_to_cart(
 }
 
 /// Turn the client's cart into an order; the saga then runs asynchronously.
-#[utoipa::path(post, path = "/checkOutCart", request_body = CheckOutCartRequest,
+#[utoipa::path(post, path = "/checkOutCart", tag = "shop", request_body = CheckOutCartRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters; a retried checkout with the same key returns the same order")),
     responses(
     (status = 202, description = "Order created and handed to the saga", body = CheckoutBody),
@@ -595,7 +600,7 @@ async fn check_out_cart(
 }
 
 /// An order with its status and saga timeline.
-#[utoipa::path(get, path = "/orders/{orderID}", params(
+#[utoipa::path(get, path = "/orders/{orderID}", tag = "shop", params(
     ("orderID" = String, Path, description = "The order id from checkout"),
     ("waitSeconds" = Option<u64>, Query, minimum = 0, maximum = 30, description = "Answer as soon as the order is final, or after this many seconds (0–30)"),
 ), responses(
@@ -723,7 +728,7 @@ impl From<Profile> for ClientBody {
 }
 
 /// Set where a shopper's order emails go (confirmed, payment declined, failed), or stop them with `null`.
-#[utoipa::path(put, path = "/clients/{clientID}", request_body = PutClientRequest, params(("clientID" = String, Path)), responses(
+#[utoipa::path(put, path = "/clients/{clientID}", tag = "shop", request_body = PutClientRequest, params(("clientID" = String, Path)), responses(
     (status = 200, description = "Stored", body = ClientBody),
     (status = 400, description = "Invalid id, malformed JSON, a missing or unknown field, or not a plain email address", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
@@ -743,7 +748,7 @@ async fn put_client(
 }
 
 /// A shopper's contact details (`email: null` if none were set).
-#[utoipa::path(get, path = "/clients/{clientID}", params(("clientID" = String, Path)), responses(
+#[utoipa::path(get, path = "/clients/{clientID}", tag = "shop", params(("clientID" = String, Path)), responses(
     (status = 200, description = "The profile", body = ClientBody),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 503, description = "The notifier is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
@@ -760,7 +765,7 @@ async fn get_client(
 }
 
 /// A client's cart at current prices.
-#[utoipa::path(get, path = "/cart/{clientID}", params(("clientID" = String, Path)), responses(
+#[utoipa::path(get, path = "/cart/{clientID}", tag = "shop", params(("clientID" = String, Path)), responses(
     (status = 200, description = "The cart (empty if the client has none)", body = CartBody),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
@@ -776,11 +781,11 @@ async fn get_cart(
 }
 
 /// Take a product out of a client's cart.
-#[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", params(
+#[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", tag = "shop", params(
     ("clientID" = String, Path), ("productID" = String, Path),
     ("Idempotency-Key" = Option<String>, Header, description = "As for addToCart: a retry with the same key answers 200 again instead of 404"),
 ), responses(
-    (status = 200, description = "Removed", body = StatusBody),
+    (status = 200, description = "Removed", body = StatusBody, example = json!({"status": "success", "error": ""})),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 404, description = "The product is not in the cart", body = StatusBody),
     (status = 422, description = "The Idempotency-Key was already used for a different request", body = StatusBody),
@@ -803,7 +808,7 @@ async fn remove_cart_item(
 }
 
 /// The catalogue with prices and available quantities.
-#[utoipa::path(get, path = "/products", responses(
+#[utoipa::path(get, path = "/products", tag = "shop", responses(
     (status = 200, description = "Every product", body = ProductsBody),
     (status = 503, description = "Inventory is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "Inventory did not answer in time", body = StatusBody),
@@ -842,7 +847,7 @@ async fn list_products(State(state): State<AppState>) -> Result<Json<ProductsBod
 
 /// Prometheus metrics of this gateway (OpenMetrics text): requests by route and status with latency,
 /// messages by queue and type, gRPC calls to inventory. Never refused for load.
-#[utoipa::path(get, path = "/metrics", responses(
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)
 ))]
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -850,13 +855,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = StatusBody)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "Alive", body = StatusBody, example = json!({"status": "success", "error": ""}))
+))]
 async fn healthz() -> Json<StatusBody> {
     Json(StatusBody::success())
 }
 
 /// Readiness: RabbitMQ is connected and inventory answers.
-#[utoipa::path(get, path = "/readyz", responses(
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready", body = ReadyBody),
     (status = 503, description = "Not ready", body = ReadyBody),
 ))]

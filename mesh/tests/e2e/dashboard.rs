@@ -212,6 +212,14 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
             ),
         )
         .await;
+    // Every dead-letter queue's name is shown whole (wrapped if it must be), never cut off.
+    let cut = browser
+        .run(
+            "return [...document.querySelectorAll('#dead-letters tr[data-queue] td:first-child')]
+               .filter(td => td.scrollWidth > td.clientWidth).map(td => td.textContent)",
+        )
+        .await;
+    assert_eq!(cut, json!([]), "queue names cut off on the dashboard");
     browser
         .wait_for("every service ready", "return document.querySelectorAll('#services .chip.up').length === 7")
         .await;

@@ -25,6 +25,29 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served_offline() {
         assert!(add.get(code).is_some(), "/addToCart lacks {code}");
     }
     assert!(spec["components"]["schemas"]["StatusBody"].is_object(), "the error shape is documented");
+    // A success is shown as a success: the shared body's own example is a failure's.
+    for (path, method) in
+        [("/addToCart", "post"), ("/cart/{clientID}/items/{productID}", "delete"), ("/healthz", "get")]
+    {
+        let example = &spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["example"];
+        assert_eq!(example, &serde_json::json!({"status": "success", "error": ""}), "{method} {path}'s 200 example");
+    }
+    // Shop, operators and operations in groups of their own, every route in one.
+    let tags: Vec<&str> = spec["tags"].as_array().expect("tags").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(tags, ["shop", "admin", "operations"]);
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let tag = operation["tags"][0].as_str().unwrap_or("none");
+            let expected = if path.starts_with("/admin") || path == "/dashboard" {
+                "admin"
+            } else if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
+                "operations"
+            } else {
+                "shop"
+            };
+            assert_eq!(tag, expected, "{method} {path}");
+        }
+    }
 
     let page = mesh.http.get(mesh.url("/documentation/")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
