@@ -15,11 +15,12 @@ pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 /// The most lines one reservation may carry; a bound on work done under row locks.
 pub const MAX_LINES: usize = 100;
 
-/// Parses an identifier as the prototype's schema allowed: 1 to 100 characters, no control characters.
+/// Parses an identifier by the rules every service applies to ids (`ordermesh_messages`): 1 to 100
+/// characters, not blank, no control characters. A blank id the gateway refuses must not be creatable here.
 fn parse_id(field: &'static str, raw: String) -> Result<String, InventoryError> {
     let len = raw.chars().count();
-    if len == 0 {
-        return Err(InventoryError::invalid(field, "must not be empty"));
+    if raw.trim().is_empty() {
+        return Err(InventoryError::invalid(field, "must not be empty or blank"));
     }
     if len > 100 {
         return Err(InventoryError::invalid(field, format!("must be at most 100 characters, got {len}")));
@@ -301,6 +302,8 @@ mod tests {
     #[test]
     fn ids_are_one_to_a_hundred_characters() {
         assert!(ProductId::parse("").is_err());
+        assert!(ProductId::parse("   ").is_err(), "a blank id, which the gateway refuses");
+        assert!(ReservationId::parse(" \t").is_err());
         assert!(ProductId::parse("a").is_ok());
         assert!(ProductId::parse("é".repeat(100)).is_ok());
         assert!(ProductId::parse("a".repeat(101)).is_err());

@@ -59,6 +59,7 @@ async fn bad_product_fields_are_invalid_argument_naming_the_field() {
     let mut inv = spawn_inventory().await;
     let cases = [
         (upsert("", "x", 1, 1), "product_id"),
+        (upsert("  ", "x", 1, 1), "product_id"),
         (upsert(&"x".repeat(101), "x", 1, 1), "product_id"),
         (upsert("ok", "", 1, 1), "name"),
         (upsert("ok", "   ", 1, 1), "name"),
