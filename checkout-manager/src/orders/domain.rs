@@ -1,0 +1,279 @@
+//! An order as the saga sees it: its status and next step, its lines, and the change a step makes. Plain
+//! data with no database in it; `orders` stores and reads it.
+
+use super::*;
+
+/// An order's public status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created; stock not yet held.
+    Pending,
+    /// Stock held.
+    Reserved,
+    /// A charge was requested.
+    PaymentPending,
+    /// Paid, stock committed. Final.
+    Confirmed,
+    /// Not enough stock. Final.
+    Rejected,
+    /// Payment declined, stock released. Final.
+    PaymentDeclined,
+    /// Gave up after retries, stock released. Final.
+    Failed,
+}
+
+impl Status {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Reserved => "RESERVED",
+            Self::PaymentPending => "PAYMENT_PENDING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Rejected => "REJECTED",
+            Self::PaymentDeclined => "PAYMENT_DECLINED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub(super) fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "PENDING" => Self::Pending,
+            "RESERVED" => Self::Reserved,
+            "PAYMENT_PENDING" => Self::PaymentPending,
+            "CONFIRMED" => Self::Confirmed,
+            "REJECTED" => Self::Rejected,
+            "PAYMENT_DECLINED" => Self::PaymentDeclined,
+            "FAILED" => Self::Failed,
+            other => return Err(anyhow::anyhow!("unknown order status {other:?}").into()),
+        })
+    }
+
+    /// Whether the saga is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Rejected | Self::PaymentDeclined | Self::Failed)
+    }
+
+    /// The event published when an order enters this status.
+    pub fn event_kind(self) -> &'static str {
+        use kinds::events::*;
+        match self {
+            Self::Pending => ORDER_CREATED,
+            Self::Reserved => ORDER_RESERVED,
+            Self::PaymentPending => ORDER_PAYMENT_PENDING,
+            Self::Confirmed => ORDER_CONFIRMED,
+            Self::Rejected => ORDER_REJECTED,
+            Self::PaymentDeclined => ORDER_PAYMENT_DECLINED,
+            Self::Failed => ORDER_FAILED,
+        }
+    }
+}
+
+/// The saga's next step for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Hold stock for every line.
+    Reserve,
+    /// Ask the provider for a charge.
+    RequestPayment,
+    /// Wait for the charge's result (the driver only wakes for a timeout).
+    AwaitPayment,
+    /// Turn the hold into a sale.
+    Commit,
+    /// Release the hold (and refund, if due), then end in `roll_back_to`.
+    RollBack,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Step {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::RequestPayment => "request_payment",
+            Self::AwaitPayment => "await_payment",
+            Self::Commit => "commit",
+            Self::RollBack => "roll_back",
+            Self::Done => "done",
+        }
+    }
+
+    pub(super) fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "reserve" => Self::Reserve,
+            "request_payment" => Self::RequestPayment,
+            "await_payment" => Self::AwaitPayment,
+            "commit" => Self::Commit,
+            "roll_back" => Self::RollBack,
+            "done" => Self::Done,
+            other => return Err(anyhow::anyhow!("unknown saga step {other:?}").into()),
+        })
+    }
+}
+
+/// One order line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The product.
+    pub product_id: String,
+    /// Units.
+    pub quantity: i64,
+    /// Unit price at checkout.
+    pub unit_price_cents: i64,
+}
+
+/// An order as the saga works on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    /// The id (also the reservation id and the payment id).
+    pub order_id: String,
+    /// The buyer.
+    pub client_id: String,
+    /// Public status.
+    pub status: Status,
+    /// Next step.
+    pub step: Step,
+    /// Where a roll-back ends.
+    pub roll_back_to: Option<Status>,
+    /// Whether a charge must be given back before the order ends unpaid.
+    pub refund_due: bool,
+    /// Amount charged.
+    pub total_cents: i64,
+    /// Charge attempts so far.
+    pub payment_attempts: i32,
+    /// Failed tries of the current step.
+    pub step_attempts: i32,
+    /// Why the order ended as it did, or why the current step is being retried.
+    pub reason: String,
+    /// Optimistic-concurrency guard.
+    pub version: i64,
+    /// What was ordered, in product order.
+    pub lines: Vec<Line>,
+    /// When the order last changed as read (the start of the wait for payment, for one).
+    pub changed_at: DateTime<Utc>,
+    /// Where the order came from.
+    pub channel: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its timeline so far, oldest first: a final event carries it, so whoever waits for the event
+    /// needs no second read.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Order {
+    /// The order as `change` leaves it (same version: only a write moves that).
+    pub fn after(self, change: Change) -> Self {
+        Self {
+            status: change.status,
+            step: change.step,
+            roll_back_to: change.roll_back_to,
+            refund_due: change.refund_due,
+            payment_attempts: change.payment_attempts,
+            step_attempts: change.step_attempts,
+            reason: change.reason,
+            changed_at: Utc::now(),
+            ..self
+        }
+    }
+}
+
+/// The result of a step: the order's next state and what to record about it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// New status.
+    pub status: Status,
+    /// New next step.
+    pub step: Step,
+    /// Where a roll-back ends.
+    pub roll_back_to: Option<Status>,
+    /// Whether a refund is due.
+    pub refund_due: bool,
+    /// Charge attempts.
+    pub payment_attempts: i32,
+    /// Failed tries of the (new) current step.
+    pub step_attempts: i32,
+    /// Reason shown with the status.
+    pub reason: String,
+    /// When the driver should run the next step; `None` for a final status.
+    pub next_action_in: Option<Duration>,
+    /// The timeline entry: step, outcome, detail.
+    pub timeline: (&'static str, &'static str, String),
+    /// Requests to send with the change (a charge, a refund), through the outbox in the same transaction:
+    /// a crash can neither lose them nor send them without the change that asked for them.
+    pub messages: Vec<Outgoing>,
+}
+
+impl Change {
+    /// A change that keeps everything of `order` but what the caller then sets.
+    pub fn from(order: &Order, timeline: (&'static str, &'static str, String)) -> Self {
+        Self {
+            status: order.status,
+            step: order.step,
+            roll_back_to: order.roll_back_to,
+            refund_due: order.refund_due,
+            payment_attempts: order.payment_attempts,
+            step_attempts: order.step_attempts,
+            reason: order.reason.clone(),
+            next_action_in: Some(Duration::ZERO),
+            timeline,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Sends `message` with the change.
+    pub fn send(mut self, message: Outgoing) -> Self {
+        self.messages.push(message);
+        self
+    }
+
+    /// Moves to `step` now, with a fresh attempt count.
+    pub fn then(mut self, status: Status, step: Step) -> Self {
+        self.status = status;
+        self.step = step;
+        self.step_attempts = 0;
+        self.next_action_in = Some(Duration::ZERO);
+        self
+    }
+
+    /// Ends the saga in `status` with `reason`.
+    pub fn finish(mut self, status: Status, reason: impl Into<String>) -> Self {
+        self.status = status;
+        self.step = Step::Done;
+        self.reason = reason.into();
+        self.next_action_in = None;
+        self
+    }
+}
+
+/// A new order as the saga starts from: PENDING, its first step the reservation, nothing stored yet.
+pub fn pending(order: &PlaceOrder) -> Order {
+    let mut lines: Vec<Line> = order
+        .lines
+        .iter()
+        .map(|l| Line {
+            product_id: l.product_id.as_str().to_owned(),
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+        })
+        .collect();
+    lines.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    Order {
+        order_id: order.order_id.as_str().to_owned(),
+        client_id: order.client_id.as_str().to_owned(),
+        status: Status::Pending,
+        step: Step::Reserve,
+        roll_back_to: None,
+        refund_due: false,
+        total_cents: order.total_cents,
+        payment_attempts: 0,
+        step_attempts: 0,
+        reason: String::new(),
+        version: 0,
+        lines,
+        // In microseconds, as stored: the order in memory is the order a read gives (a final event carries it).
+        changed_at: order.created_at.trunc_subsecs(6),
+        channel: order.channel.as_str().to_owned(),
+        created_at: order.created_at.trunc_subsecs(6),
+        timeline: Vec::new(),
+    }
+}
