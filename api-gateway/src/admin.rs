@@ -66,9 +66,9 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
 
 /// The latest orders, newest first; `search` finds one order id or all orders of one client id.
 #[utoipa::path(get, path = "/admin/orders", tag = "admin", params(
-    ("search" = Option<String>, Query, description = "An order id or a client id, matched exactly"),
+    ("search" = Option<String>, Query, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "An order id or a client id, matched exactly (at most 100 characters, no control characters)"),
     ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "At most this many (default 50)"),
-    ("channel" = Option<String>, Query, description = "Only orders from this channel (`web`, `phone`, `sales-desk`, `direct`, ...)"),
+    ("channel" = Option<String>, Query, min_length = 1, max_length = 32, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", description = "Only orders from this channel (`web`, `phone`, `sales-desk`, `direct`, ...)"),
 ), responses(
     (status = 200, description = "Orders, newest first", body = OrdersPage),
     (status = 400, description = "A parameter out of range", body = crate::error::StatusBody),

@@ -8,11 +8,11 @@ use super::*;
 pub struct AddToCartRequest {
     /// The shopper, 1–100 characters.
     #[serde(rename = "clientID")]
-    #[schema(value_type = String, min_length = 1, max_length = 100, example = "alice")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$", example = "alice")]
     pub client_id: ClientId,
     /// The product, 1–100 characters.
     #[serde(rename = "productID")]
-    #[schema(value_type = String, min_length = 1, max_length = 100, example = "mug")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$", example = "mug")]
     pub product_id: ProductId,
     /// Units to add: an integer from 1 to 10000.
     #[schema(value_type = i64, minimum = 1, maximum = 10000, example = 2)]
@@ -25,7 +25,7 @@ pub struct AddToCartRequest {
 pub struct CheckOutCartRequest {
     /// The shopper, 1–100 characters.
     #[serde(rename = "clientID")]
-    #[schema(value_type = String, min_length = 1, max_length = 100, example = "alice")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$", example = "alice")]
     pub client_id: ClientId,
 }
 
@@ -225,7 +225,7 @@ pub struct ReadyBody {
 pub struct PutClientRequest {
     /// Where order emails go (a plain `name@example.com`, at most 254 characters); `null` stops them.
     #[serde(deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = true, max_length = 254, example = "ada@example.com")]
+    #[schema(value_type = Option<String>, required = true, max_length = 254, pattern = "^[!#-'*+\\-./0-9:=?A-Z^-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", example = "ada@example.com")]
     pub email: Option<Email>,
 }
 

@@ -16,7 +16,7 @@ fn parse<T>(raw: String, parse: impl FnOnce(String) -> Result<T, ordermesh_messa
 
 /// Add units of a product to a client's cart.
 #[utoipa::path(post, path = "/addToCart", tag = "shop", request_body = AddToCartRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters, scoped per client: a retry with the same key and body gets the first answer and adds nothing again")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[\\u0021-\\u007E]([\\u0020-\\u007E]{0,198}[\\u0021-\\u007E])?$", description = "1–200 printable characters, scoped per client: a retry with the same key and body gets the first answer and adds nothing again")),
     responses(
     (status = 200, description = "Added", body = StatusBody, example = json!({"status": "success", "error": ""})),
     (status = 400, description = "Invalid input: malformed JSON, not a JSON object, missing or unknown fields, a quantity that is not an integer from 1 to 10000, an id not 1–100 characters", body = StatusBody),
@@ -45,7 +45,7 @@ pub(super) async fn add_to_cart(
 
 /// Turn the client's cart into an order; the saga then runs asynchronously.
 #[utoipa::path(post, path = "/checkOutCart", tag = "shop", request_body = CheckOutCartRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters; a retried checkout with the same key returns the same order")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[\\u0021-\\u007E]([\\u0020-\\u007E]{0,198}[\\u0021-\\u007E])?$", description = "1–200 printable characters; a retried checkout with the same key returns the same order")),
     responses(
     (status = 202, description = "Order created and handed to the saga", body = CheckoutBody),
     (status = 400, description = "Invalid input", body = StatusBody),
@@ -81,7 +81,7 @@ pub(super) async fn check_out_cart(
 
 /// An order with its status and saga timeline.
 #[utoipa::path(get, path = "/orders/{orderID}", tag = "shop", params(
-    ("orderID" = String, Path, description = "The order id from checkout"),
+    ("orderID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The order id from checkout"),
     ("waitSeconds" = Option<u64>, Query, minimum = 0, maximum = 30, description = "Answer as soon as the order is final, or after this many seconds (0–30)"),
 ), responses(
     (status = 200, description = "The order", body = OrderBody),
@@ -173,7 +173,7 @@ async fn read_order(state: &AppState, order_id: OrderId, query: RawQuery) -> Res
     }
 }
 /// Set where a shopper's order emails go (confirmed, payment declined, failed), or stop them with `null`.
-#[utoipa::path(put, path = "/clients/{clientID}", tag = "shop", request_body = PutClientRequest, params(("clientID" = String, Path)), responses(
+#[utoipa::path(put, path = "/clients/{clientID}", tag = "shop", request_body = PutClientRequest, params(("clientID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses(
     (status = 200, description = "Stored", body = ClientBody),
     (status = 400, description = "Invalid id, malformed JSON, a missing or unknown field, or not a plain email address", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
@@ -193,7 +193,7 @@ pub(super) async fn put_client(
 }
 
 /// A shopper's contact details (`email: null` if none were set).
-#[utoipa::path(get, path = "/clients/{clientID}", tag = "shop", params(("clientID" = String, Path)), responses(
+#[utoipa::path(get, path = "/clients/{clientID}", tag = "shop", params(("clientID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses(
     (status = 200, description = "The profile", body = ClientBody),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 503, description = "The notifier is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
@@ -210,7 +210,7 @@ pub(super) async fn get_client(
 }
 
 /// A client's cart at current prices.
-#[utoipa::path(get, path = "/cart/{clientID}", tag = "shop", params(("clientID" = String, Path)), responses(
+#[utoipa::path(get, path = "/cart/{clientID}", tag = "shop", params(("clientID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses(
     (status = 200, description = "The cart (empty if the client has none)", body = CartBody),
     (status = 400, description = "Invalid id", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
@@ -227,8 +227,8 @@ pub(super) async fn get_cart(
 
 /// Take a product out of a client's cart.
 #[utoipa::path(delete, path = "/cart/{clientID}/items/{productID}", tag = "shop", params(
-    ("clientID" = String, Path), ("productID" = String, Path),
-    ("Idempotency-Key" = Option<String>, Header, description = "As for addToCart: a retry with the same key answers 200 again instead of 404"),
+    ("clientID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("productID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"),
+    ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[\\u0021-\\u007E]([\\u0020-\\u007E]{0,198}[\\u0021-\\u007E])?$", description = "As for addToCart: a retry with the same key answers 200 again instead of 404"),
 ), responses(
     (status = 200, description = "Removed", body = StatusBody, example = json!({"status": "success", "error": ""})),
     (status = 400, description = "Invalid id", body = StatusBody),
