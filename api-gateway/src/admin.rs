@@ -66,9 +66,9 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
 
 /// The latest orders, newest first; `search` finds one order id or all orders of one client id.
 #[utoipa::path(get, path = "/admin/orders", tag = "admin", params(
-    ("search" = Option<String>, Query, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "An order id or a client id, matched exactly (at most 100 characters, no control characters)"),
+    ("search" = Option<String>, Query, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "An order id or a client id, matched exactly (at most 100 characters, no control characters; surrounding spaces are ignored, and an empty search finds every order)"),
     ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "At most this many (default 50)"),
-    ("channel" = Option<String>, Query, min_length = 1, max_length = 32, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", description = "Only orders from this channel (`web`, `phone`, `sales-desk`, `direct`, ...)"),
+    ("channel" = Option<String>, Query, max_length = 32, pattern = "^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$", description = "Only orders from this channel (`web`, `phone`, `sales-desk`, `direct`, ...); empty: any"),
 ), responses(
     (status = 200, description = "Orders, newest first", body = OrdersPage),
     (status = 400, description = "A parameter out of range", body = crate::error::StatusBody),
@@ -77,13 +77,16 @@ pub async fn overview(State(state): State<AppState>, query: RawQuery) -> Result<
 ))]
 pub async fn orders(State(state): State<AppState>, query: RawQuery) -> Result<Json<OrdersPage>, ApiError> {
     query.only(&["search", "limit", "channel"])?;
-    let search = query.get("search").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-    if search.as_ref().is_some_and(|s| s.chars().count() > 100 || s.chars().any(char::is_control)) {
+    // The raw values are judged, exactly as the OpenAPI document states the rules; only then is a search
+    // trimmed (a pasted id often carries a space), and an empty one or an empty channel means "any".
+    let raw_search = query.get("search");
+    if raw_search.is_some_and(|s| s.chars().count() > 100 || s.chars().any(char::is_control)) {
         return Err(ApiError::BadRequest(
             "search must be at most 100 characters, none of them control characters".into(),
         ));
     }
-    let channel = match query.get("channel").map(str::trim).filter(|s| !s.is_empty()) {
+    let search = raw_search.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let channel = match query.get("channel").filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => Some(Channel::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?.to_string()),
     };

@@ -3,7 +3,7 @@
 //! chosen at the edges (blank, Unicode spaces, control characters, lengths, the email's shape).
 
 use api_gateway::ApiDoc;
-use ordermesh_messages::{ClientId, Email, IdempotencyKey};
+use ordermesh_messages::{Channel, ClientId, Email, IdempotencyKey};
 use serde_json::Value;
 use utoipa::OpenApi;
 
@@ -87,4 +87,13 @@ fn the_document_admits_exactly_the_ids_keys_and_emails_the_gateway_accepts() {
     .collect();
     let email = &spec["components"]["schemas"]["PutClientRequest"]["properties"]["email"];
     agree("email", email, &emails, |s| Email::parse(s).is_ok());
+
+    let channels: Vec<String> = ["", "web", "sales-desk", "-web", "web-", "Web", " web", "w b", "w_b", "9"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(["c".repeat(32), "c".repeat(33)])
+        .collect();
+    let channel = parameter(&spec, "/admin/orders", "get", "channel");
+    // An empty channel filters nothing; any other must be a channel's name, as sent.
+    agree("channel", &channel, &channels, |s| s.is_empty() || Channel::parse(s).is_ok());
 }
