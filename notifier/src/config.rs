@@ -80,12 +80,33 @@ impl FromEnv for Config {
 }
 
 impl Config {
-    /// How the queues are consumed.
+    /// How the queues are consumed. A handling may rightly wait out another sender's claim (three times at
+    /// most) and then send: its bound is at least four claims, whatever `AMQP_HANDLER_TIMEOUT_MS` says, so a
+    /// slow mail server set with a long `SMTP_TIMEOUT_MS` is not cut off in the middle of every send.
     pub fn consumer(&self) -> ConsumerSettings {
         ConsumerSettings {
             prefetch: self.prefetch,
             max_retries: self.shared.max_retries,
-            handler_timeout: self.shared.handler_timeout,
+            handler_timeout: self.shared.handler_timeout.max(crate::handler::lease(self.smtp.timeout) * 4),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Config;
+
+    #[test]
+    fn a_handling_may_wait_out_three_claims_and_send_before_it_is_cut() {
+        let mut config = Config::default();
+        let lease = crate::handler::lease(config.smtp.timeout);
+        assert!(config.consumer().handler_timeout >= lease * 4);
+        // A long SMTP timeout moves the bound with it; a larger bound set by the operator is kept.
+        config.smtp.timeout = Duration::from_secs(60);
+        assert_eq!(config.consumer().handler_timeout, crate::handler::lease(Duration::from_secs(60)) * 4);
+        config.shared.handler_timeout = Duration::from_secs(3600);
+        assert_eq!(config.consumer().handler_timeout, Duration::from_secs(3600));
     }
 }

@@ -89,12 +89,13 @@ impl FromEnv for Config {
 }
 
 impl Config {
-    /// How the request queue is consumed.
+    /// How the request queue is consumed. A charge takes the simulated provider's latency: the bound of a
+    /// handling stays well above it, whatever `AMQP_HANDLER_TIMEOUT_MS` says.
     pub fn consumer(&self) -> ConsumerSettings {
         ConsumerSettings {
             prefetch: self.prefetch,
             max_retries: self.shared.max_retries,
-            handler_timeout: self.shared.handler_timeout,
+            handler_timeout: self.shared.handler_timeout.max(self.simulator.latency * 2 + Duration::from_secs(10)),
         }
     }
 }
