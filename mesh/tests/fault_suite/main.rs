@@ -40,6 +40,16 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(1200);
 /// Every accepted order must be final this soon after the fault is over (the service is back).
 const SETTLE_BOUND: Duration = Duration::from_secs(10);
 
+/// How a scenario disrupts one service's process.
+#[derive(Debug, Clone, Copy)]
+enum Disruption {
+    /// SIGKILL, restarted after 2 s.
+    Kill,
+    /// SIGSTOP for 12 s, longer than its leases, its claims and the database's bound on a session idle in a
+    /// transaction, then SIGCONT: it wakes believing it still owns what it held, and must not act twice.
+    Stall,
+}
+
 struct Row {
     fault: &'static str,
     injected: &'static str,
@@ -446,50 +456,39 @@ impl Suite {
         self.rows.push(Row { fault, injected, in_flight, checked, result, recovery });
     }
 
-    /// kill -9 of one service in the middle of a stream of checkouts, restarted after two seconds.
-    async fn kill_scenario(&mut self, name: &'static str, fault: &'static str) {
+    /// One service's process disrupted in the middle of a stream of checkouts (see [`Disruption`]); every
+    /// accepted order must then be final within the bound of its coming back.
+    async fn process_scenario(&mut self, name: &'static str, fault: &'static str, how: Disruption) {
         let load = self.stream(fault).await;
         load.wait_for_orders(15).await;
         let in_flight = self.in_flight().await;
-        self.service(name).kill9().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        self.service(name).start();
-        let restarted = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let accepted = load.stop().await;
-        let (result, recovery) = self.check(&accepted, restarted, SETTLE_BOUND).await;
-        let checked = "every accepted order final within 10 s of the restart; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ";
-        self.record(
-            fault,
-            "SIGKILL mid-stream, restarted after 2 s",
-            in_flight,
-            checked,
-            (result, format!("all final {recovery} after the restart")),
-        );
-    }
-
-    /// The service stalled (SIGSTOP) for 12 s mid-stream, longer than its leases, its claims and the database's
-    /// bound on a session idle in a transaction, then let go (SIGCONT): it wakes believing it still owns what it
-    /// held, and must not act twice on any of it.
-    async fn stall_scenario(&mut self, name: &'static str, fault: &'static str) {
-        let load = self.stream(fault).await;
-        load.wait_for_orders(15).await;
-        let in_flight = self.in_flight().await;
-        self.service(name).signal("STOP");
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        self.service(name).signal("CONT");
-        let resumed = Instant::now();
+        let (injected, checked, back) = match how {
+            Disruption::Kill => {
+                self.service(name).kill9().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                self.service(name).start();
+                (
+                    "SIGKILL mid-stream, restarted after 2 s",
+                    "every accepted order final within 10 s of the restart; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ",
+                    "the restart",
+                )
+            }
+            Disruption::Stall => {
+                self.service(name).signal("STOP");
+                tokio::time::sleep(Duration::from_secs(12)).await;
+                self.service(name).signal("CONT");
+                (
+                    "SIGSTOP mid-stream for 12 s (past its leases and the 10 s idle-in-transaction bound), then SIGCONT",
+                    "every accepted order final within 10 s of SIGCONT; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ",
+                    "SIGCONT",
+                )
+            }
+        };
+        let back_at = Instant::now();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let accepted = load.stop().await;
-        let (result, recovery) = self.check(&accepted, resumed, SETTLE_BOUND).await;
-        let checked = "every accepted order final within 10 s of SIGCONT; audit: stock, one order per checkout, one charge per CONFIRMED, holds match orders; no DLQ";
-        self.record(
-            fault,
-            "SIGSTOP mid-stream for 12 s (past its leases and the 10 s idle-in-transaction bound), then SIGCONT",
-            in_flight,
-            checked,
-            (result, format!("all final {recovery} after SIGCONT")),
-        );
+        let (result, recovery) = self.check(&accepted, back_at, SETTLE_BOUND).await;
+        self.record(fault, injected, in_flight, checked, (result, format!("all final {recovery} after {back}")));
     }
 
     fn restart_with(&mut self, name: &str, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -566,12 +565,12 @@ async fn the_mesh_keeps_its_promises_through_every_fault() {
         ("api-gateway", "kill -9 api-gateway"),
         ("checkout-manager", "kill -9 checkout-manager (again, later in the stream)"),
     ] {
-        suite.kill_scenario(name, fault).await;
+        suite.process_scenario(name, fault, Disruption::Kill).await;
     }
     for (name, fault) in
         [("checkout-manager", "SIGSTOP checkout-manager (a stall)"), ("cart-manager", "SIGSTOP cart-manager (a stall)")]
     {
-        suite.stall_scenario(name, fault).await;
+        suite.process_scenario(name, fault, Disruption::Stall).await;
     }
 
     // RabbitMQ stopped and started: persistent messages survive, every service reconnects.
