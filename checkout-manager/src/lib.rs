@@ -12,6 +12,7 @@ pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod inventory;
+pub mod leases;
 pub mod orders;
 pub mod refunds;
 pub mod saga;

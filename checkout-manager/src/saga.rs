@@ -18,36 +18,13 @@ use ordermesh_messages::{
 use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 
+pub use crate::leases::Leases;
 use crate::{
     config::SagaSettings,
     error::CheckoutError,
     inventory::{Held, InventoryFailure, Stock},
     orders::{self, Change, Order, Status, Step},
 };
-
-/// The orders a driver is working on, at the version it holds and since when its step runs: what its
-/// heartbeat renews.
-#[derive(Debug, Default)]
-pub struct Leases(std::sync::Mutex<HashMap<String, (i64, Instant)>>);
-
-impl Leases {
-    /// Marks an order as this driver's at `version`, its step starting now, so the heartbeat renews its lease.
-    pub fn hold(&self, order_id: &str, version: i64) {
-        self.0.lock().expect("leases lock").insert(order_id.to_owned(), (version, Instant::now()));
-    }
-
-    fn release(&self, order_id: &str) {
-        self.0.lock().expect("leases lock").remove(order_id);
-    }
-
-    /// A copy of the orders whose step has run for less than `bound` (no lock is held while the database is
-    /// asked). A step past its bound is hung: its lease is left to run out, so another driver takes the order
-    /// up, rather than renewed for as long as the hang lasts.
-    pub fn snapshot(&self, bound: Duration) -> Vec<(String, i64)> {
-        let held = self.0.lock().expect("leases lock");
-        held.iter().filter(|(_, (_, since))| since.elapsed() < bound).map(|(id, (v, _))| (id.clone(), *v)).collect()
-    }
-}
 
 /// How many orders [`AwaitingPayment`] keeps at most; the oldest go first.
 const AWAITING_CAPACITY: usize = 4096;
@@ -107,18 +84,6 @@ impl AwaitingPayment {
     }
 }
 
-/// Releases an order's lease entry however `advance` ends.
-struct Holding<'a> {
-    leases: &'a Leases,
-    order_id: String,
-}
-
-impl Drop for Holding<'_> {
-    fn drop(&mut self) {
-        self.leases.release(&self.order_id);
-    }
-}
-
 /// Everything the saga needs.
 #[derive(Debug, Clone)]
 pub struct Saga {
@@ -152,7 +117,7 @@ impl Saga {
     /// leased to this driver meanwhile (renewed by the driver's heartbeat).
     pub async fn advance(&self, mut order: Order) -> Result<(), CheckoutError> {
         self.leases.hold(&order.order_id, order.version);
-        let _holding = Holding { leases: &self.leases, order_id: order.order_id.clone() };
+        let _holding = self.leases.holding(&order.order_id);
         loop {
             // A step that runs past its bound is stopped (its transaction rolls back, its calls are dropped):
             // the order's lease then runs out and a driver takes it up again; every step is safe to repeat.
