@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use ordermesh_bus::Topology;
 
-use crate::{ONE_AT_A_TIME, Suite, load, rabbit_cluster::NET_TICKTIME};
+use ordermesh_nemesis::infra::cluster::NET_TICKTIME;
+
+use crate::{ONE_AT_A_TIME, Suite, load};
 
 /// Every accepted order must be final this soon after a broker node's fault is over.
 const CLUSTER_SETTLE: Duration = Duration::from_secs(15);

@@ -6,11 +6,8 @@
 //! writes to `target/fault-suite.md`) is the one in the README.
 
 mod cluster;
-mod forwarder;
-mod infra;
 mod load;
 mod pg_failover;
-mod rabbit_cluster;
 mod replicas;
 
 use std::{
@@ -20,8 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use forwarder::Forwarder;
-use infra::{Postgres, Rabbit, Service, free_port, wait_for_port};
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use load::Load;
 use ordermesh_bus::Topology;
@@ -29,8 +24,8 @@ use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder},
 };
+use ordermesh_nemesis::infra::{Forwarder, Postgres, Rabbit, RabbitCluster, Service, free_port, wait_for_port};
 use ordermesh_testkit::smtp::SmtpServer;
-use rabbit_cluster::RabbitCluster;
 use sqlx::PgPool;
 
 /// How long one of the suite's tests may run before the watchdog ends the binary: several times what each

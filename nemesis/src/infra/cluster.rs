@@ -6,13 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::infra::{free_port, run};
+use super::{free_port, run};
 
 /// Three RabbitMQ nodes of the suite's own, clustered, each on a loopback address of its own
 /// (127.0.0.2, .3, .4) for AMQP and for Erlang distribution, so that packet filters between those
 /// addresses partition one node from the others while clients (from 127.0.0.1) still reach every node.
 /// A private epmd, a private cookie and a short `net_ticktime` keep it apart from any other node and let
 /// it notice a partition in seconds.
+#[derive(Debug)]
 pub struct RabbitCluster {
     pub ports: [u16; 3],
     dist_ports: [u16; 3],
