@@ -11,6 +11,7 @@ const USAGE: &str = "usage: ordermesh-nemesis [--minutes M] [--seed S] [--shoppe
   --seed      the fault plan's and the shoppers' seed (default: a new one, printed)
   --shoppers  concurrent shoppers (default 6)
   --out       where the report, history, fault log and plan go (default target/nemesis/seed-S)
+  --plan      print the fault plan the seed draws for that many minutes, and run nothing
 Needs root, the workspace's binaries next to this one (cargo build --release --workspace --bins),
 and Debian's faketime package.";
 
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let mut seed: u64 = rand::random();
     let mut shoppers = 6;
     let mut out = None;
+    let mut plan_only = false;
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
@@ -33,10 +35,19 @@ fn main() -> anyhow::Result<ExitCode> {
             "--seed" => seed = value()?.parse().context(USAGE)?,
             "--shoppers" => shoppers = value()?.parse().context(USAGE)?,
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--plan" => plan_only = true,
             _ => anyhow::bail!("{USAGE}"),
         }
     }
     anyhow::ensure!(minutes > 0.0 && shoppers > 0, "{USAGE}");
+    if plan_only {
+        let plan = ordermesh_nemesis::schedule::plan(seed, std::time::Duration::from_secs_f64(minutes * 60.0));
+        #[allow(clippy::print_stdout)] // the plan is the command's output
+        for p in plan {
+            println!("{:>7.1} s  {:>5.1} s  {}", p.at.as_secs_f64(), p.lasts.as_secs_f64(), p.fault.describe());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let binaries = std::env::current_exe()?.parent().context("the binary's directory")?.to_owned();
     let out = out.unwrap_or_else(|| PathBuf::from(format!("target/nemesis/seed-{seed}")));
     eprintln!("ordermesh-nemesis: seed {seed} (replay with --seed {seed}), {minutes} min; output in {}", out.display());

@@ -144,7 +144,7 @@ fn draw(rng: &mut StdRng) -> (Fault, Duration) {
         37..41 => (Fault::StopBrokerNode { node }, secs(rng, 3, 15)),
         41..47 => (Fault::PartitionBrokerNode { node }, secs(rng, 5, 25)),
         47..52 => (Fault::FailOverDatabase, Duration::ZERO),
-        52..57 => (Fault::LoseStandby, secs(rng, 2, 12)),
+        52..57 => (Fault::LoseStandby, secs(rng, 2, 40)),
         57..67 => (Fault::SlowLink { link, delay_ms: rng.random_range(20..=300) }, secs(rng, 3, 15)),
         67..74 => (Fault::CutLink { link, times: rng.random_range(1..=3) }, secs(rng, 1, 8)),
         74..80 => (Fault::HoldHotRow { product: ["p0", "p1", "scarce"][rng.random_range(0..3)] }, secs(rng, 1, 8)),
