@@ -98,9 +98,10 @@ pub(super) async fn get_order(
 ) -> Result<Json<OrderBody>, ApiError> {
     let order_id = parse(order_id, OrderId::parse)?;
     let order = read_order(&state, order_id, query).await?;
-    // A shopper key sees its own channel's orders only; another channel's order does not exist for it.
+    // A shopper key sees its own channel's orders only; another channel's order does not exist for it, in the
+    // same words as an id that was never used, so the answer does not tell which ids exist elsewhere.
     if !caller.may_see(&order.channel) {
-        return Err(ApiError::NotFound(format!("no order {}", order.order_id)));
+        return Err(ApiError::NotFound(format!("unknown order {}", order.order_id)));
     }
     Ok(Json(order))
 }

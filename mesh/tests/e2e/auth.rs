@@ -127,6 +127,14 @@ async fn keys_roles_channels_and_revocation() {
     let (status, _, body) = call(&mesh, Method::GET, &path, Some(&phone), None).await;
     assert_eq!(status, 404, "a phone key read a web order: {body}");
     assert!(is_failure(&body));
+    // In the same words as an id never used: the answer does not tell that the order exists in another channel.
+    let (status, _, never) = call(&mesh, Method::GET, "/orders/never-used-order-id", Some(&phone), None).await;
+    assert_eq!(status, 404, "{never}");
+    assert_eq!(
+        body["error"].as_str().map(|e| e.replace(order_id.as_str(), "<id>")),
+        never["error"].as_str().map(|e| e.replace("never-used-order-id", "<id>")),
+        "another channel's order and an unknown id must read alike"
+    );
     assert_eq!(call(&mesh, Method::GET, &path, Some(&operator), None).await.2["channel"], "web");
 
     // Roles: a shopper key may not use the operators' routes.

@@ -7,26 +7,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ordermesh_nemesis::deployment::{CATALOGUE, SCARCE_UNITS};
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 const SHOPPERS: usize = 3;
-/// Units of the scarce product put on hand before each scenario.
-const SCARCE_UNITS: i64 = 6;
 /// Shoppers who each put 2 scarce units in their cart at the start of a stream, before any is reserved
 /// (the cart checks availability, not holds): 3 win the 6 units, 2 are REJECTED.
 const RACERS: usize = 5;
-
-/// The catalogue the suite sells: id, price in cents, units.
-const CATALOGUE: &[(&str, i64, i64)] = &[
-    ("p0", 1000, 1_000_000),
-    ("p1", 1000, 1_000_000),
-    ("p2", 1500, 1_000_000),
-    ("p3", 700, 1_000_000),
-    ("lux", 150_000, 1_000_000),
-    ("scarce", 500, SCARCE_UNITS),
-];
 
 /// Loads the catalogue (at the start, with no traffic).
 pub async fn seed(inventory_url: &str) {

@@ -76,13 +76,16 @@ impl Postgres {
             self.dir.display()
         );
         let log = self.dir.join("log").display().to_string();
-        let out = self.pg_ctl(&["-o", &options, "-l", &log, "-w", "start"]).output().map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+        self.try_pg_ctl(&["-o", &options, "-l", &log, "-w", "start"])
     }
 
     /// A fast shutdown, or says why it failed.
     pub fn try_stop(&self) -> Result<(), String> {
-        let out = self.pg_ctl(&["-m", "fast", "-w", "stop"]).output().map_err(|e| e.to_string())?;
+        self.try_pg_ctl(&["-m", "fast", "-w", "stop"])
+    }
+
+    fn try_pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let out = self.pg_ctl(args).output().map_err(|e| e.to_string())?;
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
     }
 
