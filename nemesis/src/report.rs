@@ -92,7 +92,10 @@ pub fn render(run: &Run, ops: &[Op], faults: &[FaultRecord], state: &State, viol
         run.seed, run.minutes, run.shoppers
     );
 
-    let _ = writeln!(out, "| fault | injected | skipped (resource busy) | failed to inject |\n|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| fault | injected | skipped (resource busy, standby not in sync) | failed to inject |\n|---|---|---|---|"
+    );
     let mut by_kind: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for f in faults {
         let e = by_kind.entry(f.kind).or_default();
