@@ -1,6 +1,6 @@
 //! The run's report: the faults injected by kind, the operations and how they ended, the violations, and what
 //! the shoppers saw (failed tries by cause, latency by the kind of fault in force, the longest wait for a
-//! checkout). Markdown, so the README can carry it as it is.
+//! checkout). Markdown, so the README and docs/nemesis.md can carry it as it is.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 

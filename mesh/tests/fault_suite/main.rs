@@ -3,7 +3,7 @@
 //! for stock, some declined for money). Each scenario injects one fault; after each, every accepted
 //! order must be final within its bound, the dead-letter queues must hold exactly the poison that was
 //! sent, and `ordermesh audit` (the command operators run) must find nothing. The table it prints (and
-//! writes to `target/fault-suite.md`) is the one in the README.
+//! writes to `target/fault-suite.md`) is the one in docs/testing.md.
 
 mod cluster;
 mod load;
