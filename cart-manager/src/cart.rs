@@ -228,6 +228,12 @@ async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
     .await?)
 }
 
+/// The total of priced lines, refused when it does not fit in a payment's amount (checked, as checkout-manager
+/// checks it: never wrapped).
+fn total(lines: impl IntoIterator<Item = (i64, i64)>) -> Result<i64> {
+    ordermesh_messages::money::total_cents(lines).ok_or(CartError::TotalTooLarge)
+}
+
 /// The cart with current prices from inventory (a product gone from the catalogue shows at 0).
 pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Result<CartView> {
     let rows = stored_lines(items(pool, client).await?)?;
@@ -240,7 +246,7 @@ pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Re
             CartItem { product_id, quantity, unit_price_cents }
         })
         .collect();
-    let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
+    let total_cents = total(items.iter().map(|i| (i.quantity, i.unit_price_cents)))?;
     Ok(CartView { client_id: client.clone(), items, total_cents })
 }
 
@@ -324,7 +330,7 @@ pub async fn checkout(
             Err(CartError::UnknownProduct(_)) if guessed => continue,
             Err(e) => return Err(e),
         };
-        let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
+        let total_cents = total(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))?;
 
         let order_id = OrderId::generate();
         let order = PlaceOrder {

@@ -22,6 +22,9 @@ pub enum CartError {
         /// Units inventory reports available.
         available: i64,
     },
+    /// The cart's total at current prices does not fit in an amount of cents (an `i64`).
+    #[error("the cart's total is larger than any payment can be; remove some items")]
+    TotalTooLarge,
     /// Checkout of a cart with nothing in it.
     #[error("the cart is empty")]
     EmptyCart,
@@ -64,7 +67,10 @@ impl From<&CartError> for ReplyError {
     fn from(err: &CartError) -> Self {
         let code = match err {
             CartError::UnknownProduct(_) | CartError::NotInCart(_) | CartError::UnknownOrder(_) => ErrorCode::NotFound,
-            CartError::NotEnoughStock { .. } | CartError::EmptyCart | CartError::CartChanging => ErrorCode::Conflict,
+            CartError::NotEnoughStock { .. }
+            | CartError::EmptyCart
+            | CartError::CartChanging
+            | CartError::TotalTooLarge => ErrorCode::Conflict,
             CartError::KeyReused => ErrorCode::KeyReused,
             CartError::InventoryUnavailable(_) | CartError::DatabaseUnavailable(_) | CartError::Expired => {
                 ErrorCode::Unavailable

@@ -43,10 +43,7 @@ fn check_order(order: &PlaceOrder) -> Result<(), String> {
     if order.lines.iter().any(|l| l.quantity <= 0 || l.unit_price_cents < 0) {
         return Err("order lines need a positive quantity and a price of 0 or more".into());
     }
-    let total: Option<i64> = order
-        .lines
-        .iter()
-        .try_fold(0i64, |acc, l| l.quantity.checked_mul(l.unit_price_cents).and_then(|x| acc.checked_add(x)));
+    let total = ordermesh_messages::money::total_cents(order.lines.iter().map(|l| (l.quantity, l.unit_price_cents)));
     if total != Some(order.total_cents) {
         return Err(format!("total_cents {} does not match the lines", order.total_cents));
     }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod envelope;
 pub mod ids;
 pub mod kinds;
+pub mod money;
 pub mod payloads;
 
 pub use envelope::{Envelope, EnvelopeHead, ErrorCode, ReplyError};

@@ -50,7 +50,7 @@ pub(super) async fn add_to_cart(
     (status = 202, description = "Order created and handed to the saga", body = CheckoutBody),
     (status = 400, description = "Invalid input", body = StatusBody),
     (status = 404, description = "A product in the cart no longer exists", body = StatusBody),
-    (status = 409, description = "The cart is empty, or kept changing under the checkout (adds racing it): nothing was checked out", body = StatusBody),
+    (status = 409, description = "The cart is empty, kept changing under the checkout (adds racing it), or its total is beyond any amount: nothing was checked out", body = StatusBody),
     (status = 413, description = "Body over 64 KiB", body = StatusBody),
     (status = 415, description = "Not a JSON body", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
@@ -214,6 +214,7 @@ pub(super) async fn get_client(
 #[utoipa::path(get, path = "/cart/{clientID}", tag = "shop", params(("clientID" = String, Path, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses(
     (status = 200, description = "The cart (empty if the client has none)", body = CartBody),
     (status = 400, description = "Invalid id", body = StatusBody),
+    (status = 409, description = "The cart's total at current prices is beyond any amount (totals are checked, never wrapped)", body = StatusBody),
     (status = 503, description = "A downstream service is unreachable, or the gateway is at its limit of requests in flight (with `Retry-After`)", body = StatusBody),
     (status = 504, description = "No reply within the request deadline", body = StatusBody),
 ))]

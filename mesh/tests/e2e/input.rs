@@ -115,6 +115,40 @@ async fn cart_limits_follow_available_stock_and_items_can_be_removed() {
     mesh.stop().await;
 }
 
+/// A cart whose total at current prices does not fit in 64 bits of cents (ten products at inventory's highest
+/// price, a million of each: a price raised after the adds) is refused with a 409, never wrapped into a wrong or
+/// negative amount that checkout-manager would then refuse as poison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_total_beyond_any_amount_is_refused_not_wrapped() {
+    let mesh = spawn_mesh().await;
+    for i in 0..10 {
+        let id = format!("gold{i}");
+        mesh.product(&id, 1_000_000_000_000, 1_000_000).await;
+        sqlx::query("INSERT INTO cart_items (client_id, product_id, quantity) VALUES ('whale', $1, 1000000)")
+            .bind(&id)
+            .execute(&mesh.cart_db)
+            .await
+            .expect("a cart line");
+    }
+    let (status, body) = mesh.get("/cart/whale").await;
+    assert_failure(status, &body, 409, "the cart's total");
+    let (status, body) = mesh.post(0, "/checkOutCart", json!({"clientID": "whale"})).await;
+    assert_failure(status, &body, 409, "checking out a cart beyond any amount");
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts WHERE client_id = 'whale'")
+        .fetch_one(&mesh.cart_db)
+        .await
+        .unwrap();
+    assert_eq!(made, 0, "nothing was checked out");
+    // One product fewer still fits (9 x 10^18 cents): the same cart is then shown with its true total.
+    sqlx::query("DELETE FROM cart_items WHERE client_id = 'whale' AND product_id = 'gold9'")
+        .execute(&mesh.cart_db)
+        .await
+        .unwrap();
+    let (status, body) = mesh.get("/cart/whale").await;
+    assert_eq!((status, body["totalCents"].as_i64()), (200, Some(9_000_000_000_000_000_000)), "{body}");
+    mesh.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_names_the_field_once_and_says_what_is_allowed_without_parser_internals() {
     let mesh = spawn_mesh().await;
