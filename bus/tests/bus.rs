@@ -103,6 +103,39 @@ async fn a_message_that_keeps_failing_is_dead_lettered_with_its_reason_after_the
     let _ = conn.close(200, "ok".into()).await;
 }
 
+/// A message over the size bound is dead-lettered with the reason, and never reaches a handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_bound_is_dead_lettered_unread() {
+    let topology = topology();
+    let (bus, publisher, stop) = start(&topology).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handler = handler_fn(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Outcome::Ack }
+    });
+    let consumer =
+        spawn_consumer(bus, publisher, topology.cart_jobs(), ConsumerSettings::new(4), handler, stop.subscribe());
+
+    let (conn, channel) = channel().await;
+    let pad = "x".repeat(ordermesh_messages::MAX_MESSAGE_BYTES);
+    publish(&channel, &topology.cart_jobs(), &Envelope::new("cart.get", &serde_json::json!({"pad": pad})).to_vec())
+        .await;
+    let dead = next_message(&channel, &Topology::dead_letter_queue(&topology.cart_jobs())).await;
+    let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get(REASON_HEADER) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(reason.contains("byte bound"), "{reason}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never saw it");
+
+    let _ = stop.send(true);
+    let _ = consumer.await;
+    let _ = topology.delete(&channel).await;
+    let _ = conn.close(200, "ok".into()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handling_that_hangs_is_stopped_at_its_bound_and_retried_and_holds_up_nothing_behind_it() {
     let topology = topology();

@@ -34,6 +34,21 @@ pub struct Envelope {
     pub payload: serde_json::Value,
 }
 
+/// The largest message a service decodes: 1 MiB. The largest the mesh sends (an order of 500 lines, its final
+/// event with the whole timeline) is tens of kilobytes; a larger one is refused unread, so whoever can publish
+/// cannot make a consumer parse or hold without bound (the consumer dead-letters it with this reason).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+fn within_bound(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "a message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte bound; not decoded",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 impl Envelope {
     /// Wraps a payload with a fresh message id.
     pub fn new(kind: &str, payload: &impl Serialize) -> Self {
@@ -66,8 +81,10 @@ impl Envelope {
         self.deadline.is_some_and(|d| d <= Utc::now())
     }
 
-    /// Decodes an envelope from bytes, checking its version.
+    /// Decodes an envelope from bytes, checking its size (never more than [`MAX_MESSAGE_BYTES`] is parsed) and
+    /// its version.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        within_bound(bytes)?;
         let envelope: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a valid envelope: {e}"))?;
         if envelope.v != ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", envelope.v));
@@ -123,6 +140,7 @@ pub struct EnvelopeHead {
 impl EnvelopeHead {
     /// Reads the head of encoded envelope bytes, checking its version, as [`Envelope::from_slice`] does.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        within_bound(bytes)?;
         let head: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a valid envelope: {e}"))?;
         if head.v != ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", head.v));
@@ -172,6 +190,16 @@ pub type Reply<T> = Result<T, ReplyError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_over_the_bound_is_refused_unread() {
+        let big = Envelope::new("cart.get", &serde_json::json!({"pad": "x".repeat(MAX_MESSAGE_BYTES)})).to_vec();
+        let reason = Envelope::from_slice(&big).unwrap_err();
+        assert!(reason.contains("over the 1048576-byte bound"), "{reason}");
+        assert!(EnvelopeHead::from_slice(&big).is_err());
+        let small = Envelope::new("cart.get", &serde_json::json!({"pad": "x".repeat(1000)})).to_vec();
+        assert!(Envelope::from_slice(&small).is_ok());
+    }
 
     #[test]
     fn envelopes_round_trip_and_check_their_version() {

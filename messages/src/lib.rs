@@ -11,5 +11,5 @@ pub mod kinds;
 pub mod money;
 pub mod payloads;
 
-pub use envelope::{Envelope, EnvelopeHead, ErrorCode, ReplyError};
+pub use envelope::{Envelope, EnvelopeHead, ErrorCode, MAX_MESSAGE_BYTES, ReplyError};
 pub use ids::{Channel, ClientId, Email, IdError, IdempotencyKey, OrderId, ProductId, Quantity};

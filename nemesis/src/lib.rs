@@ -132,6 +132,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     watcher.abort();
+    // Awaited, so that its hold on the deployment is gone before the deployment is torn down below.
+    let _ = watcher.await;
 
     let ops = history.ops();
     let records = log.records();
@@ -157,8 +159,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
     for pool in [checkout, cart, inventory] {
         pool.close().await;
     }
+    // Torn down here, while the directory still holds the pid files the teardown kills by; the directory is
+    // removed only after that (a run that removed it first left RabbitMQ nodes running).
+    match Arc::into_inner(deployment) {
+        Some(deployment) => drop(deployment),
+        None => tracing::error!("the deployment is still shared: its servers are stopped when the process ends"),
+    }
     if violations.is_empty() {
-        drop(deployment);
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         // The services' logs, for whoever looks into a violation.
