@@ -173,10 +173,16 @@ async fn inject(deployment: &Deployment, fault: &Fault, lasts: Duration) -> anyh
         }
         Fault::FailOverDatabase => fail_over(deployment).await?,
         Fault::LoseStandby => {
-            let database = deployment.database.lock().await;
-            let standby = database.standby.as_ref().ok_or_else(|| anyhow::anyhow!("no standby to lose"))?;
-            blocking(|| standby.try_stop()).map_err(anyhow::Error::msg)?;
+            // The servers' lock is held only to stop and to start the standby, not while it is away: the faults
+            // that need the primary's address go on meanwhile. The replication resource keeps failovers out.
+            {
+                let database = deployment.database.lock().await;
+                let standby = database.standby.as_ref().ok_or_else(|| anyhow::anyhow!("no standby to lose"))?;
+                blocking(|| standby.try_stop()).map_err(anyhow::Error::msg)?;
+            }
             tokio::time::sleep(lasts).await;
+            let database = deployment.database.lock().await;
+            let standby = database.standby.as_ref().ok_or_else(|| anyhow::anyhow!("the standby is gone"))?;
             blocking(|| standby.try_start()).map_err(anyhow::Error::msg)?;
         }
         Fault::SlowLink { link, delay_ms } => {
