@@ -55,6 +55,15 @@ async fn next_message(channel: &lapin::Channel, queue: &str) -> lapin::message::
     }
 }
 
+/// The reason a dead-lettered message carries (the test fails if it has none).
+fn reason_of(dead: &lapin::message::BasicGetMessage) -> String {
+    let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
+    match headers.inner().get(REASON_HEADER) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("no reason header: {other:?}"),
+    }
+}
+
 async fn message_count(channel: &lapin::Channel, queue: &str) -> u32 {
     let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
     channel.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count()
@@ -88,11 +97,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_with_its_reason_after_the
     let (conn, channel) = channel().await;
     publish(&channel, &topology.cart_jobs(), &Envelope::new("cart.get", &serde_json::json!({})).to_vec()).await;
     let dead = next_message(&channel, &Topology::dead_letter_queue(&topology.cart_jobs())).await;
-    let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
-    let reason = match headers.inner().get(REASON_HEADER) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("no reason header: {other:?}"),
-    };
+    let reason = reason_of(&dead);
     assert!(reason.contains("gave up after 3 attempts") && reason.contains("the database is down"), "{reason}");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "one delivery and two retries, then no more");
     assert_eq!(message_count(&channel, &topology.cart_jobs()).await, 0, "nothing left to loop on the queue");
@@ -122,11 +127,7 @@ async fn a_message_over_the_size_bound_is_dead_lettered_unread() {
     publish(&channel, &topology.cart_jobs(), &Envelope::new("cart.get", &serde_json::json!({"pad": pad})).to_vec())
         .await;
     let dead = next_message(&channel, &Topology::dead_letter_queue(&topology.cart_jobs())).await;
-    let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
-    let reason = match headers.inner().get(REASON_HEADER) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("no reason header: {other:?}"),
-    };
+    let reason = reason_of(&dead);
     assert!(reason.contains("byte bound"), "{reason}");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never saw it");
 

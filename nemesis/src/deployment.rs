@@ -13,7 +13,7 @@ use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::Inven
 use ordermesh_testkit::smtp::SmtpServer;
 use tokio::sync::Mutex;
 
-use crate::infra::{Forwarder, Postgres, RabbitCluster, Service, free_port, wait_for_port};
+use crate::infra::{self, Forwarder, Postgres, RabbitCluster, Service, free_port, wait_for_port};
 
 /// The services, in the order they are started.
 pub const SERVICES: [&str; 6] =
@@ -262,18 +262,12 @@ impl Deployment {
         format!("postgres://postgres@127.0.0.1:{port}/ordermesh_{database}")
     }
 
-    /// Runs `ordermesh audit` against the mesh's databases and broker: its report, and whether it was clean.
-    pub async fn audit(&self, stuck_after: Duration) -> anyhow::Result<(bool, String)> {
-        let out = tokio::process::Command::new(self.binaries.join("ordermesh"))
-            .args(["audit", "--stuck-after-seconds", &stuck_after.as_secs().to_string()])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(&self.env)
-            .output()
-            .await
-            .context("running ordermesh audit")?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        Ok((out.status.success(), text))
+    /// Runs `ordermesh audit` against the mesh's databases and broker: whether it was clean, and its report.
+    pub async fn audit(&self, stuck_after: Duration) -> (bool, String) {
+        match infra::audit(&self.binaries.join("ordermesh"), &self.env, stuck_after).await {
+            Ok(report) => (true, report),
+            Err(report) => (false, report),
+        }
     }
 
     /// The instances of `service`.

@@ -66,10 +66,11 @@ pub async fn run(deployment: Arc<Deployment>, plan: Vec<Planned>, zero: Instant,
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((start + planned.at).into()).await;
             let description = planned.fault.describe();
-            let planned_ms = ms_since(zero);
+            let planned_ms = u64::try_from((start + planned.at).duration_since(zero).as_millis()).unwrap_or(u64::MAX);
+            let started_ms = ms_since(zero);
             let Ok(_guard) = resource.try_lock() else {
                 tracing::info!(fault = %description, "skipped: an earlier fault still holds what it needs");
-                log.push(record(&planned.fault, planned_ms, planned_ms, "skipped: an earlier fault still holds it"));
+                log.push(record(&planned.fault, planned_ms, started_ms, "skipped: an earlier fault still holds it"));
                 return;
             };
             tracing::info!(fault = %description, lasts = ?planned.lasts, "fault");
@@ -84,7 +85,7 @@ pub async fn run(deployment: Arc<Deployment>, plan: Vec<Planned>, zero: Instant,
                 Err(_) => format!("failed: not healed within {HEAL_BOUND:?} of its end"),
             };
             tracing::info!(fault = %description, %outcome, "healed");
-            let mut rec = record(&planned.fault, planned_ms, planned_ms, &outcome);
+            let mut rec = record(&planned.fault, planned_ms, started_ms, &outcome);
             rec.ended_ms = ms_since(zero);
             log.push(rec);
         }));

@@ -338,16 +338,7 @@ impl Suite {
 
     /// Runs `ordermesh audit` against the suite's databases and broker.
     async fn audit(&self) -> Result<String, String> {
-        let out = tokio::process::Command::new(&self.audit_binary)
-            .args(["audit", "--stuck-after-seconds", "30"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(&self.audit_env)
-            .output()
-            .await
-            .map_err(|e| format!("audit did not run: {e}"))?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if out.status.success() { Ok(text) } else { Err(text) }
+        ordermesh_nemesis::infra::audit(&self.audit_binary, &self.audit_env, Duration::from_secs(30)).await
     }
 
     async fn channel(&self) -> (lapin::Connection, lapin::Channel) {

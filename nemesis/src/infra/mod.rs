@@ -16,6 +16,8 @@ pub use rabbit::Rabbit;
 pub use service::Service;
 
 use std::{
+    collections::BTreeMap,
+    path::Path,
     process::Command as StdCommand,
     time::{Duration, Instant},
 };
@@ -57,4 +59,19 @@ pub fn run(cmd: &mut StdCommand, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `ordermesh audit` (the binary at `ordermesh`) with exactly the settings `env` (the services' own):
+/// its report, `Ok` when it found nothing, `Err` when it found a violation or could not run.
+pub async fn audit(ordermesh: &Path, env: &BTreeMap<String, String>, stuck_after: Duration) -> Result<String, String> {
+    let out = tokio::process::Command::new(ordermesh)
+        .args(["audit", "--stuck-after-seconds", &stuck_after.as_secs().to_string()])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env)
+        .output()
+        .await
+        .map_err(|e| format!("audit did not run: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() { Ok(text) } else { Err(text) }
 }
