@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -22,6 +22,7 @@ use governor::{
     DefaultDirectRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
+use ordermesh_credentials::LookupCache;
 use ordermesh_messages::Channel;
 use sqlx::PgPool;
 
@@ -43,9 +44,6 @@ pub const SESSION_COOKIE: &str = "ordermesh_key";
 const CACHE_CAPACITY: usize = 10_000;
 /// The longest key accepted for a lookup (real ones are 44 characters).
 const MAX_KEY_CHARS: usize = 200;
-
-/// A cached lookup: when it was made, and the live key it found (if any).
-type Lookup = (Instant, Option<KeyRecord>);
 
 /// Who is calling, as the handlers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +73,7 @@ pub struct Auth {
     mode: AuthMode,
     pool: Option<PgPool>,
     default_rate: NonZeroU32,
-    cache: Mutex<HashMap<[u8; 32], Lookup>>,
+    cache: LookupCache<KeyRecord>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     clock: DefaultClock,
 }
@@ -93,7 +91,7 @@ impl Auth {
             mode,
             pool,
             default_rate: NonZeroU32::new(default_rate).unwrap_or(NonZeroU32::MIN),
-            cache: Mutex::new(HashMap::new()),
+            cache: LookupCache::new(KEY_CACHE_TTL, CACHE_CAPACITY),
             limiters: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
         }
@@ -107,25 +105,15 @@ impl Auth {
     /// The live key behind `key`, from the cache if looked up within [`KEY_CACHE_TTL`].
     async fn lookup(&self, key: &ApiKey) -> Result<Option<KeyRecord>, ApiError> {
         let digest = key.digest();
-        let now = Instant::now();
-        if let Some((at, record)) = self.cache.lock().expect("key cache lock").get(&digest)
-            && now.duration_since(*at) < KEY_CACHE_TTL
-        {
-            return Ok(record.clone());
+        if let Some(record) = self.cache.get(&digest) {
+            return Ok(record);
         }
         let Some(pool) = &self.pool else { return Ok(None) };
         let record = keys::lookup(pool, &digest).await.map_err(|e| {
             tracing::warn!(error = %e, "API key lookup failed");
             ApiError::Unavailable("API keys cannot be checked right now; retry later".into())
         })?;
-        let mut cache = self.cache.lock().expect("key cache lock");
-        if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, (at, _)| now.duration_since(*at) < KEY_CACHE_TTL);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (now, record.clone()));
+        self.cache.put(digest, record.clone());
         Ok(record)
     }
 

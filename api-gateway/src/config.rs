@@ -6,25 +6,7 @@ use ordermesh_bus::Topology;
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 use ordermesh_messages::Channel;
 
-/// Whether callers must present an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    /// Every route but health, metrics and the documentation needs a key (`GATEWAY_AUTH=required`).
-    Required,
-    /// Anyone may call anything, and orders record the channel `direct` (`GATEWAY_AUTH=off`).
-    Off,
-}
-
-impl std::str::FromStr for AuthMode {
-    type Err = String;
-    fn from_str(raw: &str) -> Result<Self, String> {
-        match raw {
-            "required" => Ok(Self::Required),
-            "off" => Ok(Self::Off),
-            other => Err(format!("must be required or off, got {other:?}")),
-        }
-    }
-}
+pub use ordermesh_config::AuthMode;
 
 /// The channels API keys may be made for: `ORDERMESH_CHANNELS`, comma-separated (default `web,phone,sales-desk`).
 pub fn channels(env: &Env<'_>) -> anyhow::Result<Vec<Channel>> {

@@ -1,13 +1,10 @@
 //! API keys on api-gateway's own database: create (the key is shown once), list, revoke, and look up by
 //! digest; plus the `keys` command that operators run through either binary.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use ordermesh_config::DatabaseSettings;
 use ordermesh_lifecycle::connect_and_migrate;
 use ordermesh_messages::Channel;
-use sha2::{Digest, Sha256};
 use sqlx::{PgPool, migrate::Migrator};
 
 /// api-gateway's migrations, embedded at compile time.
@@ -41,32 +38,8 @@ impl Role {
     }
 }
 
-/// An API key as presented by a caller. `Debug` never shows it, so logging a request cannot leak one.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a presented key.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The SHA-256 digest the key is stored and looked up by.
-    pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
-    }
-
-    /// The key itself, for the one place that hands it to its owner.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
+/// An API key as presented by a caller or handed to its owner: a [`Secret`] (its `Debug` never shows it).
+pub use ordermesh_credentials::Secret as ApiKey;
 
 /// A stored key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +88,8 @@ impl TryFrom<KeyRow> for KeyRecord {
 
 const KEY_COLUMNS: &str = "key_id, role, channel, rate_per_second, note, created_at, revoked_at";
 
-/// Makes a key: 32 bits of public id and 122 random bits of secret (two UUIDv4s' worth of the OS's
-/// randomness). Returns the record and the key, which exists nowhere else from then on.
+/// Makes a key ([`ApiKey::generate`]: a public id `om_…` and 128 random bits). Returns the record and the
+/// key, which exists nowhere else from then on.
 pub async fn create(
     pool: &PgPool,
     role: Role,
@@ -127,8 +100,7 @@ pub async fn create(
     anyhow::ensure!(note.chars().count() <= 200, "the note must be at most 200 characters");
     let rate = rate_per_second.map(i32::try_from).transpose().map_err(|_| anyhow::anyhow!("rate is too large"))?;
     anyhow::ensure!(rate.is_none_or(|r| r > 0), "rate must be at least 1 request per second");
-    let key_id = format!("om_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let key = ApiKey::new(format!("{key_id}_{}", uuid::Uuid::new_v4().simple()));
+    let (key_id, key) = ApiKey::generate("om");
     let row: KeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (key_id, digest, role, channel, rate_per_second, note)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"

@@ -68,8 +68,14 @@ impl Application {
             bus,
             topology: config.topology.clone(),
             inventory: InventoryServiceClient::new(
-                GrpcMetricsLayer::client(metrics.clone())
-                    .wrap(lazy_channel(&config.shared.inventory_url, config.shared.inventory_timeout)?),
+                GrpcMetricsLayer::client(metrics.clone()).wrap(
+                    lazy_channel(
+                        &config.shared.inventory_url,
+                        config.shared.inventory_timeout,
+                        config.shared.inventory_token.as_ref().map(|t| t.expose()),
+                    )
+                    .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN: {e}"))?,
+                ),
             ),
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,

@@ -39,9 +39,15 @@ pub struct Catalogue {
     pub special: Option<String>,
 }
 
+/// A client of the run's inventory, presenting the operator token if one was given.
+fn inventory_client(options: &Options) -> anyhow::Result<InventoryServiceClient<ordermesh_proto::Balanced>> {
+    let token = options.inventory_token.as_ref().map(|t| t.0.as_str());
+    pb::lazy_client(&options.inventory, Duration::from_secs(10), token).map_err(|e| anyhow::anyhow!("--inventory: {e}"))
+}
+
 /// Prepares the run's own products (ids prefixed by `run`), so runs never share stock.
 pub async fn prepare(options: &Options, run: &str) -> anyhow::Result<Catalogue> {
-    let inventory = InventoryServiceClient::connect(options.inventory.clone()).await?;
+    let inventory = inventory_client(options)?;
     let upsert = |id: String, price_cents: i64, on_hand: i64| {
         let request =
             pb::UpsertProductRequest { product_id: id.clone(), name: format!("bench {id}"), price_cents, on_hand };
@@ -188,7 +194,7 @@ fn spawn_progress(report: Arc<Mutex<Report>>, started: Instant, quiet: bool) -> 
 /// After the run: nothing may be held any more for the run's products, and the units sold (on hand at
 /// start − on hand now) must equal the units in CONFIRMED orders, and never exceed what was on hand.
 async fn check_stock(options: &Options, catalogue: &Catalogue, report: &Report) -> anyhow::Result<report::StockCheck> {
-    let mut inventory = InventoryServiceClient::connect(options.inventory.clone()).await?;
+    let mut inventory = inventory_client(options)?;
     let mut check = report::StockCheck::default();
     for (id, initial) in &catalogue.products {
         let q = inventory

@@ -65,6 +65,9 @@ pub struct Options {
     pub database: String,
     /// Sent as `X-API-Key` (a shopper key) to a gateway that asks for keys (`--api-key`, or `ORDERMESH_API_KEY`).
     pub api_key: Option<ApiKey>,
+    /// An operator token of inventory's, for one that asks for one (`INVENTORY_AUTH=required`): the run's
+    /// products are written with it.
+    pub inventory_token: Option<ApiKey>,
 }
 
 /// An API key; `Debug` does not show it.
@@ -97,6 +100,7 @@ impl Default for Options {
             amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             database: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             api_key: std::env::var("ORDERMESH_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey),
+            inventory_token: std::env::var("INVENTORY_TOKEN").ok().filter(|k| !k.is_empty()).map(ApiKey),
         }
     }
 }
@@ -105,13 +109,14 @@ impl Default for Options {
 pub const USAGE: &str =
     "usage: ordermesh-bench [--scenario spread|hot|mixed] [--rate N | --concurrency N] [--duration SECONDS]
                        [--hot-stock UNITS] [--max-in-flight N] [--gateway URL] [--inventory URL]
-                       [--json] [--svg FILE] [--quiet] [--api-key KEY]
+                       [--json] [--svg FILE] [--quiet] [--api-key KEY] [--inventory-token TOKEN]
                        [--with-floor] [--checkout-work ROUND_TRIPS,UNROUTED,STATEMENTS]
        ordermesh-bench floor [--concurrency N] [--duration SECONDS] [--checkout-work R,U,S]
   Drives a running mesh (default http://127.0.0.1:5003 and http://127.0.0.1:50051) with shoppers who add to cart,
   check out and wait for the final status. --rate: open loop, shoppers per second (default 100);
   --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.
   --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).
+  --inventory-token (or INVENTORY_TOKEN): an operator token, for an inventory that asks for one (INVENTORY_AUTH=required).
   floor (or --with-floor, before the run): what RabbitMQ and PostgreSQL alone do here, and the rate of simulated
   checkouts that each do one checkout's broker and database work (--checkout-work, default 7,4,10).";
 
@@ -170,6 +175,7 @@ impl Options {
                 "--amqp" => options.amqp = value("--amqp")?,
                 "--database" => options.database = value("--database")?,
                 "--api-key" => options.api_key = Some(ApiKey(value("--api-key")?)),
+                "--inventory-token" => options.inventory_token = Some(ApiKey(value("--inventory-token")?)),
                 "--quiet" => options.quiet = true,
                 "--help" | "-h" => anyhow::bail!("{USAGE}"),
                 other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),

@@ -32,8 +32,11 @@ pub struct Inventory {
 
 impl Inventory {
     /// A client for `url` (e.g. `http://127.0.0.1:50051`).
-    pub fn new(url: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
-        let channel = GrpcMetricsLayer::client(metrics).wrap(pb::lazy_channel(url, timeout)?);
+    pub fn new(url: &str, timeout: Duration, token: Option<&str>, metrics: Metrics) -> anyhow::Result<Self> {
+        let channel = GrpcMetricsLayer::client(metrics).wrap(
+            pb::lazy_channel(url, timeout, token)
+                .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN: {e}"))?,
+        );
         Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 

@@ -69,6 +69,7 @@ impl Application {
             inventory: Arc::new(Inventory::new(
                 &config.shared.inventory_url,
                 config.saga.inventory_timeout,
+                config.shared.inventory_token.as_ref().map(|t| t.expose()),
                 metrics.clone(),
             )?),
             topology: topology.clone(),

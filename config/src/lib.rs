@@ -3,6 +3,8 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+pub use ordermesh_credentials::Secret;
+
 /// A URL that may carry a password: `Debug` and `Display` show it redacted; only [`SecretUrl::expose`]
 /// gives the real value, so logging a config (`?config`) cannot leak a credential.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,9 +115,28 @@ impl<'a> Env<'a> {
         self.raw(key).unwrap_or_else(|| default.to_owned())
     }
 
-    /// `key` as a secret URL, or `default`.
-    pub fn secret(&self, key: &str, default: &SecretUrl) -> SecretUrl {
-        self.raw(key).map_or_else(|| default.clone(), SecretUrl::new)
+    /// A secret's value: from the variable `key`, or read from the file that `<key>_FILE` names (the
+    /// convention of Docker's and Kubernetes' secrets; one trailing line break is dropped). Both set, or a
+    /// file that cannot be read or is empty, is an error naming the variable; the value never appears in it.
+    pub fn secret_value(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let file_key = format!("{key}_FILE");
+        match (self.raw(key), self.raw(&file_key)) {
+            (Some(_), Some(_)) => anyhow::bail!("set {key} or {file_key}, not both"),
+            (Some(value), None) => Ok(Some(value)),
+            (None, None) => Ok(None),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{file_key}={path:?} cannot be read: {e}"))?;
+                let value = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+                anyhow::ensure!(!value.trim().is_empty(), "{file_key}={path:?} is empty");
+                Ok(Some(value.to_owned()))
+            }
+        }
+    }
+
+    /// `key` (or `<key>_FILE`, see [`Env::secret_value`]) as a secret URL, or `default`.
+    pub fn secret(&self, key: &str, default: &SecretUrl) -> anyhow::Result<SecretUrl> {
+        Ok(self.secret_value(key)?.map_or_else(|| default.clone(), SecretUrl::new))
     }
 
     /// `key` in milliseconds, or `default`.
@@ -188,7 +209,7 @@ impl DatabaseSettings {
     /// `_DB_STATEMENT_TIMEOUT_MS`, `_DB_LOCK_TIMEOUT_MS` and `_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` over `default`.
     pub fn from_env(env: &Env<'_>, prefix: &str, default: Self) -> anyhow::Result<Self> {
         let settings = Self {
-            url: env.secret(&format!("{prefix}_DATABASE_URL"), &default.url),
+            url: env.secret(&format!("{prefix}_DATABASE_URL"), &default.url)?,
             create: env.or(&format!("{prefix}_CREATE_DATABASE"), default.create)?,
             max_connections: env.or(&format!("{prefix}_DB_MAX_CONNECTIONS"), default.max_connections)?,
             idle_timeout: env.millis(&format!("{prefix}_DB_IDLE_TIMEOUT_MS"), default.idle_timeout)?,
@@ -211,6 +232,26 @@ impl DatabaseSettings {
     }
 }
 
+/// Whether a server asks its callers for a credential (`GATEWAY_AUTH`, `INVENTORY_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every call but health, metrics and the documentation needs a credential: the binaries' default.
+    Required,
+    /// Anyone may call anything: the all-in-one development mesh's default, which warns at start.
+    Off,
+}
+
+impl FromStr for AuthMode {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw {
+            "required" => Ok(Self::Required),
+            "off" => Ok(Self::Off),
+            other => Err(format!("must be required or off, got {other:?}")),
+        }
+    }
+}
+
 /// The default broker on this machine.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The default inventory-manager.
@@ -225,6 +266,9 @@ pub struct SharedSettings {
     pub namespace: String,
     /// inventory-manager (`INVENTORY_URL`).
     pub inventory_url: String,
+    /// The bearer token presented to inventory-manager (`INVENTORY_TOKEN` or `INVENTORY_TOKEN_FILE`), needed
+    /// when it runs with `INVENTORY_AUTH=required`: a `service` token is all the mesh's services need.
+    pub inventory_token: Option<Secret>,
     /// Deadline of each gRPC call to inventory (`INVENTORY_TIMEOUT_MS`).
     pub inventory_timeout: Duration,
     /// Retries of one message before it is dead-lettered (`AMQP_MAX_RETRIES`).
@@ -279,6 +323,7 @@ impl Default for SharedSettings {
             amqp_url: SecretUrl::new(DEFAULT_AMQP_URL),
             namespace: String::new(),
             inventory_url: DEFAULT_INVENTORY_URL.to_owned(),
+            inventory_token: None,
             inventory_timeout: Duration::from_secs(2),
             max_retries: 8,
             handler_timeout: Duration::from_secs(30),
@@ -293,9 +338,10 @@ impl SharedSettings {
     pub fn from_env(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
         let settings = Self {
-            amqp_url: env.secret("AMQP_URL", &d.amqp_url),
+            amqp_url: env.secret("AMQP_URL", &d.amqp_url)?,
             namespace: env.string("ORDERMESH_NAMESPACE", &d.namespace),
             inventory_url: env.string("INVENTORY_URL", &d.inventory_url),
+            inventory_token: env.secret_value("INVENTORY_TOKEN")?.map(Secret::new),
             inventory_timeout: env.millis("INVENTORY_TIMEOUT_MS", d.inventory_timeout)?,
             max_retries: env.or("AMQP_MAX_RETRIES", d.max_retries)?,
             handler_timeout: env.millis("AMQP_HANDLER_TIMEOUT_MS", d.handler_timeout)?,
@@ -313,6 +359,37 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_from_the_file_its_file_variable_names() {
+        let dir = std::env::temp_dir().join(format!("om-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("amqp_url");
+        std::fs::write(&file, "amqp://u:from-file@h/%2f\n").unwrap();
+        let path = file.to_str().unwrap().to_owned();
+
+        let env = HashMap::from([("AMQP_URL_FILE", path.clone())]);
+        let shared = SharedSettings::from_env(&Env::from_fn(|k| env.get(k).cloned())).unwrap();
+        assert_eq!(shared.amqp_url.expose(), "amqp://u:from-file@h/%2f", "the line break is dropped");
+
+        let env = HashMap::from([("INVENTORY_TOKEN_FILE", path.clone()), ("INVENTORY_TOKEN", "x".to_owned())]);
+        let err = SharedSettings::from_env(&Env::from_fn(|k| env.get(k).cloned())).unwrap_err().to_string();
+        assert!(err.contains("INVENTORY_TOKEN or INVENTORY_TOKEN_FILE"), "{err}");
+
+        let missing = dir.join("missing").to_str().unwrap().to_owned();
+        let env = HashMap::from([("CART_DATABASE_URL_FILE", missing)]);
+        let err =
+            DatabaseSettings::from_env(&Env::from_fn(|k| env.get(k).cloned()), "CART", DatabaseSettings::new("x"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("CART_DATABASE_URL_FILE") && err.contains("cannot be read"), "{err}");
+
+        std::fs::write(&file, "\n").unwrap();
+        let env = HashMap::from([("INVENTORY_TOKEN_FILE", path)]);
+        let err = SharedSettings::from_env(&Env::from_fn(|k| env.get(k).cloned())).unwrap_err().to_string();
+        assert!(err.contains("is empty") && !err.contains("from-file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn passwords_never_print() {

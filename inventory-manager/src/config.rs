@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_config::{DatabaseSettings, Env, FromEnv};
+use ordermesh_config::{AuthMode, DatabaseSettings, Env, FromEnv};
 
 /// Everything inventory-manager needs to start. `Debug` is safe to log: the database URL prints redacted.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct Config {
     pub max_in_flight_per_connection: usize,
     /// Where `/metrics` and `/healthz` are served (HTTP, beside the gRPC port).
     pub metrics_addr: SocketAddr,
+    /// Whether every RPC of `inventory.v1` needs a bearer token (`INVENTORY_AUTH`: `required`, the binary's
+    /// default, or `off`, which the all-in-one development mesh defaults to). Health and reflection are open.
+    pub auth: AuthMode,
 }
 
 /// The default database: inventory's own, on the local PostgreSQL.
@@ -47,6 +50,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_in_flight_per_connection: 256,
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9103)),
+            auth: AuthMode::Required,
         }
     }
 }
@@ -67,6 +71,7 @@ impl FromEnv for Config {
             metrics_addr: env.or("INVENTORY_METRICS_ADDR", d.metrics_addr)?,
             max_in_flight_per_connection: env
                 .or("INVENTORY_MAX_IN_FLIGHT_PER_CONNECTION", d.max_in_flight_per_connection)?,
+            auth: env.or("INVENTORY_AUTH", d.auth)?,
         };
         anyhow::ensure!(!config.default_ttl.is_zero(), "INVENTORY_DEFAULT_TTL_SECONDS must be at least 1");
         anyhow::ensure!(

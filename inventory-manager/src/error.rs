@@ -65,6 +65,12 @@ pub enum InventoryError {
         /// Units held by open reservations.
         reserved: i64,
     },
+    /// The call presented no live credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The call's credential may not make this call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The database could not be reached in time; the caller may retry.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -151,6 +157,8 @@ impl From<InventoryError> for Status {
                     "on_hand may not drop below reserved",
                 ),
             ),
+            InventoryError::Unauthenticated(_) => Status::unauthenticated(message),
+            InventoryError::PermissionDenied(_) => Status::permission_denied(message),
             InventoryError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 Status::unavailable("inventory database unavailable, retry later")

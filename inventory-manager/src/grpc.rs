@@ -7,11 +7,13 @@ use ordermesh_proto::inventory::v1 as pb;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Gate;
 use crate::domain::{
     Line, Lines, OnHand, PriceCents, Product, ProductId, ProductName, Quantity, Reservation, ReservationId,
     ReservationStatus,
 };
 use crate::error::InventoryError;
+use crate::tokens::Role;
 use ordermesh_lifecycle::Alarm;
 use ordermesh_telemetry::Metrics;
 
@@ -37,12 +39,21 @@ pub struct InventoryGrpc {
     sweeps: Arc<Alarm>,
     /// Where reservation events are counted.
     metrics: Metrics,
+    /// Who may call what.
+    gate: Arc<Gate>,
 }
 
 impl InventoryGrpc {
     /// A service answering from `pool`.
-    pub fn new(pool: PgPool, default_ttl: Duration, max_ttl: Duration, sweeps: Arc<Alarm>, metrics: Metrics) -> Self {
-        Self { pool, default_ttl, max_ttl, sweeps, metrics }
+    pub fn new(
+        pool: PgPool,
+        default_ttl: Duration,
+        max_ttl: Duration,
+        sweeps: Arc<Alarm>,
+        metrics: Metrics,
+        gate: Arc<Gate>,
+    ) -> Self {
+        Self { pool, default_ttl, max_ttl, sweeps, metrics, gate }
     }
 
     /// Counts `event` if this call made it happen: a replay answers with the first call's stamp, which is
@@ -71,6 +82,7 @@ type RpcResult<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     async fn upsert_product(&self, request: Request<pb::UpsertProductRequest>) -> RpcResult<pb::Product> {
+        self.gate.check(&request, Role::Operator).await?;
         let r = request.into_inner();
         let id = ProductId::parse(r.product_id)?;
         let name = ProductName::parse(r.name)?;
@@ -81,11 +93,13 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     }
 
     async fn get_product(&self, request: Request<pb::GetProductRequest>) -> RpcResult<pb::Product> {
+        self.gate.check(&request, Role::Service).await?;
         let id = ProductId::parse(request.into_inner().product_id)?;
         Ok(Response::new(store::get_product(&self.pool, &id).await?.into()))
     }
 
     async fn get_products(&self, request: Request<pb::GetProductsRequest>) -> RpcResult<pb::GetProductsResponse> {
+        self.gate.check(&request, Role::Service).await?;
         let raw = request.into_inner().product_ids;
         if raw.is_empty() || raw.len() > MAX_PRODUCTS_PER_READ {
             return Err(InventoryError::invalid(
@@ -102,6 +116,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     }
 
     async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> RpcResult<pb::ListProductsResponse> {
+        self.gate.check(&request, Role::Service).await?;
         let r = request.into_inner();
         let page_size = match r.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -134,6 +149,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         &self,
         request: Request<pb::GetAvailableQuantityRequest>,
     ) -> RpcResult<pb::AvailableQuantity> {
+        self.gate.check(&request, Role::Service).await?;
         let id = ProductId::parse(request.into_inner().product_id)?;
         let p = store::get_product(&self.pool, &id).await?;
         Ok(Response::new(pb::AvailableQuantity {
@@ -145,6 +161,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     }
 
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> RpcResult<pb::Reservation> {
+        self.gate.check(&request, Role::Service).await?;
         let r = request.into_inner();
         let id = ReservationId::parse(r.reservation_id)?;
         let lines = r
@@ -162,6 +179,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     }
 
     async fn commit_reservation(&self, request: Request<pb::CommitReservationRequest>) -> RpcResult<pb::Reservation> {
+        self.gate.check(&request, Role::Service).await?;
         let id = ReservationId::parse(request.into_inner().reservation_id)?;
         let called_at = Utc::now();
         let reservation = store::commit(&self.pool, &id).await?;
@@ -173,6 +191,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         &self,
         request: Request<pb::RollBackReservationRequest>,
     ) -> RpcResult<pb::Reservation> {
+        self.gate.check(&request, Role::Service).await?;
         let id = ReservationId::parse(request.into_inner().reservation_id)?;
         let called_at = Utc::now();
         let reservation = store::roll_back(&self.pool, &id).await?;
@@ -181,6 +200,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     }
 
     async fn get_reservation(&self, request: Request<pb::GetReservationRequest>) -> RpcResult<pb::Reservation> {
+        self.gate.check(&request, Role::Service).await?;
         let id = ReservationId::parse(request.into_inner().reservation_id)?;
         Ok(Response::new(store::get_reservation(&self.pool, &id).await?.into()))
     }

@@ -1,6 +1,7 @@
-//! inventory-manager's binary: configuration from the environment, then serve until Ctrl-C or SIGTERM.
+//! inventory-manager's binary: configuration from the environment, then serve until Ctrl-C or SIGTERM;
+//! `inventory-manager tokens …` manages access tokens instead.
 
-use inventory_manager::{Application, Config};
+use inventory_manager::{Application, Config, tokens};
 use ordermesh_config::FromEnv;
 use ordermesh_lifecycle::shutdown_signal;
 use ordermesh_telemetry::init;
@@ -11,6 +12,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "tokens") {
+        let out = tokens::command(&args[1..], &Config::from_env()?.database).await?;
+        #[allow(clippy::print_stdout)] // the command's output
+        {
+            print!("{out}");
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.is_empty(),
+        "usage: inventory-manager            serve\n       inventory-manager {}",
+        tokens::USAGE.trim_start_matches("usage: ").replace("\n       ", "\n       inventory-manager ")
+    );
     // Kept to the end of main: dropping it flushes the spans not yet exported.
     let _telemetry = init("inventory-manager")?;
     let config = Config::from_env()?;

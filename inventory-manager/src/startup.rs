@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
+use ordermesh_config::AuthMode;
 use ordermesh_lifecycle::{connect_and_migrate, stopped};
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
 use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer, http::MetricsServer};
@@ -20,7 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{config::Config, grpc::InventoryGrpc, sweeper};
+use crate::{auth::Gate, config::Config, grpc::InventoryGrpc, sweeper};
 
 /// inventory's migrations, embedded at compile time; they run at every start and are append-only.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
@@ -93,8 +94,12 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let sweeps = Arc::new(ordermesh_lifecycle::Alarm::default());
+        if config.auth == AuthMode::Off {
+            tracing::warn!("INVENTORY_AUTH=off: anyone who reaches this port may change stock and prices");
+        }
+        let gate = Arc::new(Gate::new(config.auth, pool.clone()));
         let inventory =
-            InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone(), metrics.clone());
+            InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone(), metrics.clone(), gate);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper =

@@ -1,6 +1,7 @@
 //! The whole ordermesh in one process, for development and demos: inventory-manager, cart-manager,
 //! checkout-manager, payment-gateway (the simulated provider), notifier and api-gateway, each configured
-//! from the environment as its own binary would be (but for `GATEWAY_AUTH`, which defaults to `off` here).
+//! from the environment as its own binary would be (but for `GATEWAY_AUTH` and `INVENTORY_AUTH`, which
+//! default to `off` here).
 
 pub mod audit;
 pub mod probe;
@@ -8,7 +9,6 @@ pub mod probe;
 use std::future::Future;
 
 use ordermesh_config::FromEnv;
-use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 
 /// The demo catalogue loaded into an empty inventory: id, name, price in cents, units on hand.
 pub const DEMO_CATALOGUE: &[(&str, &str, i64, i64)] = &[
@@ -41,7 +41,14 @@ impl MeshConfig {
     /// Reads every service's variables from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            inventory: inventory_manager::Config::from_env()?,
+            inventory: {
+                let mut inventory = inventory_manager::Config::from_env()?;
+                // The development mesh lets anyone change the catalogue unless asked otherwise; inventory warns.
+                if std::env::var_os("INVENTORY_AUTH").is_none() {
+                    inventory.auth = ordermesh_config::AuthMode::Off;
+                }
+                inventory
+            },
             cart: cart_manager::Config::from_env()?,
             checkout: checkout_manager::Config::from_env()?,
             payment: payment_gateway::Config::from_env()?,
@@ -58,23 +65,23 @@ impl MeshConfig {
     }
 }
 
-/// Loads [`DEMO_CATALOGUE`] if the catalogue is empty; returns whether it did.
-pub async fn seed_demo_catalogue(inventory_url: String) -> anyhow::Result<bool> {
-    let mut client = InventoryServiceClient::connect(inventory_url).await?;
-    let page =
-        client.list_products(pb::ListProductsRequest { page_size: 1, page_token: String::new() }).await?.into_inner();
-    if !page.products.is_empty() {
+/// Loads [`DEMO_CATALOGUE`] if the catalogue is empty; returns whether it did. Written through inventory's
+/// store, in this process that owns it, so it needs no operator token when `INVENTORY_AUTH=required`.
+pub async fn seed_demo_catalogue(pool: &sqlx::PgPool) -> anyhow::Result<bool> {
+    use inventory_manager::{domain, store};
+    let (first, _) = store::list_products(pool, None, 1).await?;
+    if !first.is_empty() {
         return Ok(false);
     }
     for (id, name, price_cents, on_hand) in DEMO_CATALOGUE {
-        client
-            .upsert_product(pb::UpsertProductRequest {
-                product_id: (*id).into(),
-                name: (*name).into(),
-                price_cents: *price_cents,
-                on_hand: *on_hand,
-            })
-            .await?;
+        store::upsert_product(
+            pool,
+            &domain::ProductId::parse(*id)?,
+            &domain::ProductName::parse((*name).to_owned())?,
+            domain::PriceCents::parse(*price_cents)?,
+            domain::OnHand::parse(*on_hand)?,
+        )
+        .await?;
     }
     Ok(true)
 }
@@ -82,7 +89,7 @@ pub async fn seed_demo_catalogue(inventory_url: String) -> anyhow::Result<bool> 
 /// Starts the six services and runs them until `shutdown` resolves, then stops them all.
 pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let inventory = inventory_manager::Application::build(config.inventory).await?;
-    let inventory_url = format!("http://{}", inventory.local_addr());
+    let inventory_pool = inventory.pool().clone();
     let cart = cart_manager::Application::build(config.cart).await?;
     let checkout = checkout_manager::Application::build(config.checkout).await?;
     let payment = payment_gateway::Application::build(config.payment).await?;
@@ -113,7 +120,7 @@ pub async fn run(config: MeshConfig, shutdown: impl Future<Output = ()> + Send +
         watch_end(tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone())))),
         watch_end(tokio::spawn(gateway.run_until_stopped(stopped(stop_rx.clone())))),
     ];
-    match seed_demo_catalogue(inventory_url).await {
+    match seed_demo_catalogue(&inventory_pool).await {
         Ok(true) => tracing::info!(products = DEMO_CATALOGUE.len(), "loaded the demo catalogue"),
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "could not load the demo catalogue"),

@@ -20,7 +20,11 @@ const USAGE: &str = "usage: ordermesh                       run the whole mesh
                                                     grpc://host:port must be SERVING; exits 1 if not
        ordermesh keys create --role shopper|operator --channel NAME [--rate N] [--note TEXT]
        ordermesh keys list
-       ordermesh keys revoke KEY_ID                 API keys of the gateway (printed once at creation)";
+       ordermesh keys revoke KEY_ID                 API keys of the gateway (printed once at creation)
+       ordermesh tokens create --role service|operator [--note TEXT]
+       ordermesh tokens register --role service|operator --token-file PATH [--note TEXT]
+       ordermesh tokens list
+       ordermesh tokens revoke TOKEN_ID             inventory's access tokens (printed once at creation)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -48,6 +52,15 @@ async fn main() -> anyhow::Result<ExitCode> {
             let gateway = <api_gateway::Config as ordermesh_config::FromEnv>::from_env()?;
             let channels = api_gateway::config::channels(&ordermesh_config::Env::process())?;
             let out = api_gateway::keys::command(&args[1..], &gateway.database, &channels).await?;
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                print!("{out}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ["tokens", ..] => {
+            let inventory = <inventory_manager::Config as ordermesh_config::FromEnv>::from_env()?;
+            let out = inventory_manager::tokens::command(&args[1..], &inventory.database).await?;
             #[allow(clippy::print_stdout)] // the command's output
             {
                 print!("{out}");

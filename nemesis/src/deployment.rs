@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use ordermesh_proto::inventory::v1 as pb;
 use ordermesh_testkit::smtp::SmtpServer;
 use tokio::sync::Mutex;
 
@@ -89,6 +89,8 @@ pub struct Deployment {
     /// The settings every service started with (the audit runs with them).
     pub env: BTreeMap<String, String>,
     pub binaries: PathBuf,
+    /// An operator token of inventory's, for the catalogue's writes (the services hold a service token).
+    pub operator_token: String,
 }
 
 const DATABASES: [(&str, &str); 6] = [
@@ -134,6 +136,7 @@ impl Deployment {
         let mut env: BTreeMap<String, String> = [
             ("RUST_LOG", "info,sqlx=warn,h2=warn,lapin=warn"),
             ("GATEWAY_AUTH", "required"),
+            ("INVENTORY_AUTH", "required"),
             // Shorter than the defaults where a default only makes a test wait: how often idle workers look.
             ("CHECKOUT_POLL_MS", "100"),
             ("CART_OUTBOX_POLL_MS", "100"),
@@ -149,6 +152,33 @@ impl Deployment {
             env.insert(format!("{prefix}_DATABASE_URL"), db_proxy.url(&format!("ordermesh_{db}")));
             env.insert(format!("{prefix}_METRICS_ADDR"), "127.0.0.1:0".into());
         }
+
+        // Inventory's tokens, registered from files as a deployment's secrets would be: the services read
+        // theirs through INVENTORY_TOKEN_FILE; the nemesis keeps the operator's for the catalogue.
+        let service_token = dir.join("inventory-service-token");
+        std::fs::write(
+            &service_token,
+            format!("svc-{}{}\n", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+        )?;
+        let operator_token = format!("op-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let operator_file = dir.join("inventory-operator-token");
+        std::fs::write(&operator_file, &operator_token)?;
+        for (role, file) in [("service", &service_token), ("operator", &operator_file)] {
+            let out = tokio::process::Command::new(binaries.join("ordermesh"))
+                .args(["tokens", "register", "--role", role, "--token-file"])
+                .arg(file)
+                .args(["--note", "nemesis"])
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .envs(&env)
+                .output()
+                .await
+                .context("running ordermesh tokens register")?;
+            if !out.status.success() {
+                bail!("ordermesh tokens register failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        env.insert("INVENTORY_TOKEN_FILE".into(), service_token.display().to_string());
 
         let mut instances = Vec::new();
         for number in 1..=INSTANCES {
@@ -201,6 +231,7 @@ impl Deployment {
             smtp,
             env,
             binaries: binaries.to_owned(),
+            operator_token,
         })
     }
 
@@ -219,7 +250,8 @@ impl Deployment {
             let request =
                 pb::UpsertProductRequest { product_id: id.into(), name: format!("Product {id}"), price_cents, on_hand };
             let attempt = async {
-                let mut client = InventoryServiceClient::connect(url.clone()).await?;
+                let mut client = pb::lazy_client(url, Duration::from_secs(5), Some(&self.operator_token))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 client.upsert_product(request).await?;
                 anyhow::Ok(())
             };

@@ -64,7 +64,7 @@ impl FromEnv for Config {
             topology: Topology::from_settings(&shared),
             shared,
             smtp: SmtpSettings {
-                url: env.secret("SMTP_URL", &d.smtp.url),
+                url: env.secret("SMTP_URL", &d.smtp.url)?,
                 from: env.string("SMTP_FROM", &d.smtp.from),
                 timeout: env.millis("SMTP_TIMEOUT_MS", d.smtp.timeout)?,
             },

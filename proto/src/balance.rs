@@ -71,10 +71,15 @@ struct Target {
     origin: http::Uri,
 }
 
+/// What a channel fails to be built with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A channel balancing each call over the addresses of one or more URLs; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Balanced {
     inner: Arc<Inner>,
+    /// The `authorization` header every call carries, if any (marked sensitive: never logged).
+    authorization: Option<http::HeaderValue>,
 }
 
 impl Balanced {
@@ -101,7 +106,16 @@ impl Balanced {
         // Addresses given as IP literals are known at once; names are resolved by the task.
         inner.install(inner.literal_addresses());
         tokio::spawn(maintain(Arc::downgrade(&inner)));
-        Ok(Self { inner })
+        Ok(Self { inner, authorization: None })
+    }
+
+    /// The same channel, every call of which presents `token` as `authorization: Bearer <token>`.
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, BoxError> {
+        let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| "the token holds characters a header cannot carry")?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
     }
 }
 
@@ -216,8 +230,11 @@ impl Service<http::Request<Body>> for Balanced {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
+        if let Some(value) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+        }
         Box::pin(async move {
             let mut resolved = inner.resolved.subscribe();
             let first = tokio::time::timeout(inner.timeout, resolved.wait_for(|r| *r)).await;

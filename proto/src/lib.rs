@@ -16,21 +16,28 @@ pub mod inventory {
         /// to every replica's address) that connects on first use and reconnects on demand, so its callers
         /// may start before inventory does, and spreads its calls over the replicas ([`crate::Balanced`]).
         /// Every call is cut after `timeout` on the client side (not only announced in `grpc-timeout`), and
-        /// HTTP/2 keep-alives find a dead connection instead of waiting on it.
+        /// HTTP/2 keep-alives find a dead connection instead of waiting on it. With a `token`, every call
+        /// carries it as `authorization: Bearer <token>`.
         pub fn lazy_client(
             url: &str,
             timeout: std::time::Duration,
-        ) -> Result<inventory_service_client::InventoryServiceClient<crate::Balanced>, tonic::transport::Error>
+            token: Option<&str>,
+        ) -> Result<inventory_service_client::InventoryServiceClient<crate::Balanced>, crate::balance::BoxError>
         {
-            Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout)?))
+            Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout, token)?))
         }
 
         /// The channel of [`lazy_client`], for a caller that wraps it in tower layers (metrics) first.
         pub fn lazy_channel(
             url: &str,
             timeout: std::time::Duration,
-        ) -> Result<crate::Balanced, tonic::transport::Error> {
-            crate::Balanced::new(url, timeout)
+            token: Option<&str>,
+        ) -> Result<crate::Balanced, crate::balance::BoxError> {
+            let channel = crate::Balanced::new(url, timeout)?;
+            Ok(match token {
+                Some(token) => channel.with_bearer_token(token)?,
+                None => channel,
+            })
         }
 
         /// `ErrorInfo.domain` of every structured error inventory-manager sends (the reasons are [`ErrorReason`]).

@@ -41,6 +41,8 @@ pub async fn spawn_inventory_with(tweak: impl FnOnce(&mut Config)) -> TestInvent
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseSettings { max_connections: 8, ..DatabaseSettings::new(database_url) },
+        // Tokens have their own tests (auth.rs), which turn them on.
+        auth: ordermesh_config::AuthMode::Off,
         ..Config::default()
     };
     tweak(&mut config);

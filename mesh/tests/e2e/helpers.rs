@@ -174,6 +174,8 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: any_port,
         database: db(inv_url),
+        // Inventory's tokens have their own tests (inventory-manager/tests/api/auth.rs) and the nemesis.
+        auth: ordermesh_config::AuthMode::Off,
         ..Default::default()
     })
     .await

@@ -186,6 +186,8 @@ impl Suite {
             ("INVENTORY_TIMEOUT_MS", "1000"),
             // The suite drives the shop's routes without keys; keys have tests of their own.
             ("GATEWAY_AUTH", "off"),
+            // The fault suite is about crashes and restarts; the nemesis runs with inventory's tokens.
+            ("INVENTORY_AUTH", "off"),
             // A send is bounded by twice this, and a crashed sender's claim runs out 2 s after that.
             ("SMTP_TIMEOUT_MS", "4000"),
         ]
