@@ -1,6 +1,7 @@
 //! docker-compose.yml and the Dockerfile, checked without a Docker engine: the file parses, the databases'
 //! ports stay private, every ordermesh service has a health check that probes its own port, every setting
-//! it passes is one the services read, and the image caches its dependencies in a layer of their own.
+//! it passes is one the services read, every credential is a secret that `scripts/compose-secrets` makes
+//! (no password in the file, no guest account), and the image caches its dependencies in a layer of their own.
 
 use std::collections::BTreeMap;
 
@@ -72,20 +73,46 @@ fn compose_file_parses_and_each_service_is_private_healthy_and_configured() {
         .filter(|n| !["postgres", "rabbitmq"].contains(n))
         .map(|n| (n, &compose["services"][n]))
         .collect();
+    let defined: Vec<&str> =
+        compose["secrets"].as_hash().expect("top-level secrets").keys().filter_map(Yaml::as_str).collect();
+    let text = read("docker-compose.yml");
+    assert!(!text.contains("guest:guest") && !text.contains("ordermesh:ordermesh@"), "a credential in the file");
     for (name, service) in &ours {
         let command = strings(&service["command"]);
-        assert_eq!(command.first().map(String::as_str), Some(*name), "{name} runs its own binary");
-        assert!(dockerfile.contains(&format!("/src/target/release/{name}")), "the image ships {name}");
+        // One-shot jobs (restart "no") run another service's binary with a subcommand.
+        let one_shot = service["restart"].as_str() == Some("no");
+        let binary = command.first().map(String::as_str).unwrap_or_default();
+        if !one_shot {
+            assert_eq!(binary, *name, "{name} runs its own binary");
+        }
+        assert!(dockerfile.contains(&format!("/src/target/release/{binary}")), "the image ships {binary}");
 
         let env = service["environment"].as_hash().unwrap_or_else(|| panic!("{name} has an environment"));
+        let mounted = strings(&service["secrets"]);
         // RUST_LOG is read by tracing's EnvFilter, not by name in our code.
         for key in env.keys().filter_map(Yaml::as_str).filter(|k| *k != "RUST_LOG") {
+            // A secret given as a file is read as `<KEY>_FILE` by the loader.
+            let base = match key.strip_suffix("_FILE") {
+                Some(base) => {
+                    let value = env[&Yaml::String(key.into())].as_str().unwrap();
+                    let secret = value.strip_prefix("/run/secrets/").unwrap_or_else(|| panic!("{name}: {key}={value}"));
+                    assert!(mounted.iter().any(|m| m == secret), "{name} reads {value} but does not mount {secret}");
+                    assert!(defined.contains(&secret), "{name} mounts {secret}, which compose does not define");
+                    base
+                }
+                None => key,
+            };
             // Database settings are read as `<PREFIX>_DATABASE_URL` from the service's prefix.
-            let read = match key.strip_suffix("_DATABASE_URL") {
+            let read = match base.strip_suffix("_DATABASE_URL") {
                 Some(prefix) => code.contains(&format!("\"{prefix}\"")) && code.contains("_DATABASE_URL"),
-                None => code.contains(&format!("\"{key}\"")),
+                None => code.contains(&format!("\"{base}\"")),
             };
             assert!(read, "{name} sets {key}, which no service reads");
+            let credential = base.ends_with("_DATABASE_URL") || base == "AMQP_URL" || base == "INVENTORY_TOKEN";
+            assert!(!credential || key.ends_with("_FILE"), "{name} sets the credential {key} inline, not as a secret");
+        }
+        if one_shot {
+            continue;
         }
         let setting = |k: &str| env.get(&Yaml::String(k.into())).and_then(Yaml::as_str).map(str::to_owned);
 
@@ -115,6 +142,35 @@ fn compose_file_parses_and_each_service_is_private_healthy_and_configured() {
             }
         }
     }
+}
+
+#[test]
+fn compose_secrets_makes_every_secret_compose_reads_with_one_password_per_engine_and_keeps_them() {
+    let docs = YamlLoader::load_from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+    let dir = std::env::temp_dir().join(format!("om-compose-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = || {
+        let out = std::process::Command::new(root().join("scripts/compose-secrets")).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run();
+    let file = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (name, secret) in docs[0]["secrets"].as_hash().unwrap() {
+        let path = secret["file"].as_str().unwrap_or_else(|| panic!("{name:?} is a file"));
+        let made = path.strip_prefix("./secrets/").unwrap_or_else(|| panic!("{path} is under ./secrets"));
+        assert!(!file(made).trim().is_empty(), "{made} is empty");
+    }
+    let pg = file("postgres_password").trim().to_owned();
+    let mq = file("rabbitmq_password").trim().to_owned();
+    assert!(pg.len() >= 32 && mq.len() >= 32 && pg != mq, "long, separate passwords");
+    assert!(file("rabbitmq.conf").contains("default_user = ordermesh") && file("rabbitmq.conf").contains(&mq));
+    assert_eq!(file("amqp_url").trim(), format!("amqp://ordermesh:{mq}@rabbitmq:5672/%2f"));
+    assert_eq!(file("cart_database_url").trim(), format!("postgres://ordermesh:{pg}@postgres:5432/ordermesh_cart"));
+    assert!(file("inventory_token").trim().len() >= 32, "a token inventory's `tokens register` accepts");
+    let before = file("amqp_url");
+    run();
+    assert_eq!(file("amqp_url"), before, "a second run keeps what the first made");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

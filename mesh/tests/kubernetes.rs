@@ -55,6 +55,10 @@ fn load(path: &Path) -> Vec<Yaml> {
     YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{} parses: {e}", path.display()))
 }
 
+fn strings_of(node: &Yaml) -> Vec<String> {
+    node.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
 fn kind_named<'a>(all: &'a [(String, Yaml)], kind: &str, name: &str) -> Option<&'a Yaml> {
     all.iter()
         .map(|(_, d)| d)
@@ -211,6 +215,30 @@ fn every_service_is_replicated_probed_on_its_ports_and_configured_with_what_it_r
             vec![format!("{prefix}_DATABASE_URL"), "INVENTORY_URL".to_owned(), "AMQP_QUEUE_TYPE".to_owned()];
         if name != "inventory-manager" {
             needed.push("AMQP_URL".into());
+        }
+        if ["cart-manager", "checkout-manager", "api-gateway"].contains(&name) {
+            needed.push("INVENTORY_TOKEN".into());
+        }
+        if name == "inventory-manager" {
+            assert_eq!(env["INVENTORY_AUTH"].as_deref(), Some("required"), "inventory asks for tokens");
+            // The services' token is registered from the same Secret they present it from.
+            let init = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+            let command = strings_of(&init["command"]);
+            assert_eq!(command[..4], ["inventory-manager", "tokens", "register", "--role"], "{command:?}");
+            let file = &command[command.iter().position(|c| c == "--token-file").expect("--token-file") + 1];
+            let mount = init["volumeMounts"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .find(|m| file.starts_with(m["mountPath"].as_str().unwrap()));
+            let volume = mount.expect("the token file is on a mounted volume")["name"].as_str().unwrap();
+            let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_vec().unwrap();
+            let secret =
+                volumes.iter().find(|v| v["name"].as_str() == Some(volume)).unwrap()["secret"]["secretName"].as_str();
+            assert_eq!(secret, Some("ordermesh-inventory-token"));
+            let key = file.rsplit('/').next().unwrap();
+            let stored = kind_named(&all, "Secret", "ordermesh-inventory-token").expect("the token Secret");
+            assert!(!stored["stringData"][key].is_badvalue(), "the token Secret has no key {key}");
         }
         for key in &needed {
             assert!(env.contains_key(key), "{name} does not set {key}");
