@@ -22,7 +22,7 @@ use governor::{
     DefaultDirectRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
-use ordermesh_credentials::LookupCache;
+use ordermesh_credentials::{LookupCache, Secret};
 use ordermesh_messages::Channel;
 use sqlx::PgPool;
 
@@ -30,6 +30,7 @@ use crate::{
     config::AuthMode,
     error::ApiError,
     keys::{self, ApiKey, KeyRecord, Role},
+    sessions,
 };
 
 /// How long a key lookup (found or not) is trusted: the bound on how late a revocation takes effect.
@@ -38,8 +39,9 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_millis(500);
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// The same, as documented.
 pub const API_KEY_HEADER_NAME: &str = "X-API-Key";
-/// The dashboard's session cookie: the operator's key, sent by the browser (HttpOnly, SameSite=Strict).
-pub const SESSION_COOKIE: &str = "ordermesh_key";
+/// The dashboard's session cookie: a random session id (never the key), sent by the browser (HttpOnly,
+/// SameSite=Strict, Secure over HTTPS, expiring with the session).
+pub const SESSION_COOKIE: &str = "ordermesh_session";
 /// Lookups kept at most; beyond it, expired ones are dropped, then all (a flood of made-up keys).
 const CACHE_CAPACITY: usize = 10_000;
 /// The longest key accepted for a lookup (real ones are 44 characters).
@@ -74,6 +76,9 @@ pub struct Auth {
     pool: Option<PgPool>,
     default_rate: NonZeroU32,
     cache: LookupCache<KeyRecord>,
+    /// Dashboard sessions by digest, each naming its live key; trusted as long as a key lookup.
+    sessions: LookupCache<KeyRecord>,
+    session_lifetime: Duration,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     clock: DefaultClock,
 }
@@ -85,13 +90,16 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// A gate; `pool` is the gateway's database (needed when `mode` is required).
-    pub fn new(mode: AuthMode, pool: Option<PgPool>, default_rate: u32) -> Self {
+    /// A gate; `pool` is the gateway's database (needed when `mode` is required); a dashboard session lasts
+    /// `session_lifetime`.
+    pub fn new(mode: AuthMode, pool: Option<PgPool>, default_rate: u32, session_lifetime: Duration) -> Self {
         Self {
             mode,
             pool,
             default_rate: NonZeroU32::new(default_rate).unwrap_or(NonZeroU32::MIN),
             cache: LookupCache::new(KEY_CACHE_TTL, CACHE_CAPACITY),
+            sessions: LookupCache::new(KEY_CACHE_TTL, CACHE_CAPACITY),
+            session_lifetime,
             limiters: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
         }
@@ -102,18 +110,25 @@ impl Auth {
         self.mode
     }
 
-    /// The live key behind `key`, from the cache if looked up within [`KEY_CACHE_TTL`].
-    async fn lookup(&self, key: &ApiKey) -> Result<Option<KeyRecord>, ApiError> {
-        let digest = key.digest();
-        if let Some(record) = self.cache.get(&digest) {
+    /// The live key behind a credential, from the cache if looked up within [`KEY_CACHE_TTL`].
+    async fn lookup(&self, credential: &Credential) -> Result<Option<KeyRecord>, ApiError> {
+        let (cache, digest) = match credential {
+            Credential::Key(key) => (&self.cache, key.digest()),
+            Credential::Session(session) => (&self.sessions, session.digest()),
+        };
+        if let Some(record) = cache.get(&digest) {
             return Ok(record);
         }
         let Some(pool) = &self.pool else { return Ok(None) };
-        let record = keys::lookup(pool, &digest).await.map_err(|e| {
+        let found = match credential {
+            Credential::Key(_) => keys::lookup(pool, &digest).await,
+            Credential::Session(_) => sessions::lookup(pool, &digest).await,
+        };
+        let record = found.map_err(|e| {
             tracing::warn!(error = %e, "API key lookup failed");
             ApiError::Unavailable("API keys cannot be checked right now; retry later".into())
         })?;
-        self.cache.put(digest, record.clone());
+        cache.put(digest, record.clone());
         Ok(record)
     }
 
@@ -136,15 +151,19 @@ impl Auth {
         })
     }
 
-    /// The caller behind a presented key, if it may use a route that needs `needs`.
-    pub async fn authorize(&self, key: Option<ApiKey>, needs: Role) -> Result<Caller, ApiError> {
+    /// The caller behind a presented credential, if it may use a route that needs `needs`.
+    pub async fn authorize(&self, credential: Option<Credential>, needs: Role) -> Result<Caller, ApiError> {
         if self.mode == AuthMode::Off {
             return Ok(Caller::anonymous());
         }
-        let key =
-            key.ok_or_else(|| ApiError::Unauthorized("this route needs an API key in the X-API-Key header".into()))?;
-        let record =
-            self.lookup(&key).await?.ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        let credential = credential
+            .ok_or_else(|| ApiError::Unauthorized("this route needs an API key in the X-API-Key header".into()))?;
+        let record = self.lookup(&credential).await?.ok_or_else(|| {
+            ApiError::Unauthorized(match credential {
+                Credential::Key(_) => "unknown or revoked API key".into(),
+                Credential::Session(_) => "the dashboard session ended; sign in again".into(),
+            })
+        })?;
         if record.role < needs {
             return Err(ApiError::Forbidden(format!(
                 "a {} key may not use this route; it needs an {} key",
@@ -157,9 +176,18 @@ impl Auth {
     }
 }
 
-/// The key a request presents: its `X-API-Key` header, or (for the operators' reads only, and only on GET,
-/// so a forged form elsewhere cannot use it) the dashboard's session cookie.
-fn presented_key(headers: &HeaderMap, method: &Method, cookie_allowed: bool) -> Result<Option<ApiKey>, ApiError> {
+/// What a request presents: an API key, or a dashboard session.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The `X-API-Key` header.
+    Key(ApiKey),
+    /// The dashboard's session cookie.
+    Session(Secret),
+}
+
+/// The credential a request presents: its `X-API-Key` header, or (for the operators' reads only, and only on
+/// GET, so a forged form elsewhere cannot use it) the dashboard's session cookie.
+fn presented(headers: &HeaderMap, method: &Method, cookie_allowed: bool) -> Result<Option<Credential>, ApiError> {
     if let Some(value) = headers.get(API_KEY_HEADER) {
         let text = value
             .to_str()
@@ -167,15 +195,15 @@ fn presented_key(headers: &HeaderMap, method: &Method, cookie_allowed: bool) -> 
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_CHARS)
             .ok_or_else(|| ApiError::Unauthorized("the X-API-Key header is not a key".into()))?;
-        return Ok(Some(ApiKey::new(text)));
+        return Ok(Some(Credential::Key(ApiKey::new(text))));
     }
     if cookie_allowed && (method == Method::GET || method == Method::HEAD) {
-        return Ok(session_cookie(headers));
+        return Ok(session_cookie(headers).map(Credential::Session));
     }
     Ok(None)
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<ApiKey> {
+fn session_cookie(headers: &HeaderMap) -> Option<Secret> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -183,7 +211,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<ApiKey> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty() && value.len() <= MAX_KEY_CHARS)
-        .map(|(_, value)| ApiKey::new(value))
+        .map(|(_, value)| Secret::new(value))
 }
 
 /// What a gated group of routes needs.
@@ -199,8 +227,8 @@ pub struct Gate {
 /// otherwise the request goes on with its [`Caller`].
 pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let cookie_allowed = gate.needs == Role::Operator;
-    let caller = match presented_key(request.headers(), request.method(), cookie_allowed) {
-        Ok(key) => gate.auth.authorize(key, gate.needs).await,
+    let caller = match presented(request.headers(), request.method(), cookie_allowed) {
+        Ok(credential) => gate.auth.authorize(credential, gate.needs).await,
         Err(e) => Err(e),
     };
     match caller {
@@ -240,9 +268,10 @@ input{width:100%;padding:.5rem;font:inherit;margin:.5rem 0}button{padding:.5rem 
 <label>API key <input name="key" type="password" autocomplete="off" required></label>
 <button type="submit">Sign in</button></form></body></html>"#;
 
-/// `POST /dashboard/session` (form field `key`): checks an operator key and keeps it in an HttpOnly,
-/// SameSite=Strict session cookie, then goes to the dashboard.
-pub async fn sign_in(State(auth): State<Arc<Auth>>, body: axum::body::Bytes) -> Response {
+/// `POST /dashboard/session` (form field `key`): checks an operator key and starts a session (a random id in
+/// an HttpOnly, SameSite=Strict cookie that expires with it, Secure when the browser came over HTTPS), then
+/// goes to the dashboard. The key itself never goes back to the browser.
+pub async fn sign_in(State(auth): State<Arc<Auth>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     #[derive(serde::Deserialize)]
     struct Form {
         key: String,
@@ -251,17 +280,55 @@ pub async fn sign_in(State(auth): State<Arc<Auth>>, body: axum::body::Bytes) -> 
     let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= MAX_KEY_CHARS) else {
         return sign_in_page(StatusCode::BAD_REQUEST, "Enter a key.");
     };
-    match auth.authorize(Some(ApiKey::new(key.clone())), Role::Operator).await {
-        Ok(_) => {
-            let mut response = Redirect::to("/dashboard").into_response();
-            let cookie = format!("{SESSION_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/");
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            response
+    let caller = match auth.authorize(Some(Credential::Key(ApiKey::new(key))), Role::Operator).await {
+        Ok(caller) => caller,
+        Err(ApiError::Forbidden(_)) => return sign_in_page(StatusCode::FORBIDDEN, "That key is not an operator key."),
+        Err(ApiError::Unauthorized(_)) => return sign_in_page(StatusCode::UNAUTHORIZED, "Unknown or revoked key."),
+        Err(e) => return e.into_response(),
+    };
+    let mut response = Redirect::to("/dashboard").into_response();
+    // With keys off there is nothing to remember: the dashboard is open.
+    let (Some(pool), Some(key_id)) = (&auth.pool, caller.key_id) else { return response };
+    let session = match sessions::start(pool, &key_id, auth.session_lifetime).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting a dashboard session failed");
+            return ApiError::Unavailable("sign-in is not possible right now; retry later".into()).into_response();
         }
-        Err(ApiError::Forbidden(_)) => sign_in_page(StatusCode::FORBIDDEN, "That key is not an operator key."),
-        Err(ApiError::Unauthorized(_)) => sign_in_page(StatusCode::UNAUTHORIZED, "Unknown or revoked key."),
-        Err(e) => e.into_response(),
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        session.expose(),
+        auth.session_lifetime.as_secs(),
+        if over_https(&headers) { "; Secure" } else { "" }
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
+    response
+}
+
+/// `POST /dashboard/session/end`: ends the browser's session (at once on this gateway; within
+/// [`KEY_CACHE_TTL`] on the others), clears its cookie and goes back to the sign-in page.
+pub async fn sign_out(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    if let (Some(session), Some(pool)) = (session_cookie(&headers), &auth.pool) {
+        let digest = session.digest();
+        if let Err(e) = sessions::end(pool, &digest).await {
+            tracing::warn!(error = %e, "ending a dashboard session failed");
+            return ApiError::Unavailable("sign-out is not possible right now; retry later".into()).into_response();
+        }
+        auth.sessions.forget(&digest);
+    }
+    let mut response = Redirect::to("/dashboard").into_response();
+    let cleared = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Whether the browser reached the gateway over HTTPS: a TLS-terminating ingress or proxy in front says so
+/// with `X-Forwarded-Proto` (the only thing this decides is the cookie's `Secure` flag).
+fn over_https(headers: &HeaderMap) -> bool {
+    headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }

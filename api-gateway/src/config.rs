@@ -52,6 +52,8 @@ pub struct Config {
     pub database: DatabaseSettings,
     /// Requests per second of a key that has no rate of its own; a key may burst that many at once.
     pub key_rate_per_second: u32,
+    /// How long a dashboard sign-in lasts (`GATEWAY_SESSION_HOURS`, default 8): a working day.
+    pub session_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             auth: AuthMode::Required,
             database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_gateway"),
             key_rate_per_second: 100,
+            session_lifetime: Duration::from_secs(8 * 3600),
         }
     }
 }
@@ -93,7 +96,14 @@ impl FromEnv for Config {
             auth: env.or("GATEWAY_AUTH", d.auth)?,
             database: DatabaseSettings::from_env(env, "GATEWAY", d.database)?,
             key_rate_per_second: env.or("GATEWAY_KEY_RATE_PER_SECOND", d.key_rate_per_second)?,
+            session_lifetime: env
+                .get::<u64>("GATEWAY_SESSION_HOURS")?
+                .map_or(d.session_lifetime, |h| Duration::from_secs(h.saturating_mul(3600))),
         };
+        anyhow::ensure!(
+            (1..=24 * 30).contains(&(config.session_lifetime.as_secs() / 3600)),
+            "GATEWAY_SESSION_HOURS must be 1 to 720"
+        );
         anyhow::ensure!(config.key_rate_per_second >= 1, "GATEWAY_KEY_RATE_PER_SECOND must be at least 1");
         anyhow::ensure!(
             config.request_timeout >= Duration::from_millis(100),

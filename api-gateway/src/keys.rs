@@ -146,6 +146,17 @@ pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<KeyRecord
     Ok(row.and_then(|r| KeyRecord::try_from(r).ok()))
 }
 
+/// The live key with this id, if any.
+pub async fn lookup_by_id(pool: &PgPool, key_id: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL"
+    )))
+    .bind(key_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| KeyRecord::try_from(r).ok()))
+}
+
 /// Usage of the `keys` command.
 pub const USAGE: &str = "usage: keys create --role shopper|operator --channel NAME [--rate N] [--note TEXT]
        keys list

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod routes;
+pub mod sessions;
 pub mod startup;
 pub mod waiters;
 

@@ -46,7 +46,7 @@ impl Application {
                 None
             }
         };
-        let auth = Arc::new(Auth::new(config.auth, pool, config.key_rate_per_second));
+        let auth = Arc::new(Auth::new(config.auth, pool, config.key_rate_per_second, config.session_lifetime));
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Metrics::new("api-gateway");
         let bus = Bus::start(

@@ -149,6 +149,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(shed_beyond(ADMIN_MAX_IN_FLIGHT));
     let sign_in = Router::new()
         .route("/dashboard/session", post(auth::sign_in))
+        .route("/dashboard/session/end", post(auth::sign_out))
         .route_layer(shed_beyond(ADMIN_MAX_IN_FLIGHT))
         .with_state(state.auth.clone());
     // Waiting reads cost little while they wait, so they have a limit of their own and do not crowd out work.

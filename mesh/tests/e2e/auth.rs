@@ -168,13 +168,36 @@ async fn keys_roles_channels_and_revocation() {
     assert_eq!(signed(&web).await.unwrap().status().as_u16(), 403, "a shopper key signed in to the dashboard");
     let session = signed(&operator).await.unwrap();
     assert_eq!(session.status().as_u16(), 303);
-    let cookie = session.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let set_cookie = session.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert!(set_cookie.contains("Max-Age=28800"), "the session expires (8 hours by default): {set_cookie}");
+    assert!(!set_cookie.contains(&operator), "the cookie holds the key itself: {set_cookie}");
+    assert!(!set_cookie.contains("Secure"), "Secure over plain HTTP would lose the cookie: {set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
     let with_cookie = browser.get(mesh.url("/admin/overview")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(with_cookie.status().as_u16(), 200);
+    let on_other_gateway = browser.get(format!("{}/admin/overview", mesh.gateways[1])).header("cookie", &cookie);
+    assert_eq!(on_other_gateway.send().await.unwrap().status().as_u16(), 200, "a session is every gateway's");
     let cart_with_cookie = browser.post(mesh.url("/addToCart")).header("cookie", &cookie).json(&add).send().await;
     assert_eq!(cart_with_cookie.unwrap().status().as_u16(), 401, "the session cookie worked beyond the dashboard");
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let behind_tls = browser
+        .post(mesh.url("/dashboard/session"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-proto", "https")
+        .body(format!("key={operator}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(behind_tls.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
+    // Signing out ends the session at once, and clears the cookie.
+    let out_cookie = behind_tls.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let signed_out =
+        browser.post(mesh.url("/dashboard/session/end")).header("cookie", &out_cookie).send().await.unwrap();
+    assert_eq!(signed_out.status().as_u16(), 303);
+    assert!(signed_out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let after = browser.get(mesh.url("/admin/overview")).header("cookie", &out_cookie).send().await.unwrap();
+    assert_eq!(after.status().as_u16(), 401, "a signed-out session still works");
 
     // Revoked: refused within a second on every gateway (both had it cached), and listed as revoked.
     let on_second = |key: String| {
@@ -188,6 +211,8 @@ async fn keys_roles_channels_and_revocation() {
     let (status, _, body) = call(&mesh, Method::GET, "/admin/overview", Some(&operator), None).await;
     assert_eq!(status, 401, "a revoked key still works a second later: {body}");
     assert_eq!(on_second(operator.clone()).await, 401, "a revoked key still works on the second gateway");
+    let session_after = browser.get(mesh.url("/admin/overview")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(session_after.status().as_u16(), 401, "a session outlived its revoked key");
     let (ok, listing) = keys(&mesh, &["list"]).await;
     assert!(ok, "{listing}");
     let row = listing.lines().find(|l| l.starts_with(&operator_id)).expect("the key is listed");
