@@ -230,7 +230,12 @@ impl<'de> Deserialize<'de> for Quantity {
                 Quantity::parse(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
-                // `2.0` shown as `2` would read as a valid quantity refused; keep its fraction visible.
+                // JSON has one number type: `2.0` is the integer 2, as JSON Schema's `integer` (and so the
+                // OpenAPI document, and every client generated from it) counts it. A fraction is refused.
+                #[allow(clippy::cast_possible_truncation)] // in range and whole: exact
+                if v.fract() == 0.0 && (1.0..=MAX_QUANTITY as f64).contains(&v) {
+                    return Ok(Quantity(v as i64));
+                }
                 let shown = if v.fract() == 0.0 && v.abs() < 1e16 { format!("{v:.1}") } else { v.to_string() };
                 Err(E::custom(format!("quantity must be an integer from 1 to {MAX_QUANTITY}, got {shown}")))
             }
@@ -306,15 +311,15 @@ mod tests {
 
     #[test]
     fn quantities_are_whole_and_bounded() {
-        for ok in ["1", "10000"] {
-            assert!(serde_json::from_str::<Quantity>(ok).is_ok(), "{ok}");
+        for (ok, units) in [("1", 1), ("10000", 10_000), ("2.0", 2), ("1e2", 100), ("10000.0", 10_000)] {
+            assert_eq!(serde_json::from_str::<Quantity>(ok).map(Quantity::get).ok(), Some(units), "{ok}");
         }
-        for bad in ["0", "-1", "10001", "1.5", "2.0", "\"3\"", "1e30", "99999999999999999999"] {
+        for bad in ["0", "-1", "10001", "1.5", "0.0", "10001.0", "\"3\"", "1e30", "99999999999999999999", "NaN"] {
             assert!(serde_json::from_str::<Quantity>(bad).is_err(), "{bad} accepted");
         }
-        // A whole float is named as the float it is, not as the integer it looks like.
+        // A whole float out of range is named as the float it is, not as the integer it looks like.
         let said = |raw: &str| serde_json::from_str::<Quantity>(raw).unwrap_err().to_string();
-        assert!(said("2.0").contains("got 2.0"), "{}", said("2.0"));
+        assert!(said("0.0").contains("got 0.0"), "{}", said("0.0"));
         assert!(said("1.5").contains("got 1.5"), "{}", said("1.5"));
         assert!(said("-3.0").contains("got -3.0"), "{}", said("-3.0"));
     }
