@@ -79,6 +79,8 @@ pub struct Auth {
     /// Dashboard sessions by digest, each naming its live key; trusted as long as a key lookup.
     sessions: LookupCache<KeyRecord>,
     session_lifetime: Duration,
+    /// Whether the gateway serves HTTPS itself (the session cookie is then `Secure`).
+    over_tls: bool,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     clock: DefaultClock,
 }
@@ -100,9 +102,16 @@ impl Auth {
             cache: LookupCache::new(KEY_CACHE_TTL, CACHE_CAPACITY),
             sessions: LookupCache::new(KEY_CACHE_TTL, CACHE_CAPACITY),
             session_lifetime,
+            over_tls: false,
             limiters: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
         }
+    }
+
+    /// The same gate, told whether the gateway serves HTTPS itself.
+    pub fn over_tls(mut self, over_tls: bool) -> Self {
+        self.over_tls = over_tls;
+        self
     }
 
     /// Whether keys are checked.
@@ -300,7 +309,7 @@ pub async fn sign_in(State(auth): State<Arc<Auth>>, headers: HeaderMap, body: ax
         "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         session.expose(),
         auth.session_lifetime.as_secs(),
-        if over_https(&headers) { "; Secure" } else { "" }
+        if auth.over_tls || over_https(&headers) { "; Secure" } else { "" }
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ordermesh_bus::Topology;
-use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
+use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings, tls::Identity};
 use ordermesh_messages::Channel;
 
 pub use ordermesh_config::AuthMode;
@@ -54,6 +54,9 @@ pub struct Config {
     pub key_rate_per_second: u32,
     /// How long a dashboard sign-in lasts (`GATEWAY_SESSION_HOURS`, default 8): a working day.
     pub session_lifetime: Duration,
+    /// HTTPS, served when `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` are set (else plain HTTP, for a
+    /// deployment whose ingress terminates TLS).
+    pub tls: Option<Identity>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             database: DatabaseSettings::new("postgres://postgres@127.0.0.1:5432/ordermesh_gateway"),
             key_rate_per_second: 100,
             session_lifetime: Duration::from_secs(8 * 3600),
+            tls: None,
         }
     }
 }
@@ -99,6 +103,7 @@ impl FromEnv for Config {
             session_lifetime: env
                 .get::<u64>("GATEWAY_SESSION_HOURS")?
                 .map_or(d.session_lifetime, |h| Duration::from_secs(h.saturating_mul(3600))),
+            tls: ordermesh_config::tls::identity_from("GATEWAY_TLS", |k| env.raw(k))?,
         };
         anyhow::ensure!(
             (1..=24 * 30).contains(&(config.session_lifetime.as_secs() / 3600)),

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod routes;
 pub mod sessions;
 pub mod startup;
+pub mod tls;
 pub mod waiters;
 
 pub use config::{AuthMode, Config};

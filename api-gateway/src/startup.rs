@@ -1,6 +1,11 @@
 //! Building and running api-gateway: the listener, the RabbitMQ connection and the HTTP server.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, RpcClient};
@@ -20,6 +25,8 @@ use crate::{
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// HTTPS settings, when the gateway serves TLS itself.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     state: AppState,
     stop: watch::Sender<bool>,
     /// How long in-flight requests may finish after shutdown is asked for.
@@ -29,6 +36,7 @@ pub struct Application {
 impl Application {
     /// Binds the listener and starts connecting to RabbitMQ in the background (it may start later).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
@@ -46,7 +54,9 @@ impl Application {
                 None
             }
         };
-        let auth = Arc::new(Auth::new(config.auth, pool, config.key_rate_per_second, config.session_lifetime));
+        let auth = Arc::new(
+            Auth::new(config.auth, pool, config.key_rate_per_second, config.session_lifetime).over_tls(tls.is_some()),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Metrics::new("api-gateway");
         let bus = Bus::start(
@@ -73,8 +83,9 @@ impl Application {
                         &config.shared.inventory_url,
                         config.shared.inventory_timeout,
                         config.shared.inventory_token.as_ref().map(|t| t.expose()),
+                        &config.shared.inventory_tls,
                     )
-                    .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN / INVENTORY_CA_FILE: {e}"))?,
                 ),
             ),
             request_timeout: config.request_timeout,
@@ -87,7 +98,7 @@ impl Application {
             metrics,
             auth,
         };
-        Ok(Self { listener, state, stop, grace: config.shutdown_grace })
+        Ok(Self { listener, tls, state, stop, grace: config.shutdown_grace })
     }
 
     /// The address actually bound.
@@ -97,18 +108,26 @@ impl Application {
 
     /// Serves HTTP until `shutdown` resolves, then lets in-flight requests finish (bounded).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, stop, grace } = self;
+        let Self { listener, tls, state, stop, grace } = self;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let bus = state.bus.clone();
         let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<String>();
-        let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let stopping = async move {
             // A broker that holds the queues with other arguments stops the gateway once, with the fix in its words.
             if let Some(sentence) = bus.until_stopped(shutdown).await {
                 let _ = fatal_tx.send(sentence);
             }
             tracing::info!("shutting down api-gateway");
             let _ = stopping_tx.send(());
-        });
+        };
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+            Some(config) => Box::pin(
+                axum::serve(crate::tls::TlsListener::new(listener, config)?, app(state))
+                    .with_graceful_shutdown(stopping)
+                    .into_future(),
+            ),
+            None => Box::pin(axum::serve(listener, app(state)).with_graceful_shutdown(stopping).into_future()),
+        };
         let result = tokio::select! {
             r = server => r.context("HTTP server failed"),
             _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {

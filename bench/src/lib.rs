@@ -42,7 +42,8 @@ pub struct Catalogue {
 /// A client of the run's inventory, presenting the operator token if one was given.
 fn inventory_client(options: &Options) -> anyhow::Result<InventoryServiceClient<ordermesh_proto::Balanced>> {
     let token = options.inventory_token.as_ref().map(|t| t.0.as_str());
-    pb::lazy_client(&options.inventory, Duration::from_secs(10), token).map_err(|e| anyhow::anyhow!("--inventory: {e}"))
+    pb::lazy_client(&options.inventory, Duration::from_secs(10), token, &Default::default())
+        .map_err(|e| anyhow::anyhow!("--inventory: {e}"))
 }
 
 /// Prepares the run's own products (ids prefixed by `run`), so runs never share stock.

@@ -296,12 +296,48 @@ pub async fn connect_first(url: &str) -> Result<Connection, String> {
     Err(errors.join("; "))
 }
 
-/// TCP and the AMQP handshake to one address, bounded.
+/// TCP (and TLS, for `amqps://`) and the AMQP handshake to one address, bounded.
 async fn open(url: &str) -> Result<Connection, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, ConnectionProperties::default())).await {
+    let (url, tls) = tls_of(url)?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let connect = Connection::connect_with_config(&url, ConnectionProperties::default(), tls, runtime);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(conn) => conn.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
     }
+}
+
+/// The TLS settings of an `amqps://` URL, in the query parameters RabbitMQ's own clients read:
+/// `cacertfile` (the CA the broker's certificate is verified against; without it, the public web's roots),
+/// `certfile` and `keyfile` (a client certificate, for RabbitMQ's x509 authentication). Returns the URL
+/// without them (the AMQP parser does not know them) and the settings read from the files. A file that
+/// cannot be read is an error naming the parameter; its contents never appear in one.
+pub fn tls_of(url: &str) -> Result<(String, lapin::tcp::OwnedTLSConfig), String> {
+    let mut tls = lapin::tcp::OwnedTLSConfig::default();
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), tls)) };
+    let (mut kept, mut cert, mut key) = (Vec::new(), None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let read =
+            |what: &str| std::fs::read(value).map_err(|e| format!("AMQP_URL's {what}={value:?} cannot be read: {e}"));
+        match name {
+            "cacertfile" => {
+                let pem = String::from_utf8(read(name)?)
+                    .map_err(|_| format!("AMQP_URL's cacertfile={value:?} is not PEM"))?;
+                tls.cert_chain = Some(pem);
+            }
+            "certfile" => cert = Some(read(name)?),
+            "keyfile" => key = Some(read(name)?),
+            _ => kept.push(pair),
+        }
+    }
+    match (cert, key) {
+        (Some(pem), Some(key)) => tls.identity = Some(lapin::tcp::OwnedIdentity::PKCS8 { pem, key }),
+        (None, None) => {}
+        _ => return Err("AMQP_URL names a certfile without a keyfile, or a keyfile without a certfile".into()),
+    }
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, tls))
 }
 
 async fn connect(url: &str, topology: Option<&Topology>) -> Result<Connection, ConnectError> {
@@ -372,6 +408,28 @@ mod tests {
         );
         assert_eq!(broker_addresses("amqp://a:b@n1/vh,amqp://c:d@n2/vh"), vec!["amqp://a:b@n1/vh", "amqp://c:d@n2/vh"]);
         assert_eq!(broker_addresses("amqp://n1,n2:5673"), vec!["amqp://n1", "amqp://n2:5673"]);
+    }
+
+    #[test]
+    fn tls_files_come_from_the_query_and_leave_the_url() {
+        let (url, tls) = tls_of("amqp://g:p@h:5672/%2f?heartbeat=5").unwrap();
+        assert_eq!(url, "amqp://g:p@h:5672/%2f?heartbeat=5");
+        assert!(tls.cert_chain.is_none() && tls.identity.is_none());
+
+        let dir = std::env::temp_dir().join(format!("om-amqp-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let url = format!("amqps://g:p@h:5671/%2f?cacertfile={}&heartbeat=5", ca.display());
+        let (url, tls) = tls_of(&url).unwrap();
+        assert_eq!(url, "amqps://g:p@h:5671/%2f?heartbeat=5");
+        assert!(tls.cert_chain.is_some_and(|pem| pem.starts_with("-----BEGIN")));
+
+        let err = tls_of("amqps://h/%2f?cacertfile=/no/such/ca.pem").unwrap_err();
+        assert!(err.contains("cacertfile") && err.contains("/no/such/ca.pem"), "{err}");
+        let err = tls_of(&format!("amqps://h/%2f?certfile={}", ca.display())).unwrap_err();
+        assert!(err.contains("keyfile"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use ordermesh_config::SharedSettings;
 use ordermesh_messages::ProductId;
 use ordermesh_proto::balance::once_more_if_unavailable;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
@@ -31,12 +32,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// A client for `url` (e.g. `http://127.0.0.1:50051`).
-    pub fn new(url: &str, timeout: Duration, token: Option<&str>, metrics: Metrics) -> anyhow::Result<Self> {
-        let channel = GrpcMetricsLayer::client(metrics).wrap(
-            pb::lazy_channel(url, timeout, token)
-                .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN: {e}"))?,
-        );
+    /// A client of `INVENTORY_URL` (e.g. `http://127.0.0.1:50051`), with its token and TLS settings.
+    pub fn new(shared: &SharedSettings, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+        let token = shared.inventory_token.as_ref().map(|t| t.expose());
+        let channel = pb::lazy_channel(&shared.inventory_url, timeout, token, &shared.inventory_tls)
+            .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN / INVENTORY_CA_FILE: {e}"))?;
+        let channel = GrpcMetricsLayer::client(metrics).wrap(channel);
         Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 

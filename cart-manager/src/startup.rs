@@ -72,12 +72,7 @@ impl Application {
         let handover_alarm = Arc::new(Alarm::default());
         let ctx = CartContext {
             pool: pool.clone(),
-            inventory: Inventory::new(
-                &config.shared.inventory_url,
-                config.shared.inventory_timeout,
-                config.shared.inventory_token.as_ref().map(|t| t.expose()),
-                metrics.clone(),
-            )?,
+            inventory: Inventory::new(&config.shared, config.shared.inventory_timeout, metrics.clone())?,
             topology: config.topology.clone(),
             outbox: handoff.clone(),
             handovers: handover_alarm.clone(),

@@ -4,6 +4,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
+use ordermesh_config::SharedSettings;
 use ordermesh_proto::balance::once_more_if_unavailable;
 use ordermesh_proto::inventory::v1::{self as pb, ErrorReason, inventory_service_client::InventoryServiceClient};
 use ordermesh_telemetry::{
@@ -79,12 +80,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// A client for `url`.
-    pub fn new(url: &str, timeout: Duration, token: Option<&str>, metrics: Metrics) -> anyhow::Result<Self> {
-        let channel = GrpcMetricsLayer::client(metrics).wrap(
-            pb::lazy_channel(url, timeout, token)
-                .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN: {e}"))?,
-        );
+    /// A client of `INVENTORY_URL`, with its token and TLS settings.
+    pub fn new(shared: &SharedSettings, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+        let token = shared.inventory_token.as_ref().map(|t| t.expose());
+        let channel = pb::lazy_channel(&shared.inventory_url, timeout, token, &shared.inventory_tls)
+            .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN / INVENTORY_CA_FILE: {e}"))?;
+        let channel = GrpcMetricsLayer::client(metrics).wrap(channel);
         Ok(Self { client: InventoryServiceClient::new(channel), timeout })
     }
 

@@ -66,12 +66,7 @@ impl Application {
         let outbox = Arc::new(outbox::Handoff::default());
         let saga = Saga {
             pool: pool.clone(),
-            inventory: Arc::new(Inventory::new(
-                &config.shared.inventory_url,
-                config.saga.inventory_timeout,
-                config.shared.inventory_token.as_ref().map(|t| t.expose()),
-                metrics.clone(),
-            )?),
+            inventory: Arc::new(Inventory::new(&config.shared, config.saga.inventory_timeout, metrics.clone())?),
             topology: topology.clone(),
             leases: Arc::new(Leases::default()),
             awaiting: Arc::default(),

@@ -3,7 +3,10 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-pub use ordermesh_credentials::Secret;
+pub use ordermesh_credentials::{
+    Secret,
+    tls::{self, ClientTls},
+};
 
 /// A URL that may carry a password: `Debug` and `Display` show it redacted; only [`SecretUrl::expose`]
 /// gives the real value, so logging a config (`?config`) cannot leak a credential.
@@ -269,6 +272,10 @@ pub struct SharedSettings {
     /// The bearer token presented to inventory-manager (`INVENTORY_TOKEN` or `INVENTORY_TOKEN_FILE`), needed
     /// when it runs with `INVENTORY_AUTH=required`: a `service` token is all the mesh's services need.
     pub inventory_token: Option<Secret>,
+    /// TLS to inventory-manager, for an `https://` `INVENTORY_URL`: the CA its certificate must chain to
+    /// (`INVENTORY_CA_FILE`; else the public web's roots) and this service's own certificate, which an
+    /// inventory with mutual TLS asks for (`INVENTORY_CLIENT_CERT_FILE`, `INVENTORY_CLIENT_KEY_FILE`).
+    pub inventory_tls: ClientTls,
     /// Deadline of each gRPC call to inventory (`INVENTORY_TIMEOUT_MS`).
     pub inventory_timeout: Duration,
     /// Retries of one message before it is dead-lettered (`AMQP_MAX_RETRIES`).
@@ -324,6 +331,7 @@ impl Default for SharedSettings {
             namespace: String::new(),
             inventory_url: DEFAULT_INVENTORY_URL.to_owned(),
             inventory_token: None,
+            inventory_tls: ClientTls::default(),
             inventory_timeout: Duration::from_secs(2),
             max_retries: 8,
             handler_timeout: Duration::from_secs(30),
@@ -342,6 +350,10 @@ impl SharedSettings {
             namespace: env.string("ORDERMESH_NAMESPACE", &d.namespace),
             inventory_url: env.string("INVENTORY_URL", &d.inventory_url),
             inventory_token: env.secret_value("INVENTORY_TOKEN")?.map(Secret::new),
+            inventory_tls: ClientTls {
+                ca: tls::ca_from("INVENTORY_CA_FILE", |k| env.raw(k))?,
+                identity: tls::identity_from("INVENTORY_CLIENT", |k| env.raw(k))?,
+            },
             inventory_timeout: env.millis("INVENTORY_TIMEOUT_MS", d.inventory_timeout)?,
             max_retries: env.or("AMQP_MAX_RETRIES", d.max_retries)?,
             handler_timeout: env.millis("AMQP_HANDLER_TIMEOUT_MS", d.handler_timeout)?,

@@ -1,6 +1,9 @@
 //! Secrets that callers present (the gateway's API keys and dashboard sessions, inventory's access tokens):
 //! how one is made, the digest it is stored and looked up by, and the short cache of lookups a gate keeps so
-//! that a revocation takes effect within a bound without a database read per call.
+//! that a revocation takes effect within a bound without a database read per call; and ([`tls`]) the
+//! certificate files every TLS hop reads, checked at start.
+
+pub mod tls;
 
 use std::{
     collections::HashMap,

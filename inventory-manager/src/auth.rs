@@ -1,6 +1,7 @@
 //! Who may call which RPC: the bearer token in a call's `authorization` metadata, looked up by digest and
 //! trusted for at most [`TOKEN_CACHE_TTL`] (so a revoked token stops working within that time, with one
-//! indexed read per token per instance and interval). Health and reflection are not behind it.
+//! indexed read per token per instance and interval), or under mutual TLS a verified client certificate,
+//! which is a service's credential. Health and reflection are not behind it.
 
 use std::time::Duration;
 
@@ -40,6 +41,17 @@ impl Gate {
     pub async fn check<T>(&self, request: &Request<T>, needs: Role) -> Result<(), InventoryError> {
         if self.mode == AuthMode::Off {
             return Ok(());
+        }
+        // Under mutual TLS, a client certificate the handshake verified against INVENTORY_TLS_CLIENT_CA_FILE
+        // is a service's credential; a token, when one is presented too, decides instead.
+        let certified = request.peer_certs().is_some_and(|certs| !certs.is_empty());
+        if certified && request.metadata().get("authorization").is_none() {
+            return match needs {
+                Role::Service => Ok(()),
+                Role::Operator => Err(InventoryError::PermissionDenied(
+                    "a service's certificate may not make this call; it needs an operator token".into(),
+                )),
+            };
         }
         let token = presented(request)?;
         let digest = token.digest();

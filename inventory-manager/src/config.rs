@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_config::{AuthMode, DatabaseSettings, Env, FromEnv};
+use ordermesh_config::{AuthMode, DatabaseSettings, Env, FromEnv, tls::ServerTls};
 
 /// Everything inventory-manager needs to start. `Debug` is safe to log: the database URL prints redacted.
 #[derive(Debug, Clone)]
@@ -32,6 +32,10 @@ pub struct Config {
     /// Whether every RPC of `inventory.v1` needs a bearer token (`INVENTORY_AUTH`: `required`, the binary's
     /// default, or `off`, which the all-in-one development mesh defaults to). Health and reflection are open.
     pub auth: AuthMode,
+    /// TLS, served when `INVENTORY_TLS_CERT_FILE` and `INVENTORY_TLS_KEY_FILE` are set. With
+    /// `INVENTORY_TLS_CLIENT_CA_FILE` too, every client must present a certificate from that CA (mutual TLS),
+    /// and a verified certificate is a `service` credential (the catalogue's writes still need an operator token).
+    pub tls: Option<ServerTls>,
 }
 
 /// The default database: inventory's own, on the local PostgreSQL.
@@ -51,6 +55,7 @@ impl Default for Config {
             max_in_flight_per_connection: 256,
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9103)),
             auth: AuthMode::Required,
+            tls: None,
         }
     }
 }
@@ -72,6 +77,7 @@ impl FromEnv for Config {
             max_in_flight_per_connection: env
                 .or("INVENTORY_MAX_IN_FLIGHT_PER_CONNECTION", d.max_in_flight_per_connection)?,
             auth: env.or("INVENTORY_AUTH", d.auth)?,
+            tls: ServerTls::from("INVENTORY_TLS", Some("INVENTORY_TLS_CLIENT_CA_FILE"), |k| env.raw(k))?,
         };
         anyhow::ensure!(!config.default_ttl.is_zero(), "INVENTORY_DEFAULT_TTL_SECONDS must be at least 1");
         anyhow::ensure!(

@@ -18,7 +18,10 @@ use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::server::NamedService;
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, ServerTlsConfig},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{auth::Gate, config::Config, grpc::InventoryGrpc, sweeper};
@@ -120,7 +123,16 @@ impl Application {
             let _ = stopping_tx.send(());
         };
         let grace = config.shutdown_grace;
-        let serve = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            let mut settings =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.identity.cert_pem, &tls.identity.key_pem));
+            if let Some(ca) = &tls.client_ca {
+                settings = settings.client_ca_root(Certificate::from_pem(&ca.pem));
+            }
+            server = server.tls_config(settings).context("INVENTORY_TLS_CERT_FILE / INVENTORY_TLS_KEY_FILE")?;
+        }
+        let serve = server
             .timeout(config.request_timeout)
             .concurrency_limit_per_connection(config.max_in_flight_per_connection)
             .load_shed(true)

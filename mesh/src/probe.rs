@@ -1,5 +1,5 @@
-//! `ordermesh probe URL`: a health check for containers whose image has no curl or grpcurl. An `http://`
-//! URL must answer 2xx; a `grpc://host:port` server must report SERVING on `grpc.health.v1`.
+//! `ordermesh probe URL`: a health check for containers whose image has no curl or grpcurl. An `http://` or
+//! `https://` URL must answer 2xx; a `grpc://host:port` server must report SERVING on `grpc.health.v1`.
 
 use std::time::Duration;
 
@@ -15,10 +15,12 @@ pub async fn probe(url: &str) -> anyhow::Result<()> {
     tokio::time::timeout(PATIENCE, async {
         if let Some(rest) = url.strip_prefix("http://") {
             http(rest).await
+        } else if url.starts_with("https://") {
+            https(url).await
         } else if let Some(addr) = url.strip_prefix("grpc://") {
             grpc(addr).await
         } else {
-            bail!("probe takes an http://host:port/path or grpc://host:port URL, not {url:?}")
+            bail!("probe takes an http(s)://host:port/path or grpc://host:port URL, not {url:?}")
         }
     })
     .await
@@ -36,6 +38,14 @@ async fn http(rest: &str) -> anyhow::Result<()> {
     let line = String::from_utf8_lossy(&head[..n]);
     let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).context("no HTTP status line")?;
     if (200..300).contains(&status) { Ok(()) } else { bail!("answered {status}") }
+}
+
+/// A probe of the process's own HTTPS port asks whether it answers, not whom to trust: like Kubernetes'
+/// HTTPS probes, it does not verify the certificate (which names the service, not 127.0.0.1).
+async fn https(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(PATIENCE).build()?;
+    let status = client.get(url).send().await.with_context(|| format!("connecting to {url}"))?.status();
+    if status.is_success() { Ok(()) } else { bail!("answered {}", status.as_u16()) }
 }
 
 async fn grpc(addr: &str) -> anyhow::Result<()> {

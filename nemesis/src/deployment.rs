@@ -250,8 +250,9 @@ impl Deployment {
             let request =
                 pb::UpsertProductRequest { product_id: id.into(), name: format!("Product {id}"), price_cents, on_hand };
             let attempt = async {
-                let mut client = pb::lazy_client(url, Duration::from_secs(5), Some(&self.operator_token))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut client =
+                    pb::lazy_client(url, Duration::from_secs(5), Some(&self.operator_token), &Default::default())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                 client.upsert_product(request).await?;
                 anyhow::Ok(())
             };

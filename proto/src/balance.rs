@@ -24,7 +24,7 @@ use std::{
 use tonic::{
     body::Body,
     codegen::{Service, StdError, http},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 /// How often the names are resolved again (replicas come and go).
@@ -52,6 +52,8 @@ struct Inner {
     targets: Vec<Target>,
     /// Per-call deadline and connect timeout of every endpoint.
     timeout: Duration,
+    /// TLS for `https://` targets (the CA to verify against, this client's certificate), checked at start.
+    tls: Option<ClientTlsConfig>,
     /// The addresses now; replaced as a whole by the resolver.
     backends: RwLock<Vec<Arc<Backend>>>,
     /// Whether a resolution has finished (calls before the first wait for it).
@@ -86,7 +88,18 @@ impl Balanced {
     /// A channel for `urls`: one URL or several, comma-separated (`http://inventory:50051`, or
     /// `http://10.0.0.5:50051,http://10.0.0.6:50051`). Each call is cut after `timeout`. Must be called
     /// within a tokio runtime: the resolver runs as a task, for as long as a clone of the channel lives.
-    pub fn new(urls: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn new(urls: &str, timeout: Duration) -> Result<Self, BoxError> {
+        Self::with_tls(urls, timeout, &ordermesh_credentials::tls::ClientTls::default())
+    }
+
+    /// The same, speaking TLS to `https://` URLs: verifying the server against `tls.ca` (else the public
+    /// web's roots) under the URL's host name, and presenting `tls.identity` where the server asks for a
+    /// client certificate (mutual TLS).
+    pub fn with_tls(
+        urls: &str,
+        timeout: Duration,
+        tls: &ordermesh_credentials::tls::ClientTls,
+    ) -> Result<Self, BoxError> {
         let mut targets = Vec::new();
         for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
             // Validates the URL the way a plain channel would, so a bad one fails at start.
@@ -101,8 +114,23 @@ impl Balanced {
             // An empty URL: let the endpoint parser say what is wrong with it.
             Endpoint::from_shared(urls.to_owned())?;
         }
+        let tls = if targets.iter().any(|t| t.scheme == "https") {
+            let mut config = ClientTlsConfig::new();
+            config = match &tls.ca {
+                Some(ca) => config.ca_certificate(Certificate::from_pem(&ca.pem)),
+                None => config.with_webpki_roots(),
+            };
+            if let Some(identity) = &tls.identity {
+                config = config.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+            }
+            // Refused here, at start, rather than at the first call.
+            Endpoint::from_static("https://check.invalid").tls_config(config.clone())?;
+            Some(config)
+        } else {
+            None
+        };
         let (resolved, _) = tokio::sync::watch::channel(false);
-        let inner = Arc::new(Inner { targets, timeout, backends: RwLock::default(), resolved });
+        let inner = Arc::new(Inner { targets, timeout, tls, backends: RwLock::default(), resolved });
         // Addresses given as IP literals are known at once; names are resolved by the task.
         inner.install(inner.literal_addresses());
         tokio::spawn(maintain(Arc::downgrade(&inner)));
@@ -154,8 +182,15 @@ impl Inner {
     }
 
     fn backend(&self, target: &Target, addr: SocketAddr) -> Backend {
-        let endpoint = Endpoint::from_shared(format!("{}://{addr}", target.scheme))
-            .expect("an address URL is valid")
+        let mut endpoint =
+            Endpoint::from_shared(format!("{}://{addr}", target.scheme)).expect("an address URL is valid");
+        if let (Some(tls), "https") = (&self.tls, target.scheme.as_str()) {
+            // Connected by address, verified by the name the URL gave.
+            endpoint = endpoint
+                .tls_config(tls.clone().domain_name(target.host.clone()))
+                .expect("a TLS configuration checked at start");
+        }
+        let endpoint = endpoint
             .origin(target.origin.clone())
             .connect_timeout(self.timeout)
             .timeout(self.timeout)

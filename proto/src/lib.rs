@@ -17,14 +17,15 @@ pub mod inventory {
         /// may start before inventory does, and spreads its calls over the replicas ([`crate::Balanced`]).
         /// Every call is cut after `timeout` on the client side (not only announced in `grpc-timeout`), and
         /// HTTP/2 keep-alives find a dead connection instead of waiting on it. With a `token`, every call
-        /// carries it as `authorization: Bearer <token>`.
+        /// carries it as `authorization: Bearer <token>`; `https://` URLs are spoken to with `tls`.
         pub fn lazy_client(
             url: &str,
             timeout: std::time::Duration,
             token: Option<&str>,
+            tls: &ordermesh_credentials::tls::ClientTls,
         ) -> Result<inventory_service_client::InventoryServiceClient<crate::Balanced>, crate::balance::BoxError>
         {
-            Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout, token)?))
+            Ok(inventory_service_client::InventoryServiceClient::new(lazy_channel(url, timeout, token, tls)?))
         }
 
         /// The channel of [`lazy_client`], for a caller that wraps it in tower layers (metrics) first.
@@ -32,8 +33,9 @@ pub mod inventory {
             url: &str,
             timeout: std::time::Duration,
             token: Option<&str>,
+            tls: &ordermesh_credentials::tls::ClientTls,
         ) -> Result<crate::Balanced, crate::balance::BoxError> {
-            let channel = crate::Balanced::new(url, timeout)?;
+            let channel = crate::Balanced::with_tls(url, timeout, tls)?;
             Ok(match token {
                 Some(token) => channel.with_bearer_token(token)?,
                 None => channel,

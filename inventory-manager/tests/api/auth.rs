@@ -19,7 +19,7 @@ async fn spawn_gated() -> TestInventory {
 
 /// A client whose every call presents `token` (the one the services use: `lazy_client`).
 fn client_with(inv: &TestInventory, token: Option<&str>) -> InventoryServiceClient<ordermesh_proto::Balanced> {
-    pb::lazy_client(&format!("http://{}", inv.addr), Duration::from_secs(5), token).unwrap()
+    pb::lazy_client(&format!("http://{}", inv.addr), Duration::from_secs(5), token, &Default::default()).unwrap()
 }
 
 fn upsert(id: &str) -> pb::UpsertProductRequest {

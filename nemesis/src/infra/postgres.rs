@@ -46,6 +46,30 @@ impl Postgres {
         pg
     }
 
+    /// Turns TLS on (`ssl = on`, the certificate and key given as PEM) and refuses every TCP connection that
+    /// is not TLS (`hostnossl … reject` in `pg_hba.conf`), then restarts the server.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.join("data");
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        run(
+            StdCommand::new("chown").arg("postgres").arg(data.join("server.crt")).arg(data.join("server.key")),
+            "chown the server's certificate",
+        );
+        run(StdCommand::new("chmod").arg("600").arg(data.join("server.key")), "chmod the server's key");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl all all ::/0 reject\n",
+        )
+        .unwrap();
+        self.stop();
+        self.start();
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }

@@ -20,11 +20,31 @@ pub struct Rabbit {
 
 impl Rabbit {
     pub async fn create(dir: &Path) -> Self {
+        Self::create_with(dir, |port| format!("listeners.tcp.local = 127.0.0.1:{port}\n")).await
+    }
+
+    /// A node that speaks only TLS (AMQPS) on its port, with the certificate and key at `cert` and `key`
+    /// (chained to `ca`); clients need no certificate of their own.
+    pub async fn create_tls(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> Self {
+        Self::create_with(dir, |port| {
+            format!(
+                "listeners.tcp = none\nlisteners.ssl.local = 127.0.0.1:{port}\nssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            )
+        })
+        .await
+    }
+
+    async fn create_with(dir: &Path, config: impl FnOnce(u16) -> String) -> Self {
         let dir = dir.join("rabbit");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
         let port = free_port();
-        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
+        std::fs::write(dir.join("rabbitmq.conf"), config(port)).unwrap();
         let node = format!("omfault{}@localhost", std::process::id());
         let rabbit = Self { port, node, dir, dist_port: free_port() };
         rabbit.start().await;
