@@ -42,7 +42,13 @@ pub struct Catalogue {
 /// A client of the run's inventory, presenting the operator token if one was given.
 fn inventory_client(options: &Options) -> anyhow::Result<InventoryServiceClient<ordermesh_proto::Balanced>> {
     let token = options.inventory_token.as_ref().map(|t| t.0.as_str());
-    pb::lazy_client(&options.inventory, Duration::from_secs(10), token, &Default::default())
+    // An https:// inventory: its CA and (for mutual TLS) a client certificate, read as the services read them.
+    let env = |k: &str| std::env::var(k).ok();
+    let tls = ordermesh_config::ClientTls {
+        ca: ordermesh_config::tls::ca_from("INVENTORY_CA_FILE", env)?,
+        identity: ordermesh_config::tls::identity_from("INVENTORY_CLIENT", env)?,
+    };
+    pb::lazy_client(&options.inventory, Duration::from_secs(10), token, &tls)
         .map_err(|e| anyhow::anyhow!("--inventory: {e}"))
 }
 
@@ -103,11 +109,15 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         value.set_sensitive(true);
         headers.insert("x-api-key", value);
     }
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs(40))
         .pool_max_idle_per_host(1024)
-        .default_headers(headers)
-        .build()?;
+        .default_headers(headers);
+    // An https:// gateway with a private CA (GATEWAY_CA_FILE), as a TLS deployment's clients would have it.
+    if let Some(ca) = ordermesh_config::tls::ca_from("GATEWAY_CA_FILE", |k| std::env::var(k).ok())? {
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca.pem)?);
+    }
+    let http = http.build()?;
     let report = Arc::new(Mutex::new(Report::new(&options)));
     let started = Instant::now();
     let progress = spawn_progress(report.clone(), started, options.quiet);

@@ -117,6 +117,8 @@ pub const USAGE: &str =
   --concurrency: closed loop. Prepares its own products; exits 1 if a unit was oversold or stock does not balance.
   --api-key (or ORDERMESH_API_KEY): a shopper key, for a gateway that asks for one (GATEWAY_AUTH=required).
   --inventory-token (or INVENTORY_TOKEN): an operator token, for an inventory that asks for one (INVENTORY_AUTH=required).
+  TLS: GATEWAY_CA_FILE for an https:// gateway; INVENTORY_CA_FILE, INVENTORY_CLIENT_CERT_FILE and _KEY_FILE for an
+  https:// inventory, as the services read them.
   floor (or --with-floor, before the run): what RabbitMQ and PostgreSQL alone do here, and the rate of simulated
   checkouts that each do one checkout's broker and database work (--checkout-work, default 7,4,10).";
 
