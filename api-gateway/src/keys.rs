@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use ordermesh_config::DatabaseSettings;
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_db::connect_and_migrate;
 use ordermesh_messages::Channel;
 use sqlx::{PgPool, migrate::Migrator};
 

@@ -42,7 +42,7 @@ impl Application {
             .with_context(|| format!("binding HTTP listener on {}", config.listen_addr))?;
         let pool = match config.auth {
             AuthMode::Required => Some(
-                ordermesh_lifecycle::connect_and_migrate(&config.database, &keys::MIGRATOR)
+                ordermesh_db::connect_and_migrate(&config.database, &keys::MIGRATOR)
                     .await
                     .context("preparing the gateway database (API keys)")?,
             ),

@@ -228,7 +228,7 @@ async fn an_expired_request_is_dropped_unhandled_and_never_dead_lettered() {
 /// A database of its own with the outbox exactly as the services create it; returns it and its name.
 async fn outbox_database() -> (sqlx::PgPool, String) {
     let (url, name) = ordermesh_testkit::testdb::unique_database("om_test_bus_");
-    let pool = ordermesh_lifecycle::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
+    let pool = ordermesh_db::connect(&ordermesh_config::DatabaseSettings::new(url)).await.unwrap();
     for sql in [
         include_str!("../../migrations/cart/20261122000001_carts.sql"),
         include_str!("../../migrations/cart/20261129000001_outbox_claims.sql"),

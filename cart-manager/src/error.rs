@@ -56,7 +56,7 @@ pub enum CartError {
 
 impl From<sqlx::Error> for CartError {
     fn from(err: sqlx::Error) -> Self {
-        if ordermesh_lifecycle::db_unavailable(&err) {
+        if ordermesh_db::db_unavailable(&err) {
             return Self::DatabaseUnavailable(err);
         }
         Self::Internal(anyhow::Error::new(err).context("cart database query failed"))

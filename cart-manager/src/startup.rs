@@ -5,7 +5,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Publisher, RpcClient, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
-use ordermesh_lifecycle::{Alarm, connect_and_migrate, stopped};
+use ordermesh_db::connect_and_migrate;
+use ordermesh_lifecycle::{Alarm, stopped};
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -33,14 +34,9 @@ impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the cart database")?;
-        let metrics_server = MetricsServer::for_service(
-            "cart-manager",
-            "cart",
-            &pool,
-            config.metrics_addr,
-            Config::default().metrics_addr,
-        )
-        .await?;
+        let metrics_server =
+            MetricsServer::for_service("cart-manager", config.metrics_addr, Config::default().metrics_addr).await?;
+        ordermesh_db::watch_pool(metrics_server.metrics(), "cart", &pool);
         outbox::watch_backlog(metrics_server.metrics(), &pool);
         Ok(Self { config, pool, metrics_server })
     }
@@ -109,7 +105,7 @@ impl Application {
         if stopped.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
         }
-        ordermesh_lifecycle::close_pool(&pool).await;
+        ordermesh_db::close_pool(&pool).await;
         tracing::info!("cart-manager stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

@@ -29,7 +29,7 @@ pub enum CheckoutError {
 
 impl From<sqlx::Error> for CheckoutError {
     fn from(err: sqlx::Error) -> Self {
-        if ordermesh_lifecycle::db_unavailable(&err) {
+        if ordermesh_db::db_unavailable(&err) {
             return Self::DatabaseUnavailable(err);
         }
         Self::Internal(anyhow::Error::new(err).context("checkout database query failed"))

@@ -4,7 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Handler, Publisher, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
-use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_db::connect_and_migrate;
+use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -32,14 +33,9 @@ impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the checkout database")?;
-        let metrics_server = MetricsServer::for_service(
-            "checkout-manager",
-            "checkout",
-            &pool,
-            config.metrics_addr,
-            Config::default().metrics_addr,
-        )
-        .await?;
+        let metrics_server =
+            MetricsServer::for_service("checkout-manager", config.metrics_addr, Config::default().metrics_addr).await?;
+        ordermesh_db::watch_pool(metrics_server.metrics(), "checkout", &pool);
         outbox::watch_backlog(metrics_server.metrics(), &pool);
         Ok(Self { config, pool, metrics_server })
     }
@@ -116,7 +112,7 @@ impl Application {
         if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "checkout-manager did not stop within its grace period; leases run out and unacked messages are redelivered");
         }
-        ordermesh_lifecycle::close_pool(&pool).await;
+        ordermesh_db::close_pool(&pool).await;
         tracing::info!("checkout-manager stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

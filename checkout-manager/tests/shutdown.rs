@@ -26,7 +26,7 @@ async fn a_database_connection_still_in_use_at_exit_does_not_hold_up_the_stop() 
     let stopped = tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped(async {})).await;
     let took = started.elapsed();
     assert!(stopped.is_ok(), "the stop waited on the connection in use");
-    assert!(took < Duration::from_millis(300) + ordermesh_lifecycle::CLOSE_BOUND + Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_millis(300) + ordermesh_db::CLOSE_BOUND + Duration::from_secs(3), "{took:?}");
 
     drop(held);
     testdb::drop_database(&database).await;

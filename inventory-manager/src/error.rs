@@ -88,7 +88,7 @@ impl InventoryError {
 
 impl From<sqlx::Error> for InventoryError {
     fn from(err: sqlx::Error) -> Self {
-        if ordermesh_lifecycle::db_unavailable(&err) {
+        if ordermesh_db::db_unavailable(&err) {
             return Self::Unavailable(err);
         }
         Self::Internal(anyhow::Error::new(err).context("database query failed"))

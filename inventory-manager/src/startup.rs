@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::Context;
 use ordermesh_config::AuthMode;
-use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_db::connect_and_migrate;
+use ordermesh_lifecycle::stopped;
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
 use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
@@ -49,14 +50,10 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding gRPC listener on {}", config.listen_addr))?;
-        let metrics_server = MetricsServer::for_service(
-            "inventory-manager",
-            "inventory",
-            &pool,
-            config.metrics_addr,
-            Config::default().metrics_addr,
-        )
-        .await?;
+        let metrics_server =
+            MetricsServer::for_service("inventory-manager", config.metrics_addr, Config::default().metrics_addr)
+                .await?;
+        ordermesh_db::watch_pool(metrics_server.metrics(), "inventory", &pool);
         watch_held(metrics_server.metrics(), &pool);
         Ok(Self { listener, pool, config, metrics_server })
     }
@@ -154,7 +151,7 @@ impl Application {
         };
         let _ = stop_tx.send(true);
         let _ = tokio::join!(sweeper, prober, metrics_task);
-        ordermesh_lifecycle::close_pool(&pool).await;
+        ordermesh_db::close_pool(&pool).await;
         tracing::info!("inventory-manager stopped");
         result.context("gRPC server failed")
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use ordermesh_config::DatabaseSettings;
 use ordermesh_credentials::Secret;
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_db::connect_and_migrate;
 use sqlx::PgPool;
 
 use crate::startup::MIGRATOR;

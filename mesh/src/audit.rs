@@ -70,7 +70,7 @@ pub async fn run(config: &MeshConfig, stuck_after: Duration) -> anyhow::Result<R
             statement_timeout: settings.statement_timeout.max(std::time::Duration::from_secs(120)),
             ..settings.clone()
         };
-        async move { ordermesh_lifecycle::connect(&settings).await }
+        async move { ordermesh_db::connect(&settings).await }
     };
     let inventory = open(&config.inventory.database).await?;
     let cart = open(&config.cart.database).await?;

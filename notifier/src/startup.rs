@@ -4,7 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, consumer::reply_publisher, handler_fn, spawn_consumer};
-use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_db::connect_and_migrate;
+use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -30,14 +31,9 @@ impl Application {
     /// Prepares the database; RabbitMQ and the SMTP server are connected when needed.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the notifier database")?;
-        let metrics_server = MetricsServer::for_service(
-            "notifier",
-            "notifier",
-            &pool,
-            config.metrics_addr,
-            Config::default().metrics_addr,
-        )
-        .await?;
+        let metrics_server =
+            MetricsServer::for_service("notifier", config.metrics_addr, Config::default().metrics_addr).await?;
+        ordermesh_db::watch_pool(metrics_server.metrics(), "notifier", &pool);
         Ok(Self { config, pool, metrics_server })
     }
 
@@ -105,7 +101,7 @@ impl Application {
         {
             tracing::warn!(grace = ?config.shutdown_grace, "notifier did not stop within its grace period; unacked events will be redelivered");
         }
-        ordermesh_lifecycle::close_pool(&pool).await;
+        ordermesh_db::close_pool(&pool).await;
         tracing::info!("notifier stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

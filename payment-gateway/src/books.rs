@@ -1,7 +1,7 @@
 //! The provider's books: a balance per client and one charge per payment id, so a charge is taken at
 //! most once however often it is asked for, and a refund gives back at most what was taken.
 
-use ordermesh_lifecycle::is_unique_violation;
+use ordermesh_db::is_unique_violation;
 use ordermesh_messages::{
     ClientId,
     payloads::{ChargeRequest, PaymentOutcome, RefundRequest},

@@ -4,7 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, Publisher, handler_fn, spawn_consumer};
-use ordermesh_lifecycle::{connect_and_migrate, stopped};
+use ordermesh_db::connect_and_migrate;
+use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -26,14 +27,9 @@ impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the payment database")?;
-        let metrics_server = MetricsServer::for_service(
-            "payment-gateway",
-            "payment",
-            &pool,
-            config.metrics_addr,
-            Config::default().metrics_addr,
-        )
-        .await?;
+        let metrics_server =
+            MetricsServer::for_service("payment-gateway", config.metrics_addr, Config::default().metrics_addr).await?;
+        ordermesh_db::watch_pool(metrics_server.metrics(), "payment", &pool);
         Ok(Self { config, pool, metrics_server })
     }
 
@@ -80,7 +76,7 @@ impl Application {
         if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {
             tracing::warn!(grace = ?config.shutdown_grace, "payment-gateway did not stop within its grace period; unacked requests will be redelivered");
         }
-        ordermesh_lifecycle::close_pool(&pool).await;
+        ordermesh_db::close_pool(&pool).await;
         tracing::info!("payment-gateway stopped");
         match fatal {
             Some(sentence) => Err(anyhow::anyhow!(sentence)),

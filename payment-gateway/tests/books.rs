@@ -14,12 +14,10 @@ const DEFAULT_BALANCE: i64 = 10_000;
 async fn books_db() -> (PgPool, String) {
     ordermesh_testkit::testdb::drop_stale_databases("om_payment_").await;
     let (url, name) = ordermesh_testkit::testdb::unique_database("om_payment_");
-    let pool = ordermesh_lifecycle::connect_and_migrate(
-        &DatabaseSettings::new(url.as_str()),
-        &payment_gateway::startup::MIGRATOR,
-    )
-    .await
-    .expect("payment database");
+    let pool =
+        ordermesh_db::connect_and_migrate(&DatabaseSettings::new(url.as_str()), &payment_gateway::startup::MIGRATOR)
+            .await
+            .expect("payment database");
     (pool, name)
 }
 

@@ -79,18 +79,11 @@ impl MetricsServer {
         Ok(Self { listener, metrics })
     }
 
-    /// The usual setup of a service with a database: a registry named for `service`, its pool's connections
-    /// watched (as `pool_name`), served at `addr`, which may fall back to a free port if it is `default`.
-    pub async fn for_service(
-        service: &'static str,
-        pool_name: &str,
-        pool: &sqlx::PgPool,
-        addr: SocketAddr,
-        default: SocketAddr,
-    ) -> anyhow::Result<Self> {
-        let metrics = Metrics::new(service);
-        metrics.watch_pool(pool_name, pool);
-        Self::bind(addr, addr == default, metrics).await
+    /// The usual setup of a service: a registry named for `service`, served at `addr`, which may fall back to
+    /// a free port if it is `default` (a service with a database then watches its pool with
+    /// `ordermesh_db::watch_pool`).
+    pub async fn for_service(service: &'static str, addr: SocketAddr, default: SocketAddr) -> anyhow::Result<Self> {
+        Self::bind(addr, addr == default, Metrics::new(service)).await
     }
 
     /// The metrics it serves, to record into.

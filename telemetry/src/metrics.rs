@@ -19,7 +19,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use sqlx::PgPool;
 
 /// `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -281,23 +280,13 @@ impl Metrics {
         self.0.samplers.lock().unwrap_or_else(|p| p.into_inner()).push(sampler);
     }
 
-    /// Samples the pool's connections (in use, idle, the maximum) at each scrape.
-    pub fn watch_pool(&self, name: &str, pool: &PgPool) {
-        let (metrics, name, pool) = (self.clone(), name.to_owned(), pool.clone());
-        self.add_sampler(move || {
-            let (metrics, name, pool) = (metrics.clone(), name.clone(), pool.clone());
-            async move {
-                let size = i64::from(pool.size());
-                let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
-                let max = i64::from(pool.options().get_max_connections());
-                let set = |state, v| {
-                    metrics.families().db_pool.get_or_create(&PoolLabels { pool: name.clone(), state }).set(v)
-                };
-                set("in_use", (size - idle).max(0));
-                set("idle", idle);
-                set("max", max);
-            }
-        });
+    /// Sets the connection gauges of the database pool `name`: connections in use, idle, and the pool's
+    /// maximum (`ordermesh_db::watch_pool` samples a pool into it at each scrape).
+    pub fn record_pool(&self, name: &str, in_use: i64, idle: i64, max: i64) {
+        let set = |state, v| self.families().db_pool.get_or_create(&PoolLabels { pool: name.to_owned(), state }).set(v);
+        set("in_use", in_use);
+        set("idle", idle);
+        set("max", max);
     }
 
     /// Samples, then renders everything in the OpenMetrics text format.

@@ -18,7 +18,7 @@ use checkout_manager::{
 };
 use ordermesh_bus::Topology;
 use ordermesh_config::DatabaseSettings;
-use ordermesh_lifecycle::connect_and_migrate;
+use ordermesh_db::connect_and_migrate;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
     payloads::{ChargeRequest, OrderLine, PaymentOutcome, PaymentResult, PlaceOrder, RefundDone},

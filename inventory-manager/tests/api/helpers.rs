@@ -3,7 +3,7 @@
 use std::{sync::Once, time::Duration};
 
 use inventory_manager::{Application, Config};
-use ordermesh_lifecycle::DatabaseSettings;
+use ordermesh_db::DatabaseSettings;
 use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use ordermesh_testkit::testdb;
 use sqlx::PgPool;

@@ -201,7 +201,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
     let (checkout, addr) = start_checkout(checkout_config.clone()).await;
     metrics.push(("checkout-manager", metrics_url(addr)));
     // The test's own pool: the service's closes when it stops.
-    let checkout_db = ordermesh_lifecycle::connect(&checkout_config.database).await.expect("checkout database");
+    let checkout_db = ordermesh_db::connect(&checkout_config.database).await.expect("checkout database");
 
     let mut payment_config = payment_gateway::Config {
         database: db(pay_url),
@@ -255,9 +255,8 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         let (url, name) = testdb::unique_database(DB_PREFIX);
         databases.push(name);
         let settings = db(url);
-        let pool = ordermesh_lifecycle::connect_and_migrate(&settings, &api_gateway::keys::MIGRATOR)
-            .await
-            .expect("gateway database");
+        let pool =
+            ordermesh_db::connect_and_migrate(&settings, &api_gateway::keys::MIGRATOR).await.expect("gateway database");
         Some((pool, settings))
     } else {
         None
@@ -311,7 +310,7 @@ pub async fn spawn_mesh_with(options: Options) -> TestMesh {
         metrics,
         topology,
         carts,
-        cart_db: ordermesh_lifecycle::connect_and_migrate(&cart_config.database, &cart_manager::startup::MIGRATOR)
+        cart_db: ordermesh_db::connect_and_migrate(&cart_config.database, &cart_manager::startup::MIGRATOR)
             .await
             .expect("cart database"),
         cart_config,

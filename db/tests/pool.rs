@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 
 use ordermesh_config::DatabaseSettings;
-use ordermesh_lifecycle::connect;
+use ordermesh_db::connect;
 use ordermesh_testkit::testdb;
 
 #[tokio::test]
@@ -37,25 +37,25 @@ async fn a_server_that_cannot_serve_is_unavailable_and_a_bad_query_is_not() {
     let (url, name) = testdb::unique_database("om_test_unavailable_");
     // The database does not exist (yet): 3D000.
     let missing = sqlx::PgPool::connect(&url).await.expect_err("no such database");
-    assert!(ordermesh_lifecycle::db_unavailable(&missing), "{missing:?}");
+    assert!(ordermesh_db::db_unavailable(&missing), "{missing:?}");
 
     let pool = connect(&DatabaseSettings::new(url)).await.expect("pool");
     // A mistake in the statement is ours, not the server's.
     let bad = sqlx::query("SELECT no_such_column FROM pg_class").execute(&pool).await.expect_err("bad query");
-    assert!(!ordermesh_lifecycle::db_unavailable(&bad), "{bad:?}");
+    assert!(!ordermesh_db::db_unavailable(&bad), "{bad:?}");
     // The server ends the session (as it does when shutting down): 57P01 on the connection's next statement.
     let mut conn = pool.acquire().await.expect("connection");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.expect("pid");
     sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&pool).await.expect("terminate");
     let ended = sqlx::query("SELECT 1").execute(&mut *conn).await.expect_err("the session was ended");
-    assert!(ordermesh_lifecycle::db_unavailable(&ended), "{ended:?}");
+    assert!(ordermesh_db::db_unavailable(&ended), "{ended:?}");
     drop(conn);
     // A write on a read-only server (a standby before the failover's address moves): 25006.
     let mut conn = pool.acquire().await.expect("connection");
     sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").execute(&mut *conn).await.expect("set");
     let read_only = sqlx::query("CREATE TABLE written (x int)").execute(&mut *conn).await.expect_err("read-only");
     assert!(matches!(&read_only, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006")), "{read_only:?}");
-    assert!(ordermesh_lifecycle::db_unavailable(&read_only), "{read_only:?}");
+    assert!(ordermesh_db::db_unavailable(&read_only), "{read_only:?}");
     drop(conn);
     pool.close().await;
     testdb::drop_database(&name).await;
@@ -100,7 +100,7 @@ async fn a_row_held_elsewhere_or_a_long_statement_is_cut_at_its_bound_as_unavail
     .expect_err("the row is held");
     assert!(started.elapsed() < Duration::from_secs(3), "gave up after {:?}", started.elapsed());
     assert!(matches!(&held, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03")), "{held:?}");
-    assert!(ordermesh_lifecycle::db_unavailable(&held), "{held:?}");
+    assert!(ordermesh_db::db_unavailable(&held), "{held:?}");
 
     // A statement running past its bound is cancelled by the server.
     let long = tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT pg_sleep(5)").execute(&pool))
@@ -108,7 +108,7 @@ async fn a_row_held_elsewhere_or_a_long_statement_is_cut_at_its_bound_as_unavail
         .expect("the statement is cut at its bound")
         .expect_err("cancelled");
     assert!(matches!(&long, sqlx::Error::Database(e) if e.code().as_deref() == Some("57014")), "{long:?}");
-    assert!(ordermesh_lifecycle::db_unavailable(&long), "{long:?}");
+    assert!(ordermesh_db::db_unavailable(&long), "{long:?}");
 
     // A session of the pool left idle inside a transaction (its process stalled) is ended, locks released.
     let mut stalled = pool.begin().await.expect("transaction");
@@ -116,7 +116,7 @@ async fn a_row_held_elsewhere_or_a_long_statement_is_cut_at_its_bound_as_unavail
     sqlx::query("SELECT n FROM stock WHERE id = 1 FOR UPDATE").execute(&mut *stalled).await.expect("locked");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let ended = sqlx::query("SELECT 1").execute(&mut *stalled).await.expect_err("the stalled session was ended");
-    assert!(ordermesh_lifecycle::db_unavailable(&ended), "{ended:?}");
+    assert!(ordermesh_db::db_unavailable(&ended), "{ended:?}");
     drop(stalled);
     sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1").execute(&pool).await.expect("the row is free again");
 
@@ -139,12 +139,12 @@ async fn migrations_run_without_the_statement_bounds() {
     std::fs::write(dir.join("1_slow.sql"), "SELECT pg_sleep(1); CREATE TABLE built (x int);").unwrap();
     let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.expect("migrations");
     let settings = DatabaseSettings { statement_timeout: Duration::from_millis(200), ..DatabaseSettings::new(url) };
-    let pool = ordermesh_lifecycle::connect_and_migrate(&settings, &migrator).await.expect("migrated");
+    let pool = ordermesh_db::connect_and_migrate(&settings, &migrator).await.expect("migrated");
     let built: bool = sqlx::query_scalar("SELECT to_regclass('built') IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert!(built);
     // The service's own sessions stay bounded.
     let long = sqlx::query("SELECT pg_sleep(1)").execute(&pool).await.expect_err("bounded");
-    assert!(ordermesh_lifecycle::db_unavailable(&long), "{long:?}");
+    assert!(ordermesh_db::db_unavailable(&long), "{long:?}");
     pool.close().await;
     std::fs::remove_dir_all(&dir).ok();
     testdb::drop_database(&name).await;
