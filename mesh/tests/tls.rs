@@ -91,18 +91,19 @@ async fn inventory_channel(
         .await
 }
 
+/// `GetProduct` of `mug` over `channel`: an error if the connection or the call failed.
+async fn read_mug(channel: Result<tonic::transport::Channel, tonic::transport::Error>) -> Result<(), tonic::Status> {
+    let channel = channel.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    InventoryServiceClient::new(channel)
+        .get_product(pb::GetProductRequest { product_id: "mug".into() })
+        .await
+        .map(|_| ())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_runs_with_tls_on_every_hop_and_each_hop_refuses_a_client_that_does_not_trust_it() {
     ordermesh_testkit::watchdog::arm(Duration::from_secs(600));
-    let uid = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    assert_eq!(
-        uid.as_deref().ok(),
-        Some("0"),
-        "this test starts a private PostgreSQL (as user postgres) and needs root, as CI runs"
-    );
+    ordermesh_nemesis::infra::require_root("this test starts a private PostgreSQL (as user postgres) and");
     let dir = std::env::temp_dir().join(format!("om-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -136,14 +137,7 @@ async fn the_mesh_runs_with_tls_on_every_hop_and_each_hop_refuses_a_client_that_
     env.insert("RUST_LOG".into(), "warn".into());
     env.insert("AMQP_URL".into(), amqp(Some(&pki.ca_file())));
     env.insert("SMTP_URL".into(), smtp.url());
-    for (prefix, db) in [
-        ("INVENTORY", "inventory"),
-        ("CART", "cart"),
-        ("CHECKOUT", "checkout"),
-        ("PAYMENT", "payment"),
-        ("NOTIFIER", "notifier"),
-        ("GATEWAY", "gateway"),
-    ] {
+    for (prefix, db) in ordermesh_nemesis::deployment::DATABASES {
         env.insert(
             format!("{prefix}_DATABASE_URL"),
             db_url(&format!("ordermesh_{db}"), &format!("sslmode=verify-full&sslrootcert={ca}")),
@@ -228,21 +222,10 @@ async fn the_mesh_runs_with_tls_on_every_hop_and_each_hop_refuses_a_client_that_
     // Inventory: the wrong CA is refused; without a client certificate the handshake fails (mutual TLS); a
     // certificate of another CA fails too. The services' certificate may reserve and read, not set stock.
     assert!(inventory_channel(inventory_port, &stranger.ca_pem(), Some((&service_cert, &service_key))).await.is_err());
-    let without_cert = match inventory_channel(inventory_port, &pki.ca_pem(), None).await {
-        Ok(channel) => InventoryServiceClient::new(channel)
-            .get_product(pb::GetProductRequest { product_id: "mug".into() })
-            .await
-            .map(|_| ()),
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    let without_cert = read_mug(inventory_channel(inventory_port, &pki.ca_pem(), None).await).await;
     assert!(without_cert.is_err(), "inventory served a client without a certificate");
-    let foreign = match inventory_channel(inventory_port, &pki.ca_pem(), Some((&stranger_cert, &stranger_key))).await {
-        Ok(channel) => InventoryServiceClient::new(channel)
-            .get_product(pb::GetProductRequest { product_id: "mug".into() })
-            .await
-            .map(|_| ()),
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    let foreign =
+        read_mug(inventory_channel(inventory_port, &pki.ca_pem(), Some((&stranger_cert, &stranger_key))).await).await;
     assert!(foreign.is_err(), "inventory served a client whose certificate another CA signed");
     let mut service = InventoryServiceClient::new(
         inventory_channel(inventory_port, &pki.ca_pem(), Some((&service_cert, &service_key)))

@@ -93,7 +93,8 @@ pub struct Deployment {
     pub operator_token: String,
 }
 
-const DATABASES: [(&str, &str); 6] = [
+/// Each service's variable prefix and database name (`ordermesh_<name>`).
+pub const DATABASES: [(&str, &str); 6] = [
     ("INVENTORY", "inventory"),
     ("CART", "cart"),
     ("CHECKOUT", "checkout"),

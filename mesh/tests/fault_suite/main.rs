@@ -137,14 +137,8 @@ impl Suite {
     /// As [`Suite::start`]; with `failover`, PostgreSQL has a synchronous standby and everyone reaches the
     /// primary through a forwarder the suite can repoint.
     async fn start_with(cluster: bool, instances: usize, failover: bool) -> Self {
-        let uid = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        assert_eq!(
-            uid.as_deref().ok(),
-            Some("0"),
-            "the fault suite starts a private PostgreSQL cluster (as user postgres) and a private RabbitMQ node, and needs root, as CI runs"
+        ordermesh_nemesis::infra::require_root(
+            "the fault suite starts a private PostgreSQL cluster (as user postgres) and a private RabbitMQ node, and",
         );
         // One directory per suite: the suites of one run take turns, and a failed one's logs must survive the next.
         static SUITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

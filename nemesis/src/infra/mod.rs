@@ -22,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A free TCP port on loopback (bound, then released).
 /// A port free now on every address, below Linux's ephemeral range (32768 and up): the servers here are
 /// stopped and started again on their port, and a port from that range can meanwhile be taken as the local
 /// end of any outgoing connection (a killed RabbitMQ node once could not start again for that reason).
@@ -36,6 +35,13 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Stops a test that needs root (private PostgreSQL clusters run as user `postgres` through `runuser`, packet
+/// filters need it), saying so, as CI runs as root.
+pub fn require_root(what: &str) {
+    let uid = StdCommand::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    assert_eq!(uid.as_deref().ok(), Some("0"), "{what} needs root, as CI runs");
 }
 
 fn port_open(port: u16) -> bool {
