@@ -149,3 +149,77 @@ async fn migrations_run_without_the_statement_bounds() {
     std::fs::remove_dir_all(&dir).ok();
     testdb::drop_database(&name).await;
 }
+
+/// Whether the pool's one connection is inside a transaction: `SAVEPOINT` is refused outside one.
+async fn left_in_a_transaction(pool: &sqlx::PgPool) -> bool {
+    let mut conn = pool.acquire().await.expect("the connection");
+    let inside = sqlx::query("SAVEPOINT probe").execute(&mut *conn).await.is_ok();
+    if inside {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    inside
+}
+
+/// A TCP proxy to the test's PostgreSQL that holds every answer of the server for `delay`: a slow link, so a
+/// caller's deadline can fall between a statement sent and its answer read. Returns its port.
+async fn slow_link(delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server: std::net::SocketAddr = {
+        let url = testdb::server_url();
+        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("the test server's URL");
+        let host = if options.get_host().starts_with('/') { "127.0.0.1" } else { options.get_host() };
+        format!("{host}:{}", options.get_port()).parse().expect("an address")
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect(server).await else { continue };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = upstream.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_begin_cut_by_a_deadline_never_hands_back_a_connection_inside_a_transaction() {
+    let (url, name) = testdb::unique_database("om_test_pool_");
+    let direct = connect(&DatabaseSettings::new(url.clone())).await.expect("the database exists");
+    direct.close().await;
+    // The same database through a link whose answers take 150 ms.
+    let port = slow_link(Duration::from_millis(150)).await;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let options = options.host("127.0.0.1").port(port);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.expect("pool");
+    assert!(!left_in_a_transaction(&pool).await, "a fresh connection is idle");
+
+    // A caller's deadline (a gRPC client's, a handler's bound) falling between BEGIN sent and its answer
+    // read: the connection must come back to the pool idle, or the next user's one-statement writes would
+    // run inside the open transaction and never be committed. sqlx pings a connection as it comes back and
+    // settles it; this holds it to that across upgrades.
+    for _ in 0..3 {
+        let cut = tokio::time::timeout(Duration::from_millis(50), pool.begin()).await;
+        assert!(cut.is_err(), "BEGIN answered within 50 ms over a 150 ms link");
+        assert!(!left_in_a_transaction(&pool).await, "a cut begin left the connection inside a transaction");
+    }
+    let mut tx = pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!left_in_a_transaction(&pool).await);
+    pool.close().await;
+    testdb::drop_database(&name).await;
+}
