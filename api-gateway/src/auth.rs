@@ -131,7 +131,7 @@ impl Auth {
         let Some(pool) = &self.pool else { return Ok(None) };
         let found = match credential {
             Credential::Key(_) => keys::lookup(pool, &digest).await,
-            Credential::Session(_) => sessions::lookup(pool, &digest).await,
+            Credential::Session(_) => keys::lookup_by_session(pool, &digest).await,
         };
         let record = found.map_err(|e| {
             tracing::warn!(error = %e, "API key lookup failed");

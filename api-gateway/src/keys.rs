@@ -146,12 +146,15 @@ pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<KeyRecord
     Ok(row.and_then(|r| KeyRecord::try_from(r).ok()))
 }
 
-/// The live key with this id, if any.
-pub async fn lookup_by_id(pool: &PgPool, key_id: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+/// The live key behind a live dashboard session with this digest, if any: one statement over the session
+/// and its key, so a key revoked ends its sessions with it.
+pub async fn lookup_by_session(pool: &PgPool, session_digest: &[u8; 32]) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL"
+        "SELECT {KEY_COLUMNS} FROM api_keys
+         WHERE key_id = (SELECT key_id FROM dashboard_sessions WHERE digest = $1 AND expires_at > now())
+           AND revoked_at IS NULL"
     )))
-    .bind(key_id)
+    .bind(session_digest.as_slice())
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|r| KeyRecord::try_from(r).ok()))

@@ -1,12 +1,11 @@
 //! The dashboard's sessions on api-gateway's own database: a sign-in with an operator key starts one (the
-//! browser gets a random id, the database its digest), a lookup finds its key while both live, sign-out ends it.
+//! browser gets a random id, the database its digest), sign-out ends it; a lookup finds its key while both live
+//! ([`keys::lookup_by_session`](crate::keys::lookup_by_session)).
 
 use std::time::Duration;
 
 use ordermesh_credentials::Secret;
 use sqlx::PgPool;
-
-use crate::keys::{self, KeyRecord};
 
 /// Starts a session of `key_id` lasting `lifetime`; returns the id the browser keeps. Sessions already
 /// expired (anyone's) are deleted on the way, so the table holds only live ones and a few hours' worth.
@@ -26,19 +25,6 @@ pub async fn start(pool: &PgPool, key_id: &str, lifetime: Duration) -> Result<Se
     .await?;
     tx.commit().await?;
     Ok(session)
-}
-
-/// The live key behind a live session with this digest, if any.
-pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<KeyRecord>, sqlx::Error> {
-    let key_id: Option<String> =
-        sqlx::query_scalar("SELECT key_id FROM dashboard_sessions WHERE digest = $1 AND expires_at > now()")
-            .bind(digest.as_slice())
-            .fetch_optional(pool)
-            .await?;
-    match key_id {
-        Some(key_id) => keys::lookup_by_id(pool, &key_id).await,
-        None => Ok(None),
-    }
 }
 
 /// Ends the session with this digest (signing out); ending one that is gone already is no error.

@@ -5,7 +5,7 @@
 
 use std::{fmt, path::Path};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 /// A certificate chain and its private key, as PEM, checked.
@@ -90,12 +90,6 @@ impl Identity {
             anyhow::anyhow!("{key_var}={}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it", key_path.display())
         })?;
         Ok(Self { cert_pem, key_pem })
-    }
-
-    /// The leaf certificate's DER.
-    pub fn leaf_der(&self) -> anyhow::Result<Vec<u8>> {
-        let der = CertificateDer::pem_slice_iter(&self.cert_pem).next().context("no certificate")??;
-        Ok(der.as_ref().to_vec())
     }
 }
 

@@ -75,6 +75,9 @@ impl TryFrom<TokenRow> for TokenRecord {
     }
 }
 
+/// The columns of a [`TokenRow`].
+const TOKEN_COLUMNS: &str = "token_id, role, note, created_at, revoked_at";
+
 /// The fewest characters a token registered from a file may have: about 128 bits of randomness in hex.
 pub const MIN_REGISTERED_CHARS: usize = 32;
 
@@ -105,7 +108,7 @@ pub async fn register(pool: &PgPool, token: &Secret, role: Role, note: &str) -> 
         return Ok((record, true));
     }
     let row: TokenRow =
-        sqlx::query_as("SELECT token_id, role, note, created_at, revoked_at FROM access_tokens WHERE digest = $1")
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE digest = $1")))
             .bind(digest.as_slice())
             .fetch_one(pool)
             .await?;
@@ -133,10 +136,10 @@ async fn insert(
     note: &str,
 ) -> anyhow::Result<Option<TokenRecord>> {
     anyhow::ensure!(note.chars().count() <= 200, "the note must be at most 200 characters");
-    let row: Option<TokenRow> = sqlx::query_as(
+    let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO access_tokens (token_id, digest, role, note) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (digest) DO NOTHING RETURNING token_id, role, note, created_at, revoked_at",
-    )
+         ON CONFLICT (digest) DO NOTHING RETURNING {TOKEN_COLUMNS}"
+    )))
     .bind(token_id)
     .bind(token.digest().as_slice())
     .bind(role.as_str())
@@ -148,9 +151,9 @@ async fn insert(
 
 /// Every token, newest first, revoked ones included.
 pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<TokenRecord>> {
-    let rows: Vec<TokenRow> = sqlx::query_as(
-        "SELECT token_id, role, note, created_at, revoked_at FROM access_tokens ORDER BY created_at DESC",
-    )
+    let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens ORDER BY created_at DESC"
+    )))
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
@@ -167,9 +170,9 @@ pub async fn revoke(pool: &PgPool, token_id: &str) -> anyhow::Result<bool> {
 
 /// The live token with this digest, if any.
 pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<TokenRecord>, sqlx::Error> {
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT token_id, role, note, created_at, revoked_at FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL",
-    )
+    let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL"
+    )))
     .bind(digest.as_slice())
     .fetch_optional(pool)
     .await?;
