@@ -192,12 +192,23 @@ impl Postgres {
         }
     }
 
-    /// SIGKILL of the postmaster: the server dies with every session, as its machine would.
+    /// SIGKILL of the whole server, postmaster and backends at once, as its machine's death would be. Killing
+    /// the postmaster alone is a different fault: its backends outlive it until they next wait, an orphaned
+    /// backend still answers the query already in its socket, and a commit waiting for the standby ends its
+    /// wait on the postmaster's death and shows its rows there, never replicated. So every process is frozen
+    /// first (the postmaster, then its children, so it forks no more) and only then killed.
     pub fn kill9(&self) {
         let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("the postmaster's pid file");
         let pid = pid.lines().next().unwrap_or_default().trim().to_owned();
-        run(StdCommand::new("kill").args(["-9", &pid]), "kill -9 of the primary");
-        // The postmaster's children notice their parent's death on their own; wait until they have.
+        run(StdCommand::new("kill").args(["-STOP", &pid]), "freezing the primary's postmaster");
+        let mut all = children_of(&pid);
+        for child in &all {
+            let _ = StdCommand::new("kill").args(["-STOP", child]).status();
+        }
+        all.push(pid);
+        for process in &all {
+            let _ = StdCommand::new("kill").args(["-KILL", process]).status();
+        }
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
                 break;
@@ -224,4 +235,19 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).stderr(Stdio::null()).status();
     }
+}
+
+/// The pids of `parent`'s children, from `/proc` (a `stat` line is `pid (comm) state ppid …`, and a command
+/// name may hold spaces and parentheses, so the fields are read after the last `)`).
+fn children_of(parent: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
