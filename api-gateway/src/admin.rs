@@ -17,7 +17,6 @@ use ordermesh_messages::{
     admin::{OrdersPage, OrdersRequest, Overview, OverviewRequest},
     kinds,
 };
-use ordermesh_proto::inventory::v1 as pb;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -173,9 +172,7 @@ pub async fn services(State(state): State<AppState>) -> Json<ServicesBody> {
         ready: rabbitmq,
         detail: if rabbitmq { "connected" } else { "not connected" }.into(),
     });
-    let mut request = tonic::Request::new(pb::ListProductsRequest { page_size: 1, page_token: String::new() });
-    request.set_timeout(Duration::from_secs(1));
-    let inventory = state.inventory.clone().list_products(request).await;
+    let inventory = state.inventory.probe().await;
     services.push(ServiceState {
         name: "inventory-manager".into(),
         ready: inventory.is_ok(),

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::Context;
 use ordermesh_bus::{Bus, RpcClient};
-use ordermesh_proto::inventory::v1::{inventory_service_client::InventoryServiceClient, lazy_channel};
-use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer};
+use ordermesh_proto::InventoryClient;
+use ordermesh_telemetry::Metrics;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -77,17 +77,7 @@ impl Application {
             rpc: Arc::new(RpcClient::new(bus.clone())),
             bus,
             topology: config.topology.clone(),
-            inventory: InventoryServiceClient::new(
-                GrpcMetricsLayer::client(metrics.clone()).wrap(
-                    lazy_channel(
-                        &config.shared.inventory_url,
-                        config.shared.inventory_timeout,
-                        config.shared.inventory_token.as_ref().map(|t| t.expose()),
-                        &config.shared.inventory_tls,
-                    )
-                    .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN / INVENTORY_CA_FILE: {e}"))?,
-                ),
-            ),
+            inventory: InventoryClient::new(&config.shared, config.shared.inventory_timeout, metrics.clone())?,
             request_timeout: config.request_timeout,
             max_wait: config.max_wait,
             wait_poll: config.wait_poll,

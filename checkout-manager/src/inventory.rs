@@ -5,12 +5,11 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use ordermesh_config::SharedSettings;
-use ordermesh_proto::balance::once_more_if_unavailable;
-use ordermesh_proto::inventory::v1::{self as pb, ErrorReason, inventory_service_client::InventoryServiceClient};
-use ordermesh_telemetry::{
-    Metrics,
-    grpc::{GrpcMetrics, GrpcMetricsLayer},
+use ordermesh_proto::{
+    InventoryClient,
+    inventory::v1::{self as pb, ErrorReason},
 };
+use ordermesh_telemetry::Metrics;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -72,27 +71,17 @@ impl Stock for Inventory {
     }
 }
 
-/// inventory-manager, reached lazily so it may start after checkout-manager.
+/// inventory-manager as the saga asks it: the shared client ([`InventoryClient`]: lazy, balanced over the
+/// replicas, metered, each call with its deadline), its answers sorted into what the saga decides on.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    client: InventoryServiceClient<GrpcMetrics<ordermesh_proto::Balanced>>,
-    timeout: Duration,
+    client: InventoryClient,
 }
 
 impl Inventory {
     /// A client of `INVENTORY_URL`, with its token and TLS settings.
     pub fn new(shared: &SharedSettings, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
-        let token = shared.inventory_token.as_ref().map(|t| t.expose());
-        let channel = pb::lazy_channel(&shared.inventory_url, timeout, token, &shared.inventory_tls)
-            .map_err(|e| anyhow::anyhow!("INVENTORY_URL / INVENTORY_TOKEN / INVENTORY_CA_FILE: {e}"))?;
-        let channel = GrpcMetricsLayer::client(metrics).wrap(channel);
-        Ok(Self { client: InventoryServiceClient::new(channel), timeout })
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
-        r.set_timeout(self.timeout);
-        r
+        Ok(Self { client: InventoryClient::new(shared, timeout, metrics)? })
     }
 
     /// Holds every line under `order_id` for `ttl`.
@@ -105,38 +94,17 @@ impl Inventory {
                 .collect(),
             ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
         };
-        // Every call is keyed by the order id, which inventory deduplicates on: safe to send twice.
-        once_more_if_unavailable(|| {
-            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
-            async move { client.reserve(request).await }
-        })
-        .await
-        .map(|r| held(&r.into_inner()))
-        .map_err(classify)
+        self.client.reserve(message).await.map(|r| held(&r)).map_err(classify)
     }
 
     /// Turns the hold into a sale.
     pub async fn commit(&self, order_id: &str) -> Result<Held, InventoryFailure> {
-        let message = pb::CommitReservationRequest { reservation_id: order_id.to_owned() };
-        once_more_if_unavailable(|| {
-            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
-            async move { client.commit_reservation(request).await }
-        })
-        .await
-        .map(|r| held(&r.into_inner()))
-        .map_err(classify)
+        self.client.commit(order_id).await.map(|r| held(&r)).map_err(classify)
     }
 
     /// Releases the hold.
     pub async fn roll_back(&self, order_id: &str) -> Result<Held, InventoryFailure> {
-        let message = pb::RollBackReservationRequest { reservation_id: order_id.to_owned() };
-        once_more_if_unavailable(|| {
-            let (mut client, request) = (self.client.clone(), self.request(message.clone()));
-            async move { client.roll_back_reservation(request).await }
-        })
-        .await
-        .map(|r| held(&r.into_inner()))
-        .map_err(classify)
+        self.client.roll_back(order_id).await.map(|r| held(&r)).map_err(classify)
     }
 }
 

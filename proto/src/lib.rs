@@ -1,9 +1,11 @@
-//! Generated gRPC code of ordermesh's contracts, shared by the servers and clients that speak them, and the
-//! channel their clients balance calls over replicas with.
+//! Generated gRPC code of ordermesh's contracts, shared by the servers and clients that speak them, the
+//! channel their clients balance calls over replicas with, and the one inventory client the services hold.
 
 pub mod balance;
+pub mod client;
 
 pub use balance::Balanced;
+pub use client::InventoryClient;
 
 /// `inventory.v1`: the stock-owning service.
 pub mod inventory {

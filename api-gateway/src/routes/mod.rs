@@ -32,8 +32,7 @@ use ordermesh_messages::{
         PlaceOrder, Profile, PutProfile, RemoveItem,
     },
 };
-use ordermesh_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
-use ordermesh_telemetry::{Metrics, grpc::GrpcMetrics};
+use ordermesh_telemetry::Metrics;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::{OpenApi, ToSchema};
@@ -67,7 +66,7 @@ pub struct AppState {
     /// Queue names.
     pub topology: Topology,
     /// Catalogue reads.
-    pub inventory: InventoryServiceClient<GrpcMetrics<ordermesh_proto::Balanced>>,
+    pub inventory: ordermesh_proto::InventoryClient,
     /// Deadline for each downstream request.
     pub request_timeout: Duration,
     /// Bound of `waitSeconds`.
@@ -105,12 +104,6 @@ impl AppState {
         let result: Result<T, ReplyError> =
             reply.payload().map_err(|e| ApiError::Internal(format!("undecodable reply from {service}: {e}")))?;
         Ok(result?)
-    }
-
-    fn grpc<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.request_timeout);
-        request
     }
 }
 

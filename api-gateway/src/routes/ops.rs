@@ -26,9 +26,7 @@ pub(super) async fn healthz() -> Json<StatusBody> {
 ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let rabbitmq = state.bus.is_connected();
-    let mut request = tonic::Request::new(pb::ListProductsRequest { page_size: 1, page_token: String::new() });
-    request.set_timeout(Duration::from_secs(1));
-    let inventory = state.inventory.clone().list_products(request).await.is_ok();
+    let inventory = state.inventory.probe().await.is_ok();
     let ready = rabbitmq && inventory;
     let body = ReadyBody { status: if ready { "ready" } else { "unavailable" }.into(), rabbitmq, inventory };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))

@@ -265,19 +265,13 @@ pub(super) async fn list_products(State(state): State<AppState>) -> Result<Json<
     let mut page_token = String::new();
     // Bounded: at most 20 pages of 500.
     for _ in 0..20 {
-        let page = state
-            .inventory
-            .clone()
-            .list_products(state.grpc(pb::ListProductsRequest { page_size: 500, page_token }))
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::DeadlineExceeded => ApiError::Timeout("inventory-manager"),
-                _ => {
-                    tracing::warn!(code = ?s.code(), detail = %s.message(), "inventory ListProducts failed");
-                    ApiError::Unavailable("inventory-manager cannot be reached right now; retry later".into())
-                }
-            })?
-            .into_inner();
+        let page = state.inventory.list_products(500, page_token).await.map_err(|s| match s.code() {
+            tonic::Code::DeadlineExceeded => ApiError::Timeout("inventory-manager"),
+            _ => {
+                tracing::warn!(code = ?s.code(), detail = %s.message(), "inventory ListProducts failed");
+                ApiError::Unavailable("inventory-manager cannot be reached right now; retry later".into())
+            }
+        })?;
         products.extend(page.products.into_iter().map(|p| ProductItem {
             product_id: p.product_id,
             name: p.name,
