@@ -19,6 +19,7 @@ use lapin::{
 };
 use ordermesh_messages::Envelope;
 use ordermesh_telemetry::Metrics;
+use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
@@ -101,16 +102,46 @@ pub enum Outcome {
     DeadLetter(String),
 }
 
+impl Outcome {
+    /// A message of a type this queue's handler does not know: dead-lettered, never retried.
+    pub fn unknown_kind(kind: &str) -> Self {
+        Self::DeadLetter(format!("unknown message type {kind:?}"))
+    }
+}
+
+/// What a handler written with `?` returns: `Err` is the outcome that ends the handling early (a payload that
+/// does not decode is dead-lettered), `Ok` the outcome of the work. Either way it is the delivery's outcome.
+pub type Handled = Result<Outcome, Outcome>;
+
+impl From<Handled> for Outcome {
+    fn from(handled: Handled) -> Self {
+        handled.unwrap_or_else(|early| early)
+    }
+}
+
+impl Incoming {
+    /// The payload as `T`, or, when it is not one, the dead-letter outcome with the reason: a message that
+    /// does not decode now never will, so it is not retried.
+    #[allow(clippy::result_large_err)] // handed straight back to the consumer, once per delivery
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Outcome> {
+        self.envelope.payload().map_err(Outcome::DeadLetter)
+    }
+}
+
 /// A message handler: shared, cloned into every delivery's task.
 pub type Handler = Arc<dyn Fn(Incoming) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
-/// Wraps an async function of a delivery as a [`Handler`].
-pub fn handler_fn<F, Fut>(f: F) -> Handler
+/// Wraps an async function of a delivery as a [`Handler`]; it returns an [`Outcome`] or a [`Handled`].
+pub fn handler_fn<F, Fut, O>(f: F) -> Handler
 where
     F: Fn(Incoming) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+    O: Into<Outcome>,
 {
-    Arc::new(move |incoming| Box::pin(f(incoming)))
+    Arc::new(move |incoming| {
+        let handled = f(incoming);
+        Box::pin(async move { handled.await.into() })
+    })
 }
 
 /// The publisher a consumer answers, retries and dead-letters through, on a connection of its own.
@@ -413,5 +444,28 @@ mod tests {
         assert_eq!(retry_pause(0), Duration::from_millis(100));
         assert_eq!(retry_pause(1), Duration::from_millis(200));
         assert_eq!(retry_pause(30), Duration::from_secs(5));
+    }
+
+    fn incoming(payload: serde_json::Value) -> Incoming {
+        Incoming { envelope: Envelope::new("cart.get", &payload), reply_to: None, redelivered: false, retries: 0 }
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_dead_lettered_with_its_reason() {
+        use ordermesh_messages::payloads::GetCart;
+        let good = incoming(serde_json::json!({"client_id": "alice"}));
+        assert_eq!(good.decode::<GetCart>().expect("decodes").client_id.as_str(), "alice");
+        let bad = incoming(serde_json::json!({"client": "alice"}));
+        match bad.decode::<GetCart>() {
+            Err(Outcome::DeadLetter(reason)) => assert!(reason.contains("invalid cart.get payload"), "{reason}"),
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_early_outcome_and_a_finished_one_are_both_the_delivery_s_outcome() {
+        assert!(matches!(Outcome::from(Handled::Ok(Outcome::Ack)), Outcome::Ack));
+        let early: Handled = Err(Outcome::unknown_kind("cart.paint"));
+        assert!(matches!(Outcome::from(early), Outcome::DeadLetter(r) if r == "unknown message type \"cart.paint\""));
     }
 }

@@ -12,7 +12,7 @@ pub mod rpc;
 pub mod topology;
 
 pub use connection::{Bus, BusError};
-pub use consumer::{ConsumerSettings, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
+pub use consumer::{ConsumerSettings, Handled, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
 pub use topology::{MIGRATE_COMMAND, NOTIFIED_EVENTS, QueueType, Topology};

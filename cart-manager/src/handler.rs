@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ordermesh_bus::{Incoming, Outcome, Topology, outbox};
+use ordermesh_bus::{Handled, Incoming, Outcome, Topology, outbox};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
     Envelope, ReplyError, kinds,
@@ -34,77 +34,67 @@ pub struct CartContext {
 }
 
 /// Handles one job from `cart-manager.jobs`.
-pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Outcome {
+pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Handled {
     let envelope = &incoming.envelope;
     let request =
         |key| cart::Request { message_id: envelope.message_id, idempotency_key: key, deadline: envelope.deadline };
     let reply = match envelope.kind.as_str() {
-        kinds::CART_ADD_ITEM => match envelope.payload::<AddItem>() {
-            Ok(r) => respond(
+        kinds::CART_ADD_ITEM => {
+            let r = incoming.decode::<AddItem>()?;
+            let request = request(r.idempotency_key.as_ref());
+            respond(
                 cart::add_item(
                     &ctx.pool,
                     &ctx.inventory,
                     &ctx.known,
-                    &request(r.idempotency_key.as_ref()),
+                    &request,
                     &r.client_id,
                     &r.product_id,
                     r.quantity,
                 )
                 .await,
-            ),
-            Err(reason) => return Outcome::DeadLetter(reason),
-        },
-        kinds::CART_REMOVE_ITEM => match envelope.payload::<RemoveItem>() {
-            Ok(r) => respond(
-                cart::remove_item(
-                    &ctx.pool,
-                    &ctx.known,
-                    &request(r.idempotency_key.as_ref()),
-                    &r.client_id,
-                    &r.product_id,
-                )
-                .await,
-            ),
-            Err(reason) => return Outcome::DeadLetter(reason),
-        },
-        kinds::CART_GET => match envelope.payload::<GetCart>() {
-            Ok(r) => respond(cart::view(&ctx.pool, &ctx.inventory, &r.client_id).await),
-            Err(reason) => return Outcome::DeadLetter(reason),
-        },
-        kinds::CART_CHECKOUT => match envelope.payload::<Checkout>() {
-            Ok(r) => {
-                let result =
-                    cart::checkout(&ctx.pool, &ctx.inventory, &ctx.known, &ctx.topology, &r, envelope.deadline)
-                        .await
-                        .map(|done| {
-                            if done.created {
-                                ctx.handovers.due_in(handover::FIRST_CHECK_AFTER);
-                            }
-                            ctx.outbox.hand(done.outbox);
-                            CheckoutAccepted { order_id: done.order_id, created: done.created }
-                        });
-                respond(result)
-            }
-            Err(reason) => return Outcome::DeadLetter(reason),
-        },
-        kinds::CART_GET_CHECKOUT => match envelope.payload::<GetOrder>() {
-            Ok(r) => respond(
+            )
+        }
+        kinds::CART_REMOVE_ITEM => {
+            let r = incoming.decode::<RemoveItem>()?;
+            let request = request(r.idempotency_key.as_ref());
+            respond(cart::remove_item(&ctx.pool, &ctx.known, &request, &r.client_id, &r.product_id).await)
+        }
+        kinds::CART_GET => {
+            let r = incoming.decode::<GetCart>()?;
+            respond(cart::view(&ctx.pool, &ctx.inventory, &r.client_id).await)
+        }
+        kinds::CART_CHECKOUT => {
+            let r = incoming.decode::<Checkout>()?;
+            let result = cart::checkout(&ctx.pool, &ctx.inventory, &ctx.known, &ctx.topology, &r, envelope.deadline)
+                .await
+                .map(|done| {
+                    if done.created {
+                        ctx.handovers.due_in(handover::FIRST_CHECK_AFTER);
+                    }
+                    ctx.outbox.hand(done.outbox);
+                    CheckoutAccepted { order_id: done.order_id, created: done.created }
+                });
+            respond(result)
+        }
+        kinds::CART_GET_CHECKOUT => {
+            let r = incoming.decode::<GetOrder>()?;
+            respond(
                 cart::checkout_snapshot(&ctx.pool, &r.order_id)
                     .await
                     .and_then(|s| s.ok_or_else(|| CartError::UnknownOrder(r.order_id.clone()))),
-            ),
-            Err(reason) => return Outcome::DeadLetter(reason),
-        },
-        other => return Outcome::DeadLetter(format!("unknown message type {other:?}")),
+            )
+        }
+        other => return Err(Outcome::unknown_kind(other)),
     };
-    match reply {
+    Ok(match reply {
         Some(reply) => Outcome::Reply(reply),
         // Nobody waits for the answer, and nothing was changed.
         None => {
             ordermesh_bus::consumer::count_expired(&ctx.metrics, &ctx.topology.cart_jobs(), &envelope.kind);
             Outcome::Ack
         }
-    }
+    })
 }
 
 /// The reply, or `None` when the caller's deadline passed before anything was applied.

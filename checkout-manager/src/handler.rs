@@ -1,7 +1,7 @@
 //! The AMQP transport of checkout-manager: new orders, order reads (and the operators' view), payment results
 //! and refund acknowledgements.
 
-use ordermesh_bus::{Incoming, Outcome};
+use ordermesh_bus::{Handled, Incoming, Outcome};
 use ordermesh_messages::{
     Envelope, ReplyError,
     admin::{OrdersRequest, OverviewRequest},
@@ -12,23 +12,18 @@ use ordermesh_messages::{
 use crate::{admin, error::CheckoutError, orders, refunds, saga::Saga};
 
 /// `checkout-manager.jobs`: `order.place`.
-pub async fn on_job(saga: &Saga, incoming: Incoming) -> Outcome {
+pub async fn on_job(saga: &Saga, incoming: Incoming) -> Handled {
     if incoming.envelope.kind != kinds::ORDER_PLACE {
-        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
+        return Err(Outcome::unknown_kind(&incoming.envelope.kind));
     }
-    let order: PlaceOrder = match incoming.envelope.payload() {
-        Ok(o) => o,
-        Err(reason) => return Outcome::DeadLetter(reason),
-    };
-    if let Err(reason) = check_order(&order) {
-        return Outcome::DeadLetter(reason);
-    }
+    let order = incoming.decode::<PlaceOrder>()?;
+    check_order(&order).map_err(Outcome::DeadLetter)?;
     // The first steps run here rather than after a trip through the driver; an order that could not be
     // stored is asked for again (its reservation, already held, is answered again, not held twice).
-    match saga.take_in(&order).await {
+    Ok(match saga.take_in(&order).await {
         Ok(_) => Outcome::Ack,
         Err(e) => transient(e),
-    }
+    })
 }
 
 fn check_order(order: &PlaceOrder) -> Result<(), String> {
@@ -51,32 +46,24 @@ fn check_order(order: &PlaceOrder) -> Result<(), String> {
 }
 
 /// `checkout-manager.queries`: `order.get`, `order.taken_in` and the operators' queries.
-pub async fn on_query(saga: &Saga, incoming: Incoming) -> Outcome {
-    let envelope = &incoming.envelope;
-    match envelope.kind.as_str() {
-        kinds::ORDER_GET => match envelope.payload::<GetOrder>() {
-            Ok(r) => reply(orders::view(&saga.pool, &r.order_id).await),
-            Err(reason) => Outcome::DeadLetter(reason),
-        },
-        kinds::ORDER_TAKEN_IN => match envelope.payload::<WhichTakenIn>() {
-            Ok(r) if r.order_ids.len() > WhichTakenIn::MAX => Outcome::DeadLetter(format!(
-                "order.taken_in names {} orders; at most {} may be asked at once",
-                r.order_ids.len(),
-                WhichTakenIn::MAX
-            )),
-            Ok(r) => reply(orders::taken_in(&saga.pool, &r.order_ids).await.map(|order_ids| TakenIn { order_ids })),
-            Err(reason) => Outcome::DeadLetter(reason),
-        },
-        kinds::ADMIN_OVERVIEW => match envelope.payload::<OverviewRequest>() {
-            Ok(r) => reply(admin::overview(&saga.pool, &r).await),
-            Err(reason) => Outcome::DeadLetter(reason),
-        },
-        kinds::ADMIN_ORDERS => match envelope.payload::<OrdersRequest>() {
-            Ok(r) => reply(admin::orders(&saga.pool, &r).await),
-            Err(reason) => Outcome::DeadLetter(reason),
-        },
-        other => Outcome::DeadLetter(format!("unknown message type {other:?}")),
-    }
+pub async fn on_query(saga: &Saga, incoming: Incoming) -> Handled {
+    Ok(match incoming.envelope.kind.as_str() {
+        kinds::ORDER_GET => reply(orders::view(&saga.pool, &incoming.decode::<GetOrder>()?.order_id).await),
+        kinds::ORDER_TAKEN_IN => {
+            let r = incoming.decode::<WhichTakenIn>()?;
+            if r.order_ids.len() > WhichTakenIn::MAX {
+                return Err(Outcome::DeadLetter(format!(
+                    "order.taken_in names {} orders; at most {} may be asked at once",
+                    r.order_ids.len(),
+                    WhichTakenIn::MAX
+                )));
+            }
+            reply(orders::taken_in(&saga.pool, &r.order_ids).await.map(|order_ids| TakenIn { order_ids }))
+        }
+        kinds::ADMIN_OVERVIEW => reply(admin::overview(&saga.pool, &incoming.decode::<OverviewRequest>()?).await),
+        kinds::ADMIN_ORDERS => reply(admin::orders(&saga.pool, &incoming.decode::<OrdersRequest>()?).await),
+        other => return Err(Outcome::unknown_kind(other)),
+    })
 }
 
 /// A query's answer, or its error as the reply's error.
@@ -86,27 +73,16 @@ fn reply<T: serde::Serialize>(result: Result<T, CheckoutError>) -> Outcome {
 }
 
 /// `checkout-manager.payment-results`: `payment.result` and `payment.refunded`.
-pub async fn on_payment_result(saga: &Saga, incoming: Incoming) -> Outcome {
-    if incoming.envelope.kind == kinds::PAYMENT_REFUNDED {
-        return match incoming.envelope.payload::<RefundDone>() {
-            Ok(done) => match refunds::acknowledged(&saga.pool, &done).await {
-                Ok(()) => Outcome::Ack,
-                Err(e) => transient(e),
-            },
-            Err(reason) => Outcome::DeadLetter(reason),
-        };
-    }
-    if incoming.envelope.kind != kinds::PAYMENT_RESULT {
-        return Outcome::DeadLetter(format!("unknown message type {:?}", incoming.envelope.kind));
-    }
-    let result: PaymentResult = match incoming.envelope.payload() {
-        Ok(r) => r,
-        Err(reason) => return Outcome::DeadLetter(reason),
+pub async fn on_payment_result(saga: &Saga, incoming: Incoming) -> Handled {
+    let done = match incoming.envelope.kind.as_str() {
+        kinds::PAYMENT_REFUNDED => refunds::acknowledged(&saga.pool, &incoming.decode::<RefundDone>()?).await,
+        kinds::PAYMENT_RESULT => saga.on_payment_result(&incoming.decode::<PaymentResult>()?).await,
+        other => return Err(Outcome::unknown_kind(other)),
     };
-    match saga.on_payment_result(&result).await {
+    Ok(match done {
         Ok(()) => Outcome::Ack,
         Err(e) => transient(e),
-    }
+    })
 }
 
 fn transient(e: CheckoutError) -> Outcome {

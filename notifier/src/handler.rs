@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ordermesh_bus::{Incoming, Outcome};
+use ordermesh_bus::{Handled, Incoming, Outcome};
 use ordermesh_messages::{
     Envelope, ErrorCode, ReplyError, kinds,
     payloads::{GetProfile, OrderEvent, PutProfile},
@@ -38,16 +38,13 @@ pub struct Notifier {
 
 impl Notifier {
     /// One order event: its email, at most once.
-    pub async fn event(&self, incoming: Incoming) -> Outcome {
+    pub async fn event(&self, incoming: Incoming) -> Handled {
         let envelope = &incoming.envelope;
-        let event = match envelope.payload::<OrderEvent>() {
-            Ok(event) => event,
-            Err(reason) => return Outcome::DeadLetter(reason),
-        };
+        let event = incoming.decode::<OrderEvent>()?;
         let Some(email) = email::compose(&envelope.kind, envelope.message_id, &event) else {
             // A binding wider than ours (an operator's) must not fill the dead-letter queue.
             tracing::debug!(kind = %envelope.kind, "not an event anyone is emailed about");
-            return Outcome::Ack;
+            return Ok(Outcome::Ack);
         };
         // A second delivery of an event being sent waits for that send to end (at most one lease), then looks again.
         for _ in 0..3 {
@@ -61,16 +58,16 @@ impl Notifier {
             )
             .await;
             match claim {
-                Err(e) => return Outcome::Retry(format!("notifier database unavailable: {e}")),
+                Err(e) => return Ok(Outcome::Retry(format!("notifier database unavailable: {e}"))),
                 Ok(Claim::Done(state)) => {
                     self.count(state);
-                    return Outcome::Ack;
+                    return Ok(Outcome::Ack);
                 }
                 Ok(Claim::Busy(left)) => tokio::time::sleep(left.min(self.lease) + Duration::from_millis(50)).await,
-                Ok(Claim::Send(to)) => return self.send(&to, &email).await,
+                Ok(Claim::Send(to)) => return Ok(self.send(&to, &email).await),
             }
         }
-        Outcome::Retry("another delivery of this event kept its claim".into())
+        Ok(Outcome::Retry("another delivery of this event kept its claim".into()))
     }
 
     async fn send(&self, to: &str, email: &email::Composed) -> Outcome {
@@ -106,23 +103,19 @@ impl Notifier {
     }
 
     /// A profile request from the gateway.
-    pub async fn job(&self, incoming: Incoming) -> Outcome {
-        let envelope = &incoming.envelope;
-        let reply = match envelope.kind.as_str() {
-            kinds::CLIENT_PUT_PROFILE => match envelope.payload::<PutProfile>() {
-                Ok(r) => store::put_profile(&self.pool, &r.client_id, r.email.as_ref()).await,
-                Err(reason) => return Outcome::DeadLetter(reason),
-            },
-            kinds::CLIENT_GET_PROFILE => match envelope.payload::<GetProfile>() {
-                Ok(r) => store::profile(&self.pool, &r.client_id).await,
-                Err(reason) => return Outcome::DeadLetter(reason),
-            },
-            other => return Outcome::DeadLetter(format!("unknown message type {other:?}")),
+    pub async fn job(&self, incoming: Incoming) -> Handled {
+        let reply = match incoming.envelope.kind.as_str() {
+            kinds::CLIENT_PUT_PROFILE => {
+                let r = incoming.decode::<PutProfile>()?;
+                store::put_profile(&self.pool, &r.client_id, r.email.as_ref()).await
+            }
+            kinds::CLIENT_GET_PROFILE => store::profile(&self.pool, &incoming.decode::<GetProfile>()?.client_id).await,
+            other => return Err(Outcome::unknown_kind(other)),
         };
         let reply = reply.map_err(|e| {
             tracing::warn!(error = %e, "profile request failed");
             ReplyError { code: ErrorCode::Unavailable, message: format!("notifier database unavailable: {e}") }
         });
-        Outcome::Reply(Envelope::new(kinds::REPLY, &reply))
+        Ok(Outcome::Reply(Envelope::new(kinds::REPLY, &reply)))
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ordermesh_bus::{Incoming, Outcome, Publisher, publisher::Outgoing};
+use ordermesh_bus::{Handled, Incoming, Outcome, Publisher, publisher::Outgoing};
 use ordermesh_messages::{
     Envelope, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, RefundDone, RefundRequest},
@@ -29,17 +29,18 @@ pub struct Provider {
 
 impl Provider {
     /// Handles one message from `payment-gateway.requests`.
-    pub async fn handle(&self, incoming: Incoming) -> Outcome {
-        match incoming.envelope.kind.as_str() {
-            kinds::PAYMENT_CHARGE => match incoming.envelope.payload::<ChargeRequest>() {
-                Ok(request) if request.amount_cents < 0 => {
-                    Outcome::DeadLetter(format!("charge of a negative amount {}", request.amount_cents))
+    pub async fn handle(&self, incoming: Incoming) -> Handled {
+        Ok(match incoming.envelope.kind.as_str() {
+            kinds::PAYMENT_CHARGE => {
+                let request = incoming.decode::<ChargeRequest>()?;
+                if request.amount_cents < 0 {
+                    return Err(Outcome::DeadLetter(format!("charge of a negative amount {}", request.amount_cents)));
                 }
-                Ok(request) => self.charge(request).await,
-                Err(reason) => Outcome::DeadLetter(reason),
-            },
-            kinds::PAYMENT_REFUND => match incoming.envelope.payload::<RefundRequest>() {
-                Ok(request) => match books::refund(&self.pool, &request).await {
+                self.charge(request).await
+            }
+            kinds::PAYMENT_REFUND => {
+                let request = incoming.decode::<RefundRequest>()?;
+                match books::refund(&self.pool, &request).await {
                     Ok(refunded) => {
                         if refunded {
                             tracing::info!(payment_id = %request.payment_id, "charge refunded");
@@ -50,11 +51,10 @@ impl Provider {
                             .await
                     }
                     Err(e) => Outcome::Retry(format!("payment books unavailable: {e}")),
-                },
-                Err(reason) => Outcome::DeadLetter(reason),
-            },
-            other => Outcome::DeadLetter(format!("unknown message type {other:?}")),
-        }
+                }
+            }
+            other => return Err(Outcome::unknown_kind(other)),
+        })
     }
 
     async fn charge(&self, request: ChargeRequest) -> Outcome {
