@@ -24,8 +24,9 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
 use crate::{
+    channels::close_later,
     connection::{Bus, BusError, CHANNEL_TIMEOUT},
-    publisher::{Outgoing, Publisher, close_later},
+    publisher::{Outgoing, Publisher},
     topology::Topology,
 };
 

@@ -2,6 +2,7 @@
 //! supervised consumers that ack, retry or dead-letter, request/reply over direct reply-to, and
 //! the transactional outbox that turns a database commit into a published message.
 
+pub mod channels;
 pub mod connection;
 pub mod consumer;
 pub mod dead_letters;

@@ -2,6 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::{
+    channels::{ChannelCache, Unready},
+    connection::{Bus, BusError, CHANNEL_TIMEOUT},
+};
 use futures::future::try_join_all;
 use lapin::{
     BasicProperties, Channel,
@@ -10,9 +14,6 @@ use lapin::{
 };
 use ordermesh_messages::{Envelope, EnvelopeHead};
 use ordermesh_telemetry::{Metrics, trace};
-use tokio::sync::Mutex;
-
-use crate::connection::{Bus, BusError, CHANNEL_TIMEOUT};
 
 /// Deadline of one publish, confirms included: a broker that stops confirming must not hang a caller.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,72 +99,42 @@ pub fn delivered_traceparent(properties: &BasicProperties, envelope: &Envelope) 
     header.or_else(|| envelope.traceparent.clone())
 }
 
-/// How long one channel publishes before the next publish opens a fresh one. RabbitMQ 3.10's quorum queues
-/// can drop, confirmed, every message a channel sends after one it lost across a partition
-/// (rabbitmq-server#14589, fixed in 4.2); a new channel is a new publisher to them, so this bounds that
-/// loss to two seconds' messages, which the mesh's end-to-end checks then send again. It costs two round
-/// trips every two seconds.
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(2);
 /// How long a replaced channel stays open: longer than any publish on it may still wait for its confirm.
 const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(15);
-
-/// Closes `channel` after `delay`: closed, not just forgotten, as a channel left open lingers on the broker
-/// until its connection goes.
-pub(crate) fn close_later(channel: Channel, delay: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = channel.close(200, "replaced".into()).await;
-    });
-}
 
 /// A confirm-mode channel shared by a process's publishers.
 #[derive(Debug)]
 pub struct Publisher {
     bus: Bus,
-    /// The open channel and when it was opened; read without waiting, so publishing never queues behind a
-    /// reconnect.
-    channel: std::sync::Mutex<Option<(Channel, Instant)>>,
-    /// Taken only by whoever opens a new channel, so a burst after a reconnect opens one, not hundreds.
-    opening: Mutex<()>,
+    /// The channel, replaced each [`crate::channels::CHANNEL_LIFETIME`] and after a reconnect.
+    channel: ChannelCache<Channel>,
+}
+
+impl From<Unready> for BusError {
+    fn from(unready: Unready) -> Self {
+        match unready {
+            Unready::NotConnected => Self::Unavailable,
+            Unready::Busy => Self::Timeout,
+        }
+    }
 }
 
 impl Publisher {
     /// A publisher on `bus`; the channel is opened on first use.
     pub fn new(bus: Bus) -> Self {
-        Self { bus, channel: std::sync::Mutex::new(None), opening: Mutex::new(()) }
-    }
-
-    fn current(&self) -> Option<Channel> {
-        self.channel
-            .lock()
-            .expect("publisher channel lock")
-            .clone()
-            .filter(|(c, opened)| c.status().connected() && opened.elapsed() < CHANNEL_LIFETIME)
-            .map(|(c, _)| c)
+        Self { bus, channel: ChannelCache::new(REPLACED_CHANNEL_LINGERS) }
     }
 
     async fn confirm_channel(&self) -> Result<Channel, BusError> {
-        if let Some(channel) = self.current() {
-            return Ok(channel);
-        }
-        if !self.bus.is_connected() {
-            return Err(BusError::Unavailable);
-        }
-        let _opening =
-            tokio::time::timeout(CHANNEL_TIMEOUT, self.opening.lock()).await.map_err(|_| BusError::Timeout)?;
-        // Someone else may have opened it while this caller waited.
-        if let Some(channel) = self.current() {
-            return Ok(channel);
-        }
-        let channel = self.bus.channel().await?;
-        tokio::time::timeout(CHANNEL_TIMEOUT, channel.confirm_select(ConfirmSelectOptions::default()))
+        self.channel
+            .get(&self.bus, async || {
+                let channel = self.bus.channel().await?;
+                tokio::time::timeout(CHANNEL_TIMEOUT, channel.confirm_select(ConfirmSelectOptions::default()))
+                    .await
+                    .map_err(|_| BusError::Timeout)??;
+                Ok((channel.clone(), channel))
+            })
             .await
-            .map_err(|_| BusError::Timeout)??;
-        let old = self.channel.lock().expect("publisher channel lock").replace((channel.clone(), Instant::now()));
-        if let Some((old, _)) = old {
-            close_later(old, REPLACED_CHANNEL_LINGERS);
-        }
-        Ok(channel)
     }
 
     /// Publishes one message and waits for the broker's confirm.
@@ -277,10 +248,7 @@ impl Publisher {
     }
 
     fn drop_channel(&self) {
-        let old = self.channel.lock().expect("publisher channel lock").take();
-        if let Some((channel, _)) = old {
-            close_later(channel, Duration::ZERO);
-        }
+        self.channel.close_now();
     }
 
     /// Waits up to `patience` for the connection to be up: for a caller with something worth a short wait

@@ -7,7 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -17,11 +17,12 @@ use lapin::{
     types::FieldTable,
 };
 use ordermesh_messages::Envelope;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
+    channels::{ChannelCache, Unready, close_later},
     connection::{Bus, CHANNEL_TIMEOUT},
-    publisher::{CHANNEL_LIFETIME, close_later, properties, trace_header},
+    publisher::{properties, trace_header},
 };
 
 /// RabbitMQ's pseudo-queue for direct replies.
@@ -43,8 +44,6 @@ type Pending = Arc<std::sync::Mutex<HashMap<String, oneshot::Sender<Envelope>>>>
 #[derive(Clone)]
 struct ReplyChannel {
     channel: Channel,
-    /// When it was opened: it sends requests for [`CHANNEL_LIFETIME`] at most.
-    opened: Instant,
     /// Calls waiting on this channel; dropped with it, so they fail fast when it dies.
     pending: Pending,
 }
@@ -60,10 +59,9 @@ const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(30);
 /// Sends requests and waits for their replies; cheap to share behind an `Arc`.
 pub struct RpcClient {
     bus: Bus,
-    /// The open reply channel, read without waiting so no call queues behind a reconnect.
-    current: std::sync::Mutex<Option<ReplyChannel>>,
-    /// Held only while a new reply channel is opened.
-    opening: Mutex<()>,
+    /// The reply channel and the calls waiting on it, replaced each [`crate::channels::CHANNEL_LIFETIME`],
+    /// after a reconnect and when its calls go unanswered.
+    channel: ChannelCache<ReplyChannel>,
     /// Calls in a row whose confirmed request got no reply.
     silent: AtomicU32,
 }
@@ -82,52 +80,32 @@ impl std::fmt::Debug for RpcClient {
     }
 }
 
+impl From<Unready> for RpcError {
+    fn from(_: Unready) -> Self {
+        Self::Unavailable
+    }
+}
+
 impl RpcClient {
     /// A client on `bus`; its reply channel is opened on first use and after every reconnect.
     pub fn new(bus: Bus) -> Self {
-        Self { bus, current: std::sync::Mutex::new(None), opening: Mutex::new(()), silent: AtomicU32::new(0) }
-    }
-
-    fn open_channel(&self) -> Option<ReplyChannel> {
-        self.current
-            .lock()
-            .expect("reply channel lock")
-            .clone()
-            .filter(|rc| rc.channel.status().connected() && rc.opened.elapsed() < CHANNEL_LIFETIME)
-    }
-
-    fn forget_channel(&self) {
-        *self.current.lock().expect("reply channel lock") = None;
+        Self { bus, channel: ChannelCache::new(REPLACED_CHANNEL_LINGERS), silent: AtomicU32::new(0) }
     }
 
     /// New calls go out on a fresh channel; the old one is closed once its calls can no longer be waiting.
     /// At most one a second, so that a worker that is down does not pile up lingering channels.
     fn replace_channel(&self) {
-        let old = {
-            let mut current = self.current.lock().expect("reply channel lock");
-            if current.as_ref().is_some_and(|rc| rc.opened.elapsed() >= Duration::from_secs(1)) {
-                current.take()
-            } else {
-                None
-            }
-        };
-        if let Some(old) = old {
+        if self.channel.retire_if_older_than(Duration::from_secs(1)) {
             tracing::warn!(calls = SILENT_CALLS, "confirmed requests went unanswered; replying channel replaced");
-            close_later(old.channel, REPLACED_CHANNEL_LINGERS);
         }
     }
 
     async fn reply_channel(&self) -> Result<ReplyChannel, RpcError> {
-        if let Some(rc) = self.open_channel() {
-            return Ok(rc);
-        }
-        if !self.bus.is_connected() {
-            return Err(RpcError::Unavailable);
-        }
-        let _opening = self.opening.lock().await;
-        if let Some(rc) = self.open_channel() {
-            return Ok(rc);
-        }
+        self.channel.get(&self.bus, async || self.open_reply_channel().await).await
+    }
+
+    /// A new channel that publishes with confirms and consumes direct replies, each routed to its call.
+    async fn open_reply_channel(&self) -> Result<(Channel, ReplyChannel), RpcError> {
         let channel = self.bus.channel().await.map_err(|_| RpcError::Unavailable)?;
         let setup = async {
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -172,12 +150,7 @@ impl RpcClient {
             // The channel is gone: fail the calls still waiting on it instead of letting them time out.
             routes.lock().expect("pending map lock").clear();
         });
-        let rc = ReplyChannel { channel, opened: Instant::now(), pending };
-        // One past its lifetime still gets the replies to the calls sent on it before it is closed.
-        if let Some(old) = self.current.lock().expect("reply channel lock").replace(rc.clone()) {
-            close_later(old.channel, REPLACED_CHANNEL_LINGERS);
-        }
-        Ok(rc)
+        Ok((channel.clone(), ReplyChannel { channel, pending }))
     }
 
     /// Sends `request` to `queue` and waits at most `deadline` for the reply.
@@ -213,12 +186,12 @@ impl RpcClient {
         match tokio::time::timeout_at(until, publish).await {
             Err(_) => {
                 // The broker did not confirm within the whole deadline: the channel is suspect.
-                self.forget_channel();
+                self.channel.retire();
                 return Err(RpcError::Timeout);
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "request publish failed");
-                self.forget_channel();
+                self.channel.retire();
                 return Err(RpcError::Unavailable);
             }
             Ok(Ok(confirm)) if confirm.is_nack() => return Err(RpcError::Unavailable),
