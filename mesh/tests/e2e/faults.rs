@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::{BasicProperties, options::BasicPublishOptions};
 use ordermesh_bus::Topology;
 use ordermesh_messages::{
     ClientId, Envelope, OrderId, ProductId, kinds,
@@ -12,23 +11,9 @@ use serde_json::json;
 
 use crate::helpers::{Options, spawn_mesh, spawn_mesh_with};
 
+/// Puts `body` on `queue` of the machine's RabbitMQ as it is.
 pub async fn publish_raw(queue: &str, body: &[u8]) {
-    let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
-    channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let _ = conn.close(200, "ok".into()).await;
+    ordermesh_testkit::amqp::publish_raw(ordermesh_bus::DEFAULT_AMQP_URL, queue, body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,23 +125,9 @@ async fn order_events_are_emailed_once_and_only_with_an_address() {
         timeline: Vec::new(),
     };
     let envelope = Envelope::new(events::ORDER_CONFIRMED, &event);
-    let conn = lapin::Connection::connect(ordermesh_bus::DEFAULT_AMQP_URL, Default::default()).await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
     for _ in 0..3 {
-        channel
-            .basic_publish(
-                "".into(),
-                mesh.topology.notifier_events().as_str().into(),
-                Default::default(),
-                &envelope.to_vec(),
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        crate::faults::publish_raw(&mesh.topology.notifier_events(), &envelope.to_vec()).await;
     }
-    let _ = conn.close(200, "ok".into()).await;
     mesh.wait_until_drained(&mesh.topology.notifier_events()).await;
     recorded(&mesh, "replayed-order", "sent").await;
     let replayed =

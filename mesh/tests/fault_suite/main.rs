@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{BasicProperties, options::BasicPublishOptions};
 use load::Load;
 use ordermesh_bus::Topology;
 use ordermesh_messages::{
@@ -345,20 +344,7 @@ impl Suite {
     }
 
     async fn publish(&self, queue: &str, body: &[u8]) {
-        let (conn, channel) = self.channel().await;
-        channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        let _ = conn.close(200, "ok".into()).await;
+        ordermesh_testkit::amqp::publish_raw(&self.rabbit.url(), queue, body).await;
     }
 
     /// Messages in each dead-letter queue, with their reasons; `purge` empties them afterwards.
