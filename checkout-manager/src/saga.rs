@@ -325,9 +325,9 @@ impl Saga {
 
     async fn commit(&self, order: &Order) -> Result<Change, CheckoutError> {
         Ok(match self.inventory.commit(&order.order_id).await {
-            Ok(Held::Committed | Held::Held) => {
-                Change::from(order, ("commit", "ok", String::new())).finish(Status::Confirmed, "")
-            }
+            Ok(Held::Committed) => Change::from(order, ("commit", "ok", String::new())).finish(Status::Confirmed, ""),
+            // Only a commit inventory says it made confirms the order: a hold still held is asked again.
+            Ok(Held::Held) => self.retry(order, "commit", "inventory answered with the stock still held".into()),
             Err(InventoryFailure::Transient(why)) => self.retry(order, "commit", why),
             // Paid, but the hold is gone (it expired): the stock cannot be promised, so the money goes back.
             Ok(Held::Released) | Err(_) => self.give_up(
