@@ -4,6 +4,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+use ordermesh_messages::ids::check_id;
+
 use crate::error::InventoryError;
 
 /// The most units one reservation line may ask for: far above any real basket, far below overflow.
@@ -15,58 +17,38 @@ pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 /// The most lines one reservation may carry; a bound on work done under row locks.
 pub const MAX_LINES: usize = 100;
 
-/// Parses an identifier by the rules every service applies to ids (`ordermesh_messages`): 1 to 100
-/// characters, not blank, no control characters. A blank id the gateway refuses must not be creatable here.
-fn parse_id(field: &'static str, raw: String) -> Result<String, InventoryError> {
-    let len = raw.chars().count();
-    if raw.trim().is_empty() {
-        return Err(InventoryError::invalid(field, "must not be empty or blank"));
-    }
-    if len > 100 {
-        return Err(InventoryError::invalid(field, format!("must be at most 100 characters, got {len}")));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(InventoryError::invalid(field, "must not contain control characters"));
-    }
-    Ok(raw)
+/// A product's catalogue id: the one type every service uses (`ordermesh_messages`), by the same rules.
+pub use ordermesh_messages::ProductId;
+
+/// Parses a product id from the wire by the rules every service applies (1 to 100 characters, not blank, no
+/// control characters), its error naming the gRPC field.
+pub fn product_id(raw: impl Into<String>) -> Result<ProductId, InventoryError> {
+    ProductId::parse(raw).map_err(|e| InventoryError::invalid("product_id", e.reason))
 }
 
-macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+/// A reservation's id, chosen by the caller (checkout uses the order id) so retries are idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReservationId(String);
 
-        impl $name {
-            /// Validates a wire value; `field` names it in the error.
-            pub fn parse(raw: impl Into<String>) -> Result<Self, InventoryError> {
-                parse_id($field, raw.into()).map(Self)
-            }
+impl ReservationId {
+    /// Validates a wire value by the rules of every id (`ordermesh_messages::ids::check_id`).
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InventoryError> {
+        let raw = raw.into();
+        check_id("reservation_id", &raw).map_err(|e| InventoryError::invalid(e.field, e.reason))?;
+        Ok(Self(raw))
+    }
 
-            /// The id as stored and sent.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
+    /// The id as stored and sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-string_id!(
-    /// A product's catalogue id.
-    ProductId,
-    "product_id"
-);
-string_id!(
-    /// A reservation's id, chosen by the caller (checkout uses the order id) so retries are idempotent.
-    ReservationId,
-    "reservation_id"
-);
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A product's display name, 1 to 200 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Gate;
 use crate::domain::{
-    Line, Lines, OnHand, PriceCents, Product, ProductId, ProductName, Quantity, Reservation, ReservationId,
+    self, Line, Lines, OnHand, PriceCents, Product, ProductId, ProductName, Quantity, Reservation, ReservationId,
     ReservationStatus,
 };
 use crate::error::InventoryError;
@@ -84,7 +84,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
     async fn upsert_product(&self, request: Request<pb::UpsertProductRequest>) -> RpcResult<pb::Product> {
         self.gate.check(&request, Role::Operator).await?;
         let r = request.into_inner();
-        let id = ProductId::parse(r.product_id)?;
+        let id = domain::product_id(r.product_id)?;
         let name = ProductName::parse(r.name)?;
         let price = PriceCents::parse(r.price_cents)?;
         let on_hand = OnHand::parse(r.on_hand)?;
@@ -94,7 +94,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
 
     async fn get_product(&self, request: Request<pb::GetProductRequest>) -> RpcResult<pb::Product> {
         self.gate.check(&request, Role::Service).await?;
-        let id = ProductId::parse(request.into_inner().product_id)?;
+        let id = domain::product_id(request.into_inner().product_id)?;
         Ok(Response::new(store::get_product(&self.pool, &id).await?.into()))
     }
 
@@ -108,7 +108,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
             )
             .into());
         }
-        let mut ids = raw.into_iter().map(ProductId::parse).collect::<Result<Vec<_>, _>>()?;
+        let mut ids = raw.into_iter().map(domain::product_id).collect::<Result<Vec<_>, _>>()?;
         ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         ids.dedup();
         let products = store::get_products(&self.pool, &ids).await?;
@@ -129,7 +129,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         let after = match r.page_token.as_str() {
             "" => None,
             token => Some(
-                ProductId::parse(token)
+                domain::product_id(token)
                     .map_err(|_| InventoryError::invalid("page_token", "is not a token this service issued"))?,
             ),
         };
@@ -150,7 +150,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         request: Request<pb::GetAvailableQuantityRequest>,
     ) -> RpcResult<pb::AvailableQuantity> {
         self.gate.check(&request, Role::Service).await?;
-        let id = ProductId::parse(request.into_inner().product_id)?;
+        let id = domain::product_id(request.into_inner().product_id)?;
         let p = store::get_product(&self.pool, &id).await?;
         Ok(Response::new(pb::AvailableQuantity {
             product_id: p.product_id,
@@ -167,7 +167,7 @@ impl pb::inventory_service_server::InventoryService for InventoryGrpc {
         let lines = r
             .lines
             .into_iter()
-            .map(|l| Ok(Line { product_id: ProductId::parse(l.product_id)?, quantity: Quantity::parse(l.quantity)? }))
+            .map(|l| Ok(Line { product_id: domain::product_id(l.product_id)?, quantity: Quantity::parse(l.quantity)? }))
             .collect::<Result<Vec<_>, InventoryError>>()?;
         let lines = Lines::parse(lines)?;
         let ttl = self.ttl(r.ttl_seconds)?;

@@ -19,7 +19,9 @@ pub struct IdError {
     pub reason: String,
 }
 
-fn check_id(field: &'static str, raw: &str) -> Result<(), IdError> {
+/// The rule of every id: 1 to [`MAX_ID_CHARS`] characters, not blank, no control characters; `field` names it
+/// in the error. Services with ids of their own (inventory's reservation ids) check them by it too.
+pub fn check_id(field: &'static str, raw: &str) -> Result<(), IdError> {
     let len = raw.chars().count();
     let reason = if raw.trim().is_empty() {
         "must not be empty or blank".to_owned()

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::Result;
-use crate::domain::{Line, Lines, ProductId, Quantity, Reservation, ReservationId, ReservationStatus};
+use crate::domain::{Line, Lines, Quantity, Reservation, ReservationId, ReservationStatus};
 use crate::error::InventoryError;
 
 /// Holds stock for every line or for none; the same id with the same lines returns the existing reservation.
@@ -283,7 +283,7 @@ async fn lines_of(tx: &mut Transaction<'_, Postgres>, id: &ReservationId) -> Res
 }
 
 fn stored_line((product_id, quantity): (String, i64)) -> Result<Line> {
-    Ok(Line { product_id: ProductId::parse(product_id)?, quantity: Quantity::parse(quantity)? })
+    Ok(Line { product_id: crate::domain::product_id(product_id)?, quantity: Quantity::parse(quantity)? })
 }
 
 /// Gives back the stock of held reservations (already locked by the caller) and marks them `to`.
