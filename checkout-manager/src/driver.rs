@@ -68,7 +68,7 @@ async fn drive(saga: &Saga, idle: Duration, stop: &mut watch::Receiver<bool>) {
             Ok(orders) => {
                 let claimed = orders.len();
                 for order in orders {
-                    saga.leases.hold(&order.order_id, order.version);
+                    saga.leases.hold(order.order_id.as_str(), order.version);
                     let saga = saga.clone();
                     // A step the driver takes up later (a retry, a payment timeout) starts a trace of its own;
                     // its log lines carry that trace and the order.

@@ -90,7 +90,7 @@ impl Inventory {
             reservation_id: order_id.to_owned(),
             lines: lines
                 .iter()
-                .map(|l| pb::ReservationLine { product_id: l.product_id.clone(), quantity: l.quantity })
+                .map(|l| pb::ReservationLine { product_id: l.product_id.to_string(), quantity: l.quantity })
                 .collect(),
             ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
         };

@@ -12,7 +12,7 @@ use chrono::Utc;
 use ordermesh_bus::{Topology, outbox::Handoff, publisher::Outgoing};
 use ordermesh_lifecycle::Alarm;
 use ordermesh_messages::{
-    ClientId, Envelope, OrderId, kinds,
+    Envelope, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, PlaceOrder, RefundRequest},
 };
 use ordermesh_telemetry::Metrics;
@@ -58,11 +58,11 @@ impl AwaitingPayment {
     fn note(&self, order: &Order) {
         let mut awaiting = self.0.lock().expect("awaiting lock");
         if order.status != Status::PaymentPending || order.step != Step::AwaitPayment {
-            awaiting.orders.remove(&order.order_id);
+            awaiting.orders.remove(order.order_id.as_str());
             return;
         }
-        if awaiting.orders.insert(order.order_id.clone(), (order.clone(), Instant::now())).is_none() {
-            awaiting.arrival.push_back(order.order_id.clone());
+        if awaiting.orders.insert(order.order_id.to_string(), (order.clone(), Instant::now())).is_none() {
+            awaiting.arrival.push_back(order.order_id.to_string());
         }
         while awaiting.arrival.len() > AWAITING_CAPACITY {
             if let Some(oldest) = awaiting.arrival.pop_front() {
@@ -116,19 +116,19 @@ impl Saga {
     /// Runs `order`'s due steps until it waits (for payment or a retry) or is final. The order is
     /// leased to this driver meanwhile (renewed by the driver's heartbeat).
     pub async fn advance(&self, mut order: Order) -> Result<(), CheckoutError> {
-        self.leases.hold(&order.order_id, order.version);
-        let _holding = self.leases.holding(&order.order_id);
+        self.leases.hold(order.order_id.as_str(), order.version);
+        let _holding = self.leases.holding(order.order_id.as_str());
         loop {
             // A step that runs past its bound is stopped (its transaction rolls back, its calls are dropped):
             // the order's lease then runs out and a driver takes it up again; every step is safe to repeat.
             let bound = self.settings.step_timeout;
             let next = match tokio::time::timeout(bound, self.step(&order)).await {
                 Ok(next) => next?,
-                Err(_) => return Err(CheckoutError::StepTimedOut { order_id: order.order_id.clone(), bound }),
+                Err(_) => return Err(CheckoutError::StepTimedOut { order_id: order.order_id.to_string(), bound }),
             };
             match next {
                 Some(next) => {
-                    self.leases.hold(&next.order_id, next.version);
+                    self.leases.hold(next.order_id.as_str(), next.version);
                     order = next;
                 }
                 None => return Ok(()),
@@ -212,16 +212,15 @@ impl Saga {
     fn request_payment(&self, order: &Order) -> Result<Change, CheckoutError> {
         let attempt = order.payment_attempts + 1;
         let request = ChargeRequest {
-            payment_id: order.order_id.clone(),
-            order_id: parse_order_id(&order.order_id)?,
-            client_id: ClientId::parse(order.client_id.clone())
-                .map_err(|e| anyhow::anyhow!("stored client id: {e}"))?,
+            payment_id: order.order_id.to_string(),
+            order_id: order.order_id.clone(),
+            client_id: order.client_id.clone(),
             amount_cents: order.total_cents,
             attempt,
         };
         let mut change = Change::from(order, ("payment", "requested", format!("attempt {attempt}")))
             .then(Status::PaymentPending, Step::AwaitPayment)
-            .send(self.to_provider(kinds::PAYMENT_CHARGE, &request, &order.order_id));
+            .send(self.to_provider(kinds::PAYMENT_CHARGE, &request, order.order_id.as_str()));
         change.payment_attempts = attempt;
         change.next_action_in = Some(self.settings.payment_timeout);
         Ok(change)
@@ -232,8 +231,8 @@ impl Saga {
     }
 
     fn refund(&self, order: &Order) -> Result<Outgoing, CheckoutError> {
-        let request = RefundRequest { payment_id: order.order_id.clone(), order_id: parse_order_id(&order.order_id)? };
-        Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, &order.order_id))
+        let request = RefundRequest { payment_id: order.order_id.to_string(), order_id: order.order_id.clone() };
+        Ok(self.to_provider(kinds::PAYMENT_REFUND, &request, order.order_id.as_str()))
     }
 
     /// Writes the changes and hands their outbox rows to the relay. A step scheduled for later is announced to the
@@ -285,7 +284,7 @@ impl Saga {
     }
 
     async fn reserve(&self, order: &Order) -> Change {
-        match self.inventory.reserve(&order.order_id, &order.lines, self.settings.reservation_ttl).await {
+        match self.inventory.reserve(order.order_id.as_str(), &order.lines, self.settings.reservation_ttl).await {
             Ok(Held::Held) => {
                 Change::from(order, ("reserve", "ok", String::new())).then(Status::Reserved, Step::RequestPayment)
             }
@@ -324,7 +323,7 @@ impl Saga {
     }
 
     async fn commit(&self, order: &Order) -> Result<Change, CheckoutError> {
-        Ok(match self.inventory.commit(&order.order_id).await {
+        Ok(match self.inventory.commit(order.order_id.as_str()).await {
             Ok(Held::Committed) => Change::from(order, ("commit", "ok", String::new())).finish(Status::Confirmed, ""),
             // Only a commit inventory says it made confirms the order: a hold still held is asked again.
             Ok(Held::Held) => self.retry(order, "commit", "inventory answered with the stock still held".into()),
@@ -343,7 +342,7 @@ impl Saga {
     async fn roll_back(&self, order: &Order) -> Result<Change, CheckoutError> {
         let target = order.roll_back_to.unwrap_or(Status::Failed);
         let reason = order.reason.clone();
-        let mut change = match self.inventory.roll_back(&order.order_id).await {
+        let mut change = match self.inventory.roll_back(order.order_id.as_str()).await {
             Ok(_) | Err(InventoryFailure::NotFound) => {
                 let detail = if order.refund_due { "stock released; payment refund requested" } else { "" };
                 Change::from(order, ("roll_back", "ok", detail.into())).finish(target, reason)
@@ -392,9 +391,9 @@ impl Saga {
                     tracing::warn!(order_id = %order.order_id, "successful charge for an order ending unpaid; refunding");
                     let refund =
                         RefundRequest { payment_id: result.payment_id.clone(), order_id: result.order_id.clone() };
-                    let message = self.to_provider(kinds::PAYMENT_REFUND, &refund, &order.order_id);
+                    let message = self.to_provider(kinds::PAYMENT_REFUND, &refund, order.order_id.as_str());
                     let detail = format!("charge {} succeeded after the order ended unpaid", result.payment_id);
-                    orders::record_refund(&self.pool, &order.order_id, detail, &message).await?;
+                    orders::record_refund(&self.pool, order.order_id.as_str(), detail, &message).await?;
                     self.outbox.wake();
                 }
                 // Otherwise a duplicate, or a result for an order already past payment.
@@ -479,8 +478,4 @@ impl Saga {
         }
         Err(CheckoutError::Internal(anyhow::anyhow!("order {} kept changing under a payment result", result.order_id)))
     }
-}
-
-fn parse_order_id(raw: &str) -> Result<OrderId, CheckoutError> {
-    OrderId::parse(raw).map_err(|e| CheckoutError::Internal(anyhow::anyhow!("stored order id: {e}")))
 }

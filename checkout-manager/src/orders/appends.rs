@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
-    Channel, ClientId, Envelope, OrderId, ProductId, kinds,
+    Envelope, kinds,
     payloads::{OrderEvent, OrderLine, RefundRequest, TimelineEntry},
 };
 
@@ -81,30 +81,27 @@ impl Appends {
     /// and lines, and a final one its whole timeline, so a subscriber needs no second read.
     pub(super) fn status(&mut self, topology: &Topology, order: &Order, at: DateTime<Utc>) -> Result<()> {
         let status = order.status;
-        let stored = |e: ordermesh_messages::IdError| anyhow::anyhow!("stored value: {e}");
         let event = OrderEvent {
-            order_id: OrderId::parse(order.order_id.as_str()).map_err(stored)?,
-            client_id: ClientId::parse(order.client_id.as_str()).map_err(stored)?,
+            order_id: order.order_id.clone(),
+            client_id: order.client_id.clone(),
             status: status.as_str().to_owned(),
             reason: order.reason.clone(),
             total_cents: order.total_cents,
             at,
-            channel: Channel::parse(order.channel.as_str()).map_err(stored)?,
+            channel: order.channel.clone(),
             lines: order
                 .lines
                 .iter()
-                .map(|l| {
-                    Ok(OrderLine {
-                        product_id: ProductId::parse(l.product_id.as_str()).map_err(stored)?,
-                        quantity: l.quantity,
-                        unit_price_cents: l.unit_price_cents,
-                    })
+                .map(|l| OrderLine {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
                 })
-                .collect::<Result<_>>()?,
+                .collect(),
             created_at: status.is_final().then_some(order.created_at),
             timeline: if status.is_final() { order.timeline.clone() } else { Vec::new() },
         };
-        let envelope = Envelope::new(status.event_kind(), &event).correlated(&order.order_id);
+        let envelope = Envelope::new(status.event_kind(), &event).correlated(order.order_id.as_str());
         self.message(&topology.order_events(), status.event_kind(), &envelope);
         Ok(())
     }

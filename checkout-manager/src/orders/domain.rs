@@ -115,7 +115,7 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// The product.
-    pub product_id: String,
+    pub product_id: ProductId,
     /// Units.
     pub quantity: i64,
     /// Unit price at checkout.
@@ -126,9 +126,9 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     /// The id (also the reservation id and the payment id).
-    pub order_id: String,
+    pub order_id: OrderId,
     /// The buyer.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// Public status.
     pub status: Status,
     /// Next step.
@@ -152,7 +152,7 @@ pub struct Order {
     /// When the order last changed as read (the start of the wait for payment, for one).
     pub changed_at: DateTime<Utc>,
     /// Where the order came from.
-    pub channel: String,
+    pub channel: Channel,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// Its timeline so far, oldest first: a final event carries it, so whoever waits for the event
@@ -250,16 +250,12 @@ pub fn pending(order: &PlaceOrder) -> Order {
     let mut lines: Vec<Line> = order
         .lines
         .iter()
-        .map(|l| Line {
-            product_id: l.product_id.as_str().to_owned(),
-            quantity: l.quantity,
-            unit_price_cents: l.unit_price_cents,
-        })
+        .map(|l| Line { product_id: l.product_id.clone(), quantity: l.quantity, unit_price_cents: l.unit_price_cents })
         .collect();
     lines.sort_by(|a, b| a.product_id.cmp(&b.product_id));
     Order {
-        order_id: order.order_id.as_str().to_owned(),
-        client_id: order.client_id.as_str().to_owned(),
+        order_id: order.order_id.clone(),
+        client_id: order.client_id.clone(),
         status: Status::Pending,
         step: Step::Reserve,
         roll_back_to: None,
@@ -272,7 +268,7 @@ pub fn pending(order: &PlaceOrder) -> Order {
         lines,
         // In microseconds, as stored: the order in memory is the order a read gives (a final event carries it).
         changed_at: order.created_at.trunc_subsecs(6),
-        channel: order.channel.as_str().to_owned(),
+        channel: order.channel.clone(),
         created_at: order.created_at.trunc_subsecs(6),
         timeline: Vec::new(),
     }

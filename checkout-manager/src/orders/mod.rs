@@ -165,8 +165,10 @@ impl OrderWithLines {
             .into_iter()
             .zip(self.quantities)
             .zip(self.prices)
-            .map(|((product_id, quantity), unit_price_cents)| Line { product_id, quantity, unit_price_cents })
-            .collect();
+            .map(|((product_id, quantity), unit_price_cents)| {
+                Ok(Line { product_id: stored(ProductId::parse(product_id))?, quantity, unit_price_cents })
+            })
+            .collect::<Result<_>>()?;
         let timeline = timeline(self.steps, self.outcomes, self.details, self.ats);
         self.order.into_order(lines, timeline)
     }
@@ -194,8 +196,8 @@ impl OrderRow {
             status: Status::parse(&self.status)?,
             step: Step::parse(&self.step)?,
             roll_back_to: self.roll_back_to.as_deref().map(Status::parse).transpose()?,
-            order_id: self.order_id,
-            client_id: self.client_id,
+            order_id: stored(OrderId::parse(self.order_id))?,
+            client_id: stored(ClientId::parse(self.client_id))?,
             refund_due: self.refund_due,
             total_cents: self.total_cents,
             payment_attempts: self.payment_attempts,
@@ -203,11 +205,16 @@ impl OrderRow {
             reason: self.reason,
             version: self.version,
             changed_at: self.updated_at,
-            channel: self.channel,
+            channel: stored(Channel::parse(self.channel))?,
             created_at: self.created_at,
             timeline,
         })
     }
+}
+
+/// A stored value that no longer parses: a bug or a hand edit, never the client's fault.
+fn stored<T>(parsed: std::result::Result<T, ordermesh_messages::IdError>) -> Result<T> {
+    parsed.map_err(|e| CheckoutError::Internal(anyhow::anyhow!("stored value: {e}")))
 }
 
 /// Takes up to `limit` orders whose next step is due, leasing them for `lease` so no other driver
@@ -286,7 +293,7 @@ pub async fn apply_chain(
         appends_sql(12)
     );
     let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&order.order_id)
+        .bind(order.order_id.as_str())
         .bind(order.version)
         .bind(status.as_str())
         .bind(step.as_str())

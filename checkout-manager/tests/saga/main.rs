@@ -407,10 +407,10 @@ async fn a_dead_drivers_order_is_taken_over_once_its_lease_runs_out_and_a_live_d
         assert!(started.elapsed() < lease * 3, "not taken over within three leases");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(taken[0].order_id, id);
+    assert_eq!(taken[0].order_id.as_str(), id);
 
     // A live driver renews its lease: however long its step takes, nobody else takes the order.
-    let held = vec![(taken[0].order_id.clone(), taken[0].version)];
+    let held = vec![(taken[0].order_id.to_string(), taken[0].version)];
     let until = tokio::time::Instant::now() + lease * 3;
     while tokio::time::Instant::now() < until {
         assert_eq!(orders::renew_leases(&f.pool, &held, lease).await.unwrap(), 1);
@@ -456,7 +456,7 @@ async fn a_step_that_hangs_is_stopped_at_its_bound_and_its_lease_left_to_run_out
         assert!(tokio::time::Instant::now() < deadline, "the order was never taken up again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(taken[0].order_id, id);
+    assert_eq!(taken[0].order_id.as_str(), id);
     f.saga.advance(taken[0].clone()).await.unwrap();
     assert_eq!(f.status(&id).await, "PAYMENT_PENDING");
     f.done().await;
