@@ -273,3 +273,92 @@ pub fn pending(order: &PlaceOrder) -> Order {
         timeline: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUSES: [Status; 7] = [
+        Status::Pending,
+        Status::Reserved,
+        Status::PaymentPending,
+        Status::Confirmed,
+        Status::Rejected,
+        Status::PaymentDeclined,
+        Status::Failed,
+    ];
+
+    fn placed() -> PlaceOrder {
+        let line = |p: &str, quantity, unit_price_cents| OrderLine {
+            product_id: ProductId::parse(p).unwrap(),
+            quantity,
+            unit_price_cents,
+        };
+        PlaceOrder {
+            order_id: OrderId::generate(),
+            client_id: ClientId::parse("ada").unwrap(),
+            // Out of byte order on purpose: the saga keeps them in lock order.
+            lines: vec![line("mug", 2, 1250), line("Zebra", 1, 99), line("apple", 3, 10)],
+            total_cents: 2 * 1250 + 99 + 3 * 10,
+            created_at: Utc::now(),
+            channel: Channel::parse("phone").unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_status_and_step_reads_back_as_it_is_stored() {
+        for status in STATUSES {
+            assert_eq!(Status::parse(status.as_str()).unwrap(), status);
+        }
+        for step in [Step::Reserve, Step::RequestPayment, Step::AwaitPayment, Step::Commit, Step::RollBack, Step::Done]
+        {
+            assert_eq!(Step::parse(step.as_str()).unwrap(), step);
+        }
+        assert!(Status::parse("confirmed").is_err(), "names are exact");
+        assert!(Step::parse("pay").is_err());
+    }
+
+    #[test]
+    fn the_final_statuses_are_the_four_an_order_ends_in_each_with_its_own_event() {
+        let finals: Vec<&str> = STATUSES.iter().filter(|s| s.is_final()).map(|s| s.as_str()).collect();
+        assert_eq!(finals, ["CONFIRMED", "REJECTED", "PAYMENT_DECLINED", "FAILED"]);
+        let mut events: Vec<&str> = STATUSES.iter().map(|s| s.event_kind()).collect();
+        events.sort_unstable();
+        events.dedup();
+        assert_eq!(events.len(), STATUSES.len(), "one event per status");
+    }
+
+    #[test]
+    fn a_new_order_starts_pending_at_the_reservation_with_its_lines_in_lock_order() {
+        let placed = placed();
+        let order = pending(&placed);
+        assert_eq!((order.status, order.step, order.version), (Status::Pending, Step::Reserve, 0));
+        assert_eq!(
+            (order.order_id, order.client_id, order.channel),
+            (placed.order_id, placed.client_id, placed.channel)
+        );
+        let products: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
+        assert_eq!(products, ["Zebra", "apple", "mug"], "byte order, as the stock rows are locked");
+        assert_eq!(order.total_cents, placed.total_cents);
+        assert_eq!(order.created_at, placed.created_at.trunc_subsecs(6), "in microseconds, as stored");
+    }
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_set_and_finishing_ends_the_saga() {
+        let order = pending(&placed());
+        let moved = Change::from(&order, ("reserve", "ok", String::new())).then(Status::Reserved, Step::RequestPayment);
+        assert_eq!(
+            (moved.status, moved.step, moved.next_action_in),
+            (Status::Reserved, Step::RequestPayment, Some(Duration::ZERO))
+        );
+        assert_eq!(moved.payment_attempts, order.payment_attempts);
+        let after = order.clone().after(moved);
+        assert_eq!((after.status, after.step, after.version), (Status::Reserved, Step::RequestPayment, order.version));
+        assert_eq!(after.lines, order.lines, "the lines are never changed by a step");
+
+        let done = Change::from(&after, ("reserve", "rejected", "out of stock".into()))
+            .finish(Status::Rejected, "out of stock");
+        assert_eq!((done.status, done.step, done.next_action_in), (Status::Rejected, Step::Done, None));
+        assert_eq!(after.after(done).reason, "out of stock");
+    }
+}
