@@ -1,6 +1,6 @@
 //! ordermesh's RabbitMQ plumbing: one reconnecting connection per process, confirmed publishing,
-//! supervised consumers that ack, retry or dead-letter, request/reply over direct reply-to, and
-//! the transactional outbox that turns a database commit into a published message.
+//! supervised consumers that ack, retry or dead-letter, request/reply over direct reply-to, the
+//! transactional outbox that turns a database commit into a published message, and the one way a worker runs.
 
 pub mod channels;
 pub mod connection;
@@ -11,11 +11,13 @@ pub mod outbox;
 pub mod publisher;
 pub mod rpc;
 pub mod topology;
+pub mod worker;
 
 pub use connection::{Bus, BusError};
 pub use consumer::{ConsumerSettings, Handled, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
 pub use rpc::{RpcClient, RpcError};
 pub use topology::{MIGRATE_COMMAND, NOTIFIED_EVENTS, QueueType, Topology};
+pub use worker::Worker;
 
 pub use ordermesh_config::DEFAULT_AMQP_URL;

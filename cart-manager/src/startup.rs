@@ -4,9 +4,9 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Publisher, RpcClient, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
+use ordermesh_bus::{Publisher, RpcClient, Worker, handler_fn, outbox};
 use ordermesh_db::connect_and_migrate;
-use ordermesh_lifecycle::{Alarm, stopped};
+use ordermesh_lifecycle::Alarm;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
@@ -54,63 +54,35 @@ impl Application {
     /// Consumes cart jobs, relays the outbox and makes sure of hand-overs until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool, metrics_server } = self;
-        let metrics = metrics_server.metrics().clone();
-        let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(
-            config.shared.amqp_url.expose().to_owned(),
-            config.topology.clone(),
-            metrics.clone(),
-            stop.clone(),
-        );
-        let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
+        let mut worker =
+            Worker::start("cart-manager", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let bus = worker.bus().clone();
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let handoff = Arc::new(outbox::Handoff::default());
         let handover_alarm = Arc::new(Alarm::default());
         let ctx = CartContext {
             pool: pool.clone(),
-            inventory: Inventory::new(&config.shared, config.shared.inventory_timeout, metrics.clone())?,
+            inventory: Inventory::new(&config.shared, config.shared.inventory_timeout, worker.metrics().clone())?,
             topology: config.topology.clone(),
             outbox: handoff.clone(),
             handovers: handover_alarm.clone(),
             known: Arc::default(),
-            metrics,
+            metrics: worker.metrics().clone(),
         };
         let handler = handler_fn(move |incoming| {
             let ctx = ctx.clone();
             async move { handler::handle(&ctx, incoming).await }
         });
-        let replies = reply_publisher(&bus, stop.clone());
-        let consumer =
-            spawn_consumer(bus.clone(), replies, config.topology.cart_jobs(), config.consumer(), handler, stop.clone());
-        let handovers = tokio::spawn(handover::run(
-            pool.clone(),
-            Arc::new(RpcClient::new(bus.clone())),
-            config.topology.clone(),
-            handoff.clone(),
-            handover_alarm,
-            stop.clone(),
-        ));
-        let relay = tokio::spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
-        let pruner = tokio::spawn(prune(pool.clone(), stop.clone()));
-
-        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = bus.until_stopped(shutdown).await;
-        tracing::info!("shutting down cart-manager");
-        let _ = stop_tx.send(true);
+        worker.consume(worker.reply_publisher(), config.topology.cart_jobs(), config.consumer(), handler);
+        let stop = worker.stop_signal();
+        let rpc = Arc::new(RpcClient::new(bus));
+        let topology = config.topology.clone();
+        worker.spawn(handover::run(pool.clone(), rpc, topology, handoff.clone(), handover_alarm, stop.clone()));
+        worker.spawn(outbox::run_relay(pool.clone(), publisher, handoff, config.outbox_poll, stop.clone()));
+        worker.spawn(prune(pool.clone(), stop));
         // Jobs in hand finish (their deliveries are acked); anything not yet delivered stays on the queue.
-        let stopped = tokio::time::timeout(config.shutdown_grace, async {
-            tokio::join!(consumer, relay, handovers, pruner, metrics_task)
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::warn!(grace = ?config.shutdown_grace, "cart-manager did not stop within its grace period; unacked jobs will be redelivered");
-        }
-        ordermesh_db::close_pool(&pool).await;
-        tracing::info!("cart-manager stopped");
-        match fatal {
-            Some(sentence) => Err(anyhow::anyhow!(sentence)),
-            None => Ok(()),
-        }
+        let left_behind = "unacked jobs will be redelivered";
+        worker.run_until_stopped(shutdown, config.shutdown_grace, &pool, left_behind).await
     }
 }
 

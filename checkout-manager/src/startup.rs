@@ -3,12 +3,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Handler, Publisher, consumer::reply_publisher, handler_fn, outbox, spawn_consumer};
+use ordermesh_bus::{Publisher, Worker, handler_fn, outbox};
 use ordermesh_db::connect_and_migrate;
-use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::sync::watch;
 
 use crate::{
     config::Config,
@@ -53,13 +51,11 @@ impl Application {
     /// Runs the saga until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool, metrics_server } = self;
-        let metrics = metrics_server.metrics().clone();
         let topology = config.topology.clone();
-        let (stop_tx, stop) = watch::channel(false);
-        let bus =
-            Bus::start(config.shared.amqp_url.expose().to_owned(), topology.clone(), metrics.clone(), stop.clone());
-        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let mut worker = Worker::start("checkout-manager", config.shared.amqp_url.expose(), &topology, metrics_server);
+        let publisher = Arc::new(Publisher::new(worker.bus().clone()));
         let outbox = Arc::new(outbox::Handoff::default());
+        let metrics = worker.metrics().clone();
         let saga = Saga {
             pool: pool.clone(),
             inventory: Arc::new(Inventory::new(&config.shared, config.saga.inventory_timeout, metrics.clone())?),
@@ -72,51 +68,31 @@ impl Application {
             metrics,
         };
 
-        let mut tasks = vec![tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())))];
-        let replies = reply_publisher(&bus, stop.clone());
-        let consume = |queue: String, handler: Handler| {
-            spawn_consumer(bus.clone(), replies.clone(), queue, config.consumer(config.prefetch), handler, stop.clone())
-        };
+        let replies = worker.reply_publisher();
+        let settings = config.consumer(config.prefetch);
         let s = saga.clone();
-        tasks.push(consume(
-            topology.checkout_jobs(),
-            handler_fn(move |m| {
-                let s = s.clone();
-                async move { handler::on_job(&s, m).await }
-            }),
-        ));
+        let jobs = handler_fn(move |m| {
+            let s = s.clone();
+            async move { handler::on_job(&s, m).await }
+        });
+        worker.consume(replies.clone(), topology.checkout_jobs(), settings, jobs);
         let s = saga.clone();
-        tasks.push(consume(
-            topology.checkout_queries(),
-            handler_fn(move |m| {
-                let s = s.clone();
-                async move { handler::on_query(&s, m).await }
-            }),
-        ));
+        let queries = handler_fn(move |m| {
+            let s = s.clone();
+            async move { handler::on_query(&s, m).await }
+        });
+        worker.consume(replies.clone(), topology.checkout_queries(), settings, queries);
         let s = saga.clone();
-        tasks.push(consume(
-            topology.payment_results(),
-            handler_fn(move |m| {
-                let s = s.clone();
-                async move { handler::on_payment_result(&s, m).await }
-            }),
-        ));
-        tasks.push(tokio::spawn(refunds::run(pool.clone(), topology.clone(), outbox.clone(), stop.clone())));
-        tasks.push(tokio::spawn(outbox::run_relay(pool.clone(), publisher.clone(), outbox, config.poll, stop.clone())));
-        tasks.push(tokio::spawn(driver::run(saga, config.poll, stop.clone())));
-
-        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = bus.until_stopped(shutdown).await;
-        tracing::info!("shutting down checkout-manager");
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(config.shutdown_grace, futures::future::join_all(tasks)).await.is_err() {
-            tracing::warn!(grace = ?config.shutdown_grace, "checkout-manager did not stop within its grace period; leases run out and unacked messages are redelivered");
-        }
-        ordermesh_db::close_pool(&pool).await;
-        tracing::info!("checkout-manager stopped");
-        match fatal {
-            Some(sentence) => Err(anyhow::anyhow!(sentence)),
-            None => Ok(()),
-        }
+        let results = handler_fn(move |m| {
+            let s = s.clone();
+            async move { handler::on_payment_result(&s, m).await }
+        });
+        worker.consume(replies, topology.payment_results(), settings, results);
+        let stop = worker.stop_signal();
+        worker.spawn(refunds::run(pool.clone(), topology.clone(), outbox.clone(), stop.clone()));
+        worker.spawn(outbox::run_relay(pool.clone(), publisher, outbox, config.poll, stop.clone()));
+        worker.spawn(driver::run(saga, config.poll, stop));
+        let left_behind = "leases run out and unacked messages are redelivered";
+        worker.run_until_stopped(shutdown, config.shutdown_grace, &pool, left_behind).await
     }
 }

@@ -3,12 +3,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, consumer::reply_publisher, handler_fn, spawn_consumer};
+use ordermesh_bus::{Worker, handler_fn};
 use ordermesh_db::connect_and_migrate;
-use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::sync::watch;
 
 use crate::{
     config::Config,
@@ -50,62 +48,26 @@ impl Application {
     /// Emails shoppers and answers profile requests until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool, metrics_server } = self;
-        let metrics = metrics_server.metrics().clone();
-        let (stop_tx, stop) = watch::channel(false);
-        let bus = Bus::start(
-            config.shared.amqp_url.expose().to_owned(),
-            config.topology.clone(),
-            metrics.clone(),
-            stop.clone(),
-        );
-        let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
-        let publisher = reply_publisher(&bus, stop.clone());
+        let mut worker = Worker::start("notifier", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let publisher = worker.reply_publisher();
         let notifier = Notifier {
             pool: pool.clone(),
             mailer: Arc::new(Mailer::new(&config.smtp)?),
             lease: lease(config.smtp.timeout),
-            metrics: metrics.clone(),
+            metrics: worker.metrics().clone(),
         };
-        let events = {
-            let notifier = notifier.clone();
-            spawn_consumer(
-                bus.clone(),
-                publisher.clone(),
-                config.topology.notifier_events(),
-                config.consumer(),
-                handler_fn(move |m| {
-                    let notifier = notifier.clone();
-                    async move { notifier.event(m).await }
-                }),
-                stop.clone(),
-            )
-        };
-        let jobs = spawn_consumer(
-            bus.clone(),
-            publisher,
-            config.topology.notifier_jobs(),
-            config.consumer(),
-            handler_fn(move |m| {
-                let notifier = notifier.clone();
-                async move { notifier.job(m).await }
-            }),
-            stop,
-        );
-        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = bus.until_stopped(shutdown).await;
-        tracing::info!("shutting down notifier");
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(events, jobs, metrics_task) })
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?config.shutdown_grace, "notifier did not stop within its grace period; unacked events will be redelivered");
-        }
-        ordermesh_db::close_pool(&pool).await;
-        tracing::info!("notifier stopped");
-        match fatal {
-            Some(sentence) => Err(anyhow::anyhow!(sentence)),
-            None => Ok(()),
-        }
+        let n = notifier.clone();
+        let events = handler_fn(move |m| {
+            let n = n.clone();
+            async move { n.event(m).await }
+        });
+        worker.consume(publisher.clone(), config.topology.notifier_events(), config.consumer(), events);
+        let jobs = handler_fn(move |m| {
+            let n = notifier.clone();
+            async move { n.job(m).await }
+        });
+        worker.consume(publisher, config.topology.notifier_jobs(), config.consumer(), jobs);
+        let left_behind = "unacked events will be redelivered";
+        worker.run_until_stopped(shutdown, config.shutdown_grace, &pool, left_behind).await
     }
 }

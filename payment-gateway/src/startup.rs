@@ -3,12 +3,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use ordermesh_bus::{Bus, Publisher, handler_fn, spawn_consumer};
+use ordermesh_bus::{Publisher, Worker, handler_fn};
 use ordermesh_db::connect_and_migrate;
-use ordermesh_lifecycle::stopped;
 use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::sync::watch;
 
 use crate::{config::Config, provider::Provider};
 
@@ -46,41 +44,21 @@ impl Application {
     /// Answers payment requests until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { config, pool, metrics_server } = self;
-        let metrics = metrics_server.metrics().clone();
-        let (stop_tx, stop) = watch::channel(false);
-        let bus =
-            Bus::start(config.shared.amqp_url.expose().to_owned(), config.topology.clone(), metrics, stop.clone());
-        let metrics_task = tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())));
-        let publisher = Arc::new(Publisher::new(bus.clone()));
+        let mut worker =
+            Worker::start("payment-gateway", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let publisher = Arc::new(Publisher::new(worker.bus().clone()));
         let provider = Provider {
             pool: pool.clone(),
             publisher: publisher.clone(),
             results_queue: config.topology.payment_results(),
             settings: config.simulator.clone(),
         };
-        let consumer = spawn_consumer(
-            bus.clone(),
-            publisher,
-            config.topology.payment_requests(),
-            config.consumer(),
-            handler_fn(move |m| {
-                let provider = provider.clone();
-                async move { provider.handle(m).await }
-            }),
-            stop,
-        );
-        // A broker that holds the queues with other arguments stops the service once, with the fix in its words.
-        let fatal = bus.until_stopped(shutdown).await;
-        tracing::info!("shutting down payment-gateway");
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(config.shutdown_grace, async { tokio::join!(consumer, metrics_task) }).await.is_err() {
-            tracing::warn!(grace = ?config.shutdown_grace, "payment-gateway did not stop within its grace period; unacked requests will be redelivered");
-        }
-        ordermesh_db::close_pool(&pool).await;
-        tracing::info!("payment-gateway stopped");
-        match fatal {
-            Some(sentence) => Err(anyhow::anyhow!(sentence)),
-            None => Ok(()),
-        }
+        let handler = handler_fn(move |m| {
+            let provider = provider.clone();
+            async move { provider.handle(m).await }
+        });
+        worker.consume(publisher, config.topology.payment_requests(), config.consumer(), handler);
+        let left_behind = "unacked requests will be redelivered";
+        worker.run_until_stopped(shutdown, config.shutdown_grace, &pool, left_behind).await
     }
 }
