@@ -11,7 +11,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{error::CartError, inventory::Inventory, known::KnownCarts};
+use crate::{error::CartError, inventory::Catalogue, known::KnownCarts};
 
 type Result<T> = std::result::Result<T, CartError>;
 
@@ -101,7 +101,7 @@ async fn remember(
 /// at all. A racing copy of the same request fails on the record's key and answers from the first.
 pub async fn add_item(
     pool: &PgPool,
-    inventory: &Inventory,
+    inventory: &impl Catalogue,
     known: &KnownCarts,
     request: &Request<'_>,
     client: &ClientId,
@@ -235,7 +235,7 @@ fn total(lines: impl IntoIterator<Item = (i64, i64)>) -> Result<i64> {
 }
 
 /// The cart with current prices from inventory (a product gone from the catalogue shows at 0).
-pub async fn view(pool: &PgPool, inventory: &Inventory, client: &ClientId) -> Result<CartView> {
+pub async fn view(pool: &PgPool, inventory: &impl Catalogue, client: &ClientId) -> Result<CartView> {
     let rows = stored_lines(items(pool, client).await?)?;
     // One read for the whole cart; a product gone from the catalogue shows at 0.
     let prices = if rows.is_empty() { Default::default() } else { inventory.products(&product_ids(&rows)).await? };
@@ -283,7 +283,7 @@ const CHECKOUT_ATTEMPTS: usize = 5;
 /// order, whether this call created it, and the outbox row it wrote for the relay.
 pub async fn checkout(
     pool: &PgPool,
-    inventory: &Inventory,
+    inventory: &impl Catalogue,
     known: &KnownCarts,
     topology: &Topology,
     job: &payloads::Checkout,

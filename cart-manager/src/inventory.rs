@@ -1,6 +1,6 @@
 //! The gRPC client cart-manager uses to look up products: every call carries a deadline.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use ordermesh_config::SharedSettings;
 use ordermesh_messages::ProductId;
@@ -17,6 +17,27 @@ pub struct ProductInfo {
     pub price_cents: i64,
     /// Units available now.
     pub available: i64,
+}
+
+/// What the cart asks of the catalogue. A trait, so that the cart's domain is tested against a catalogue
+/// the test controls (`tests/cart.rs`), and served by [`Inventory`] in the service.
+pub trait Catalogue: Send + Sync {
+    /// Price and availability of one product ([`CartError::UnknownProduct`] if the catalogue lacks it).
+    fn product(&self, id: &ProductId) -> impl Future<Output = Result<ProductInfo, CartError>> + Send;
+    /// Price and availability of each of `ids` that the catalogue knows (unknown ones are left out).
+    fn products(
+        &self,
+        ids: &[ProductId],
+    ) -> impl Future<Output = Result<HashMap<ProductId, ProductInfo>, CartError>> + Send;
+}
+
+impl Catalogue for Inventory {
+    async fn product(&self, id: &ProductId) -> Result<ProductInfo, CartError> {
+        Inventory::product(self, id).await
+    }
+    async fn products(&self, ids: &[ProductId]) -> Result<HashMap<ProductId, ProductInfo>, CartError> {
+        Inventory::products(self, ids).await
+    }
 }
 
 /// inventory-manager as cart-manager asks it: the shared client ([`InventoryClient`]: lazy, balanced over

@@ -1,0 +1,214 @@
+//! The cart's domain on its own: adds, removals, views and checkouts against a real database of its own and a
+//! catalogue the test controls (no inventory-manager, no broker): idempotency, stock bounds, deadlines and the
+//! checkout's one-statement hand-over, each checked at its fastest.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use cart_manager::{
+    cart::{self, Request},
+    error::CartError,
+    inventory::{Catalogue, ProductInfo},
+    known::KnownCarts,
+    startup::MIGRATOR,
+};
+use chrono::Utc;
+use ordermesh_bus::Topology;
+use ordermesh_config::DatabaseSettings;
+use ordermesh_messages::{ClientId, IdempotencyKey, ProductId, Quantity, payloads};
+use ordermesh_testkit::testdb;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A catalogue whose prices and availability the test sets.
+#[derive(Default)]
+struct FakeCatalogue {
+    products: Mutex<HashMap<ProductId, ProductInfo>>,
+}
+
+impl FakeCatalogue {
+    fn with(products: &[(&str, i64, i64)]) -> Self {
+        let catalogue = Self::default();
+        for &(id, price_cents, available) in products {
+            catalogue.set(id, price_cents, available);
+        }
+        catalogue
+    }
+
+    fn set(&self, id: &str, price_cents: i64, available: i64) {
+        self.products.lock().unwrap().insert(product(id), ProductInfo { price_cents, available });
+    }
+}
+
+impl Catalogue for FakeCatalogue {
+    async fn product(&self, id: &ProductId) -> Result<ProductInfo, CartError> {
+        self.products.lock().unwrap().get(id).cloned().ok_or_else(|| CartError::UnknownProduct(id.clone()))
+    }
+
+    async fn products(&self, ids: &[ProductId]) -> Result<HashMap<ProductId, ProductInfo>, CartError> {
+        let known = self.products.lock().unwrap();
+        Ok(ids.iter().filter_map(|id| known.get(id).map(|p| (id.clone(), p.clone()))).collect())
+    }
+}
+
+fn product(id: &str) -> ProductId {
+    ProductId::parse(id).unwrap()
+}
+
+fn client(id: &str) -> ClientId {
+    ClientId::parse(id).unwrap()
+}
+
+fn units(n: i64) -> Quantity {
+    Quantity::parse(n).unwrap()
+}
+
+/// A request under a client's `Idempotency-Key` (or, without one, a job's message id), with no deadline.
+fn request(key: Option<&IdempotencyKey>) -> Request<'_> {
+    Request { message_id: Uuid::now_v7(), idempotency_key: key, deadline: None }
+}
+
+struct Fixture {
+    pool: PgPool,
+    database: String,
+    known: KnownCarts,
+    topology: Topology,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let (url, database) = testdb::unique_database("om_test_cart_");
+        let pool = ordermesh_db::connect_and_migrate(&DatabaseSettings::new(url), &MIGRATOR).await.expect("cart db");
+        let topology = Topology::ephemeral(
+            format!("test-cart-{}", &Uuid::new_v4().simple().to_string()[..12]),
+            std::time::Duration::from_secs(60),
+        );
+        Self { pool, database, known: KnownCarts::default(), topology }
+    }
+
+    async fn add(&self, catalogue: &FakeCatalogue, who: &str, what: &str, n: i64) -> Result<i64, CartError> {
+        cart::add_item(&self.pool, catalogue, &self.known, &request(None), &client(who), &product(what), units(n))
+            .await
+            .map(|added| added.quantity_in_cart)
+    }
+
+    async fn checkout(&self, catalogue: &FakeCatalogue, who: &str, key: &str) -> Result<cart::Checkout, CartError> {
+        let job = payloads::Checkout {
+            client_id: client(who),
+            idempotency_key: key.into(),
+            channel: ordermesh_messages::Channel::parse("web").unwrap(),
+        };
+        cart::checkout(&self.pool, catalogue, &self.known, &self.topology, &job, None).await
+    }
+
+    async fn done(self) {
+        self.pool.close().await;
+        testdb::drop_database(&self.database).await;
+    }
+}
+
+#[tokio::test]
+async fn adds_sum_up_to_what_is_available_and_no_further() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 5)]);
+    assert_eq!(f.add(&catalogue, "ada", "mug", 2).await.unwrap(), 2);
+    assert_eq!(f.add(&catalogue, "ada", "mug", 3).await.unwrap(), 5, "the cart holds all that is available");
+    match f.add(&catalogue, "ada", "mug", 1).await {
+        Err(CartError::NotEnoughStock { in_cart: 5, adding: 1, available: 5, .. }) => {}
+        other => panic!("expected not enough stock, got {other:?}"),
+    }
+    assert!(matches!(f.add(&catalogue, "ada", "teapot", 1).await, Err(CartError::UnknownProduct(_))));
+    let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
+    assert_eq!((view.items.len(), view.total_cents), (1, 5 * 1250), "refused adds changed nothing");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_repeated_key_answers_as_the_first_time_and_adds_nothing_more() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 100)]);
+    let key = IdempotencyKey::parse("add-1").unwrap();
+    let add = |n| {
+        let (f, catalogue, key) = (&f, &catalogue, &key);
+        async move {
+            cart::add_item(&f.pool, catalogue, &f.known, &request(Some(key)), &client("ada"), &product("mug"), units(n))
+                .await
+        }
+    };
+    assert_eq!(add(2).await.unwrap().quantity_in_cart, 2);
+    assert_eq!(add(2).await.unwrap().quantity_in_cart, 2, "a retry is answered, not applied");
+    // Even when the catalogue is away now, a replay answers from what was stored.
+    catalogue.products.lock().unwrap().clear();
+    assert_eq!(add(2).await.unwrap().quantity_in_cart, 2);
+    assert!(matches!(add(3).await, Err(CartError::KeyReused)), "the same key for another body is refused");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_removal_takes_the_product_out_once_and_its_retry_is_answered_the_same() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10), ("tea", 400, 10)]);
+    f.add(&catalogue, "ada", "mug", 2).await.unwrap();
+    f.add(&catalogue, "ada", "tea", 1).await.unwrap();
+    let key = IdempotencyKey::parse("remove-1").unwrap();
+    let (ada, mug) = (client("ada"), product("mug"));
+    let remove = async || cart::remove_item(&f.pool, &f.known, &request(Some(&key)), &ada, &mug).await;
+    remove().await.unwrap();
+    remove().await.expect("a retried removal is answered as the first, not 'not in the cart'");
+    let other = cart::remove_item(&f.pool, &f.known, &request(None), &client("ada"), &product("mug")).await;
+    assert!(matches!(other, Err(CartError::NotInCart(_))), "a new removal of what is gone: {other:?}");
+    let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
+    let left: Vec<&str> = view.items.iter().map(|i| i.product_id.as_str()).collect();
+    assert_eq!((left, view.total_cents), (vec!["tea"], 400));
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_changes_nothing() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10)]);
+    let late = Request { message_id: Uuid::now_v7(), idempotency_key: None, deadline: Some(Utc::now()) };
+    let added = cart::add_item(&f.pool, &catalogue, &f.known, &late, &client("ada"), &product("mug"), units(1)).await;
+    assert!(matches!(added, Err(CartError::Expired)), "{added:?}");
+    let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
+    assert!(view.items.is_empty(), "nothing was added for a caller that stopped waiting");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_checkout_empties_the_cart_into_one_order_at_the_prices_of_the_moment_once_per_key() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10), ("tea", 400, 10)]);
+    f.add(&catalogue, "ada", "mug", 2).await.unwrap();
+    f.add(&catalogue, "ada", "tea", 1).await.unwrap();
+    catalogue.set("tea", 450, 10); // a price change before the checkout counts
+
+    let first = f.checkout(&catalogue, "ada", "key:c1").await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.outbox.len(), 1, "order.place queued in the same statement");
+    let order = cart::checkout_snapshot(&f.pool, &first.order_id).await.unwrap().expect("the order is recorded");
+    assert_eq!(order.total_cents, 2 * 1250 + 450);
+    assert_eq!(order.channel.as_str(), "web");
+    assert!(cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap().items.is_empty(), "the cart is emptied");
+
+    let again = f.checkout(&catalogue, "ada", "key:c1").await.unwrap();
+    assert_eq!((again.order_id, again.created, again.outbox.len()), (first.order_id, false, 0), "one order per key");
+    assert!(matches!(f.checkout(&catalogue, "ada", "key:c2").await, Err(CartError::EmptyCart)));
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_checkout_priced_from_a_stale_guess_reads_the_cart_and_orders_what_it_holds() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10), ("tea", 400, 10)]);
+    f.add(&catalogue, "ada", "mug", 2).await.unwrap();
+    // Another instance changed the cart: this one's remembered guess no longer matches it.
+    let other = KnownCarts::default();
+    cart::add_item(&f.pool, &catalogue, &other, &request(None), &client("ada"), &product("tea"), units(3))
+        .await
+        .unwrap();
+    let done = f.checkout(&catalogue, "ada", "key:c1").await.unwrap();
+    let order = cart::checkout_snapshot(&f.pool, &done.order_id).await.unwrap().unwrap();
+    let lines: Vec<(&str, i64)> = order.lines.iter().map(|l| (l.product_id.as_str(), l.quantity)).collect();
+    assert_eq!(lines, [("mug", 2), ("tea", 3)], "the order is the cart as stored, not the guess");
+    f.done().await;
+}
