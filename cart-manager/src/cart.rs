@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use ordermesh_bus::{Topology, outbox};
 use ordermesh_messages::{
     ClientId, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, kinds,
+    money::Money,
     payloads::{self, CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -231,7 +232,8 @@ async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
 /// The total of priced lines, refused when it does not fit in a payment's amount (checked, as checkout-manager
 /// checks it: never wrapped).
 fn total(lines: impl IntoIterator<Item = (i64, i64)>) -> Result<i64> {
-    ordermesh_messages::money::total_cents(lines).ok_or(CartError::TotalTooLarge)
+    let lines = lines.into_iter().map(|(quantity, unit_cents)| (quantity, Money::cents(unit_cents)));
+    Money::total(lines).map(Money::as_cents).ok_or(CartError::TotalTooLarge)
 }
 
 /// The cart with current prices from inventory (a product gone from the catalogue shows at 0).

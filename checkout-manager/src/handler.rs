@@ -6,6 +6,7 @@ use ordermesh_messages::{
     Envelope, ReplyError,
     admin::{OrdersRequest, OverviewRequest},
     kinds,
+    money::Money,
     payloads::{GetOrder, PaymentResult, PlaceOrder, RefundDone, TakenIn, WhichTakenIn},
 };
 
@@ -38,8 +39,8 @@ fn check_order(order: &PlaceOrder) -> Result<(), String> {
     if order.lines.iter().any(|l| l.quantity <= 0 || l.unit_price_cents < 0) {
         return Err("order lines need a positive quantity and a price of 0 or more".into());
     }
-    let total = ordermesh_messages::money::total_cents(order.lines.iter().map(|l| (l.quantity, l.unit_price_cents)));
-    if total != Some(order.total_cents) {
+    let lines = order.lines.iter().map(|l| (l.quantity, Money::cents(l.unit_price_cents)));
+    if Money::total(lines) != Some(Money::cents(order.total_cents)) {
         return Err(format!("total_cents {} does not match the lines", order.total_cents));
     }
     Ok(())

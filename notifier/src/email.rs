@@ -6,7 +6,7 @@ use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
 };
-use ordermesh_messages::{kinds::events, payloads::OrderEvent};
+use ordermesh_messages::{kinds::events, money::Money, payloads::OrderEvent};
 
 use crate::config::SmtpSettings;
 
@@ -82,9 +82,9 @@ pub struct Composed {
     pub body: String,
 }
 
-fn money(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+/// An amount as the email shows it; a line whose total does not fit (never one checkout-manager accepted) says so.
+fn money(amount: Option<Money>) -> String {
+    amount.map_or_else(|| "more than can be shown".to_owned(), |m| m.to_string())
 }
 
 /// The email for an order event of `kind`, or `None` for an event nobody is emailed about.
@@ -118,11 +118,11 @@ pub fn compose(kind: &str, event_id: uuid::Uuid, event: &OrderEvent) -> Option<C
             "  {} x {} at {} = {}\n",
             line.quantity,
             line.product_id,
-            money(line.unit_price_cents),
-            money(line.quantity.saturating_mul(line.unit_price_cents))
+            money(Some(Money::cents(line.unit_price_cents))),
+            money(Money::cents(line.unit_price_cents).times(line.quantity))
         ));
     }
-    body.push_str(&format!("\nTotal: {}\n\n{next}\n", money(event.total_cents)));
+    body.push_str(&format!("\nTotal: {}\n\n{next}\n", money(Some(Money::cents(event.total_cents)))));
     Some(Composed { event_id, subject, body })
 }
 
