@@ -81,6 +81,14 @@ impl Bus {
         Self::supervise(broker_addresses(&url), topology, metrics, true, stop)
     }
 
+    /// A bus that never connects: [`Bus::is_connected`] is false and every channel `Unavailable`. For a router
+    /// tested without a broker (its readiness and its dead-letter views then say so).
+    pub fn detached(topology: Topology, metrics: Metrics) -> Self {
+        let (_, current) = watch::channel(None);
+        let (_, fatal) = watch::channel(None);
+        Self { inner: Arc::new(Inner { current, fatal, addresses: Vec::new(), topology, metrics }) }
+    }
+
     /// Another connection to the same brokers, with the same names and metrics, that declares nothing (this
     /// bus does): for traffic that must not share this connection's fate (see `consumer::reply_publisher`).
     pub fn sibling(&self, stop: watch::Receiver<bool>) -> Self {

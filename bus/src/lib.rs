@@ -16,7 +16,7 @@ pub mod worker;
 pub use connection::{Bus, BusError};
 pub use consumer::{ConsumerSettings, Handled, Handler, Incoming, Outcome, handler_fn, spawn_consumer};
 pub use publisher::Publisher;
-pub use rpc::{RpcClient, RpcError};
+pub use rpc::{Requests, RpcClient, RpcError};
 pub use topology::{MIGRATE_COMMAND, NOTIFIED_EVENTS, QueueType, Topology};
 pub use worker::Worker;
 

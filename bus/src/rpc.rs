@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use lapin::{
     Channel,
     options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
@@ -29,7 +29,7 @@ use crate::{
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Why a call got no reply.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum RpcError {
     /// RabbitMQ is unreachable, or refused the request.
     #[error("RabbitMQ is unreachable")]
@@ -55,6 +55,30 @@ struct ReplyChannel {
 const SILENT_CALLS: u32 = 3;
 /// How long a replaced reply channel stays open, so calls in flight on it still get their replies.
 const REPLACED_CHANNEL_LINGERS: Duration = Duration::from_secs(30);
+
+/// What a caller of the workers needs: a request sent to a queue and its reply awaited until a deadline. A
+/// trait, so that the gateway's router is tested with scripted replies and no broker; [`RpcClient`] is the one
+/// the services use.
+pub trait Requests: Send + Sync + std::fmt::Debug {
+    /// Sends `request` to `queue` and waits at most `deadline` for the reply.
+    fn call<'a>(
+        &'a self,
+        queue: &'a str,
+        request: Envelope,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Envelope, RpcError>>;
+}
+
+impl Requests for RpcClient {
+    fn call<'a>(
+        &'a self,
+        queue: &'a str,
+        request: Envelope,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Envelope, RpcError>> {
+        Box::pin(RpcClient::call(self, queue, request, deadline))
+    }
+}
 
 /// Sends requests and waits for their replies; cheap to share behind an `Arc`.
 pub struct RpcClient {

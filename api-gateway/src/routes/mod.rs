@@ -24,7 +24,7 @@ use axum::{
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
-use ordermesh_bus::{Bus, RpcClient, Topology};
+use ordermesh_bus::{Bus, Requests, Topology};
 use ordermesh_messages::{
     ClientId, Email, Envelope, IdempotencyKey, OrderId, ProductId, Quantity, ReplyError, kinds,
     payloads::{
@@ -59,8 +59,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Request/reply over RabbitMQ.
-    pub rpc: Arc<RpcClient>,
+    /// Request/reply over RabbitMQ (`RpcClient`; scripted replies in the router's tests).
+    pub rpc: Arc<dyn Requests>,
     /// The RabbitMQ connection (for readiness).
     pub bus: Bus,
     /// Queue names.
