@@ -151,7 +151,7 @@ pub async fn add_item(
     let outcome = match applied {
         Ok(outcome) => outcome,
         // A copy of this request recorded first; its answer is the answer, and this add never happened.
-        Err(e) if ordermesh_db::is_unique_violation(&e) => {
+        Err(e) if ordermesh_db::violates(&e, &["cart_requests_pkey"]) => {
             return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
                 .await?
                 .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));

@@ -212,3 +212,19 @@ async fn a_checkout_priced_from_a_stale_guess_reads_the_cart_and_orders_what_it_
     assert_eq!(lines, [("mug", 2), ("tea", 3)], "the order is the cart as stored, not the guess");
     f.done().await;
 }
+
+#[tokio::test]
+async fn racing_copies_of_one_add_add_once_and_answer_alike() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 100)]);
+    let (ada, mug) = (client("ada"), product("mug"));
+    for round in 0..10 {
+        let key = IdempotencyKey::parse(format!("race-{round}")).unwrap();
+        let add =
+            async || cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&key)), &ada, &mug, units(1)).await;
+        let (a, b) = tokio::join!(add(), add());
+        let (a, b) = (a.unwrap().quantity_in_cart, b.unwrap().quantity_in_cart);
+        assert_eq!((a, b), (round + 1, round + 1), "round {round}: both copies answer the one add");
+    }
+    f.done().await;
+}

@@ -121,10 +121,11 @@ fn db_not_serving(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether `err` is a unique violation (SQLSTATE 23505): a row with that key is there already, which the
-/// callers that insert idempotently read as "done before", not as a failure.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    sqlstate_is(err, |code| code == "23505")
+/// Whether `err` violates one of `constraints`, named as the migrations declare them (a primary key is
+/// `<table>_pkey`): the one way a caller reads "a racing copy got there first" or "that CHECK refused" as an
+/// answer rather than a failure. By name, not by SQLSTATE: a violation of any other constraint stays an error.
+pub fn violates(err: &sqlx::Error, constraints: &[&str]) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.constraint().is_some_and(|c| constraints.contains(&c)))
 }
 
 /// Whether `err` is a database error whose SQLSTATE satisfies `test`.

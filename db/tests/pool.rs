@@ -244,3 +244,24 @@ async fn a_begin_cut_by_a_deadline_never_hands_back_a_connection_inside_a_transa
     pool.close().await;
     testdb::drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn a_violation_is_recognised_by_its_constraint_s_name_and_no_other() {
+    let (url, name) = testdb::unique_database("om_test_pool_");
+    let pool = connect(&DatabaseSettings::new(url)).await.expect("the database");
+    sqlx::raw_sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, n INT CONSTRAINT t_n_positive CHECK (n > 0)); INSERT INTO t VALUES (1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let twice = sqlx::query("INSERT INTO t VALUES (1, 1)").execute(&pool).await.expect_err("a taken key");
+    assert!(ordermesh_db::violates(&twice, &["t_pkey"]));
+    assert!(!ordermesh_db::violates(&twice, &["t_n_positive", "other_pkey"]), "another constraint is not it");
+    let negative = sqlx::query("INSERT INTO t VALUES (2, -1)").execute(&pool).await.expect_err("a refused CHECK");
+    assert!(ordermesh_db::violates(&negative, &["t_n_positive"]));
+    let missing = sqlx::query("INSERT INTO nowhere VALUES (1)").execute(&pool).await.expect_err("no table");
+    assert!(!ordermesh_db::violates(&missing, &["t_pkey"]), "an error of no constraint is none");
+    pool.close().await;
+    testdb::drop_database(&name).await;
+}

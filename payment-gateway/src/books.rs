@@ -1,7 +1,7 @@
 //! The provider's books: a balance per client and one charge per payment id, so a charge is taken at
 //! most once however often it is asked for, and a refund gives back at most what was taken.
 
-use ordermesh_db::is_unique_violation;
+use ordermesh_db::violates;
 use ordermesh_messages::{
     ClientId,
     payloads::{ChargeRequest, PaymentOutcome, RefundRequest},
@@ -29,6 +29,9 @@ pub async fn balance(pool: &PgPool, client: &ClientId) -> sqlx::Result<Option<i6
         .await
 }
 
+/// The charges' key: one charge per payment id.
+const CHARGE_KEY: &str = "payment_charges_pkey";
+
 /// Takes the money if the balance allows, once per payment id; a repeat returns the first outcome.
 /// A new client starts with `default_balance_cents`.
 pub async fn charge(
@@ -40,12 +43,12 @@ pub async fn charge(
         Ok(true) => return Ok(PaymentOutcome::Succeeded),
         // Not the common case; the general path below tells the others apart.
         Ok(false) => {}
-        Err(e) if is_unique_violation(&e) || is_check_violation(&e) => {}
+        Err(e) if violates(&e, &[CHARGE_KEY, "payment_accounts_balance_not_negative"]) => {}
         Err(e) => return Err(e),
     }
     match try_charge(pool, request, default_balance_cents).await {
         // A racing copy of the same charge booked first: its outcome is this one's too.
-        Err(e) if is_unique_violation(&e) => try_charge(pool, request, default_balance_cents).await,
+        Err(e) if violates(&e, &[CHARGE_KEY]) => try_charge(pool, request, default_balance_cents).await,
         other => other,
     }
 }
@@ -154,8 +157,4 @@ pub async fn refund(pool: &PgPool, request: &RefundRequest) -> sqlx::Result<bool
     }
     tx.commit().await?;
     Ok(refunded.is_some())
-}
-
-fn is_check_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23514"))
 }

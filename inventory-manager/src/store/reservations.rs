@@ -142,7 +142,8 @@ async fn reserve_at_once(
     let (created_at, expires_at) = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
-        Err(e) if ordermesh_db::is_unique_violation(&e) => return Ok(None),
+        // A racing copy of the same id held first (its key, or a line's, is taken): the general path finds it.
+        Err(e) if ordermesh_db::violates(&e, &["reservations_pkey", "reservation_lines_pkey"]) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     Ok(Some(held(id, lines, created_at, expires_at)))
