@@ -111,6 +111,40 @@ impl Step {
     }
 }
 
+/// Stores a name enum as the TEXT column it is kept in: written as [`as_str`](Status::as_str) gives it, read
+/// back through `parse`, so a name the code does not know fails the read instead of passing as a string.
+macro_rules! text_column {
+    ($name:ident) => {
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Self::parse(raw).map_err(|e| e.to_string().into())
+            }
+        }
+    };
+}
+
+text_column!(Status);
+text_column!(Step);
+
 /// One order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {

@@ -92,9 +92,9 @@ pub async fn place_after(
         .bind(&quantities)
         .bind(&prices)
         .bind(order.channel.as_str())
-        .bind(placed.status.as_str())
-        .bind(placed.step.as_str())
-        .bind(placed.roll_back_to.map(Status::as_str))
+        .bind(placed.status)
+        .bind(placed.step)
+        .bind(placed.roll_back_to)
         .bind(placed.refund_due)
         .bind(placed.payment_attempts)
         .bind(placed.step_attempts)
@@ -112,9 +112,9 @@ pub async fn place_after(
 struct OrderRow {
     order_id: String,
     client_id: String,
-    status: String,
-    step: String,
-    roll_back_to: Option<String>,
+    status: Status,
+    step: Step,
+    roll_back_to: Option<Status>,
     refund_due: bool,
     total_cents: i64,
     payment_attempts: i32,
@@ -193,9 +193,9 @@ impl OrderRow {
     fn into_order(self, lines: Vec<Line>, timeline: Vec<TimelineEntry>) -> Result<Order> {
         Ok(Order {
             lines,
-            status: Status::parse(&self.status)?,
-            step: Step::parse(&self.step)?,
-            roll_back_to: self.roll_back_to.as_deref().map(Status::parse).transpose()?,
+            status: self.status,
+            step: self.step,
+            roll_back_to: self.roll_back_to,
             order_id: stored(OrderId::parse(self.order_id))?,
             client_id: stored(ClientId::parse(self.client_id))?,
             refund_due: self.refund_due,
@@ -295,9 +295,9 @@ pub async fn apply_chain(
     let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(order.order_id.as_str())
         .bind(order.version)
-        .bind(status.as_str())
-        .bind(step.as_str())
-        .bind(roll_back_to.map(Status::as_str))
+        .bind(status)
+        .bind(step)
+        .bind(roll_back_to)
         .bind(refund_due)
         .bind(payment_attempts)
         .bind(step_attempts)

@@ -16,7 +16,7 @@ pub async fn taken_in(pool: &PgPool, order_ids: &[OrderId]) -> Result<Vec<OrderI
 struct ViewRow {
     client_id: String,
     channel: String,
-    status: String,
+    status: Status,
     total_cents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -65,7 +65,6 @@ pub async fn view(pool: &PgPool, order_id: &OrderId) -> Result<OrderView> {
         .zip(ats)
         .map(|(((step, outcome), detail), at)| (step, outcome, detail, at))
         .collect();
-    let status = Status::parse(&status)?;
     let bad = |e: ordermesh_messages::IdError| CheckoutError::Internal(anyhow::anyhow!("stored id: {e}"));
     Ok(OrderView {
         order_id: order_id.clone(),
