@@ -167,13 +167,19 @@ pub async fn add_item(
             known.added(client, product, total);
             Ok(ItemAdded { quantity_in_cart: total })
         }
-        // The snapshot the statement read: what the cart held before this add.
-        AddOutcome { in_cart, .. } => Err(CartError::NotEnoughStock {
-            product_id: product.clone(),
-            in_cart: in_cart.unwrap_or_default(),
-            adding: quantity.get(),
-            available: info.available,
-        }),
+        // Nothing was added. A copy of this request (the client's retry under the same key) may have added and
+        // committed while this statement waited for the line's row, its own lookup too early to see it: its
+        // answer is this one's, read in a statement of its own. Otherwise the stock would be exceeded.
+        AddOutcome { in_cart, .. } => match replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await? {
+            Some(first) => Ok(first),
+            // The snapshot the statement read: what the cart held before this add.
+            None => Err(CartError::NotEnoughStock {
+                product_id: product.clone(),
+                in_cart: in_cart.unwrap_or_default(),
+                adding: quantity.get(),
+                available: info.available,
+            }),
+        },
     }
 }
 
@@ -207,6 +213,12 @@ pub async fn remove_item(
         .execute(&mut *tx)
         .await?;
     if removed.rows_affected() == 0 {
+        // A copy of this request (the client's retry under the same key) may have taken the line out while this
+        // one waited for its row, its commit held up (a lost synchronous standby holds every commit): its answer
+        // is this one's. The lookup above could not see it; this statement, with a snapshot of its own, does.
+        if replay::<()>(&mut tx, client, &key, &fingerprint).await?.is_some() {
+            return Ok(());
+        }
         return Err(CartError::NotInCart(product.clone()));
     }
     if !remember(&mut tx, client, &key, &fingerprint, &()).await? {

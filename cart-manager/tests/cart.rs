@@ -228,3 +228,67 @@ async fn racing_copies_of_one_add_add_once_and_answer_alike() {
     }
     f.done().await;
 }
+
+#[tokio::test]
+async fn a_retried_removal_that_waited_for_its_first_copy_s_commit_answers_as_the_first() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10)]);
+    f.add(&catalogue, "ada", "mug", 1).await.unwrap();
+    // The first copy of the removal: applied and recorded, its commit held up (as a lost synchronous standby
+    // holds every commit), so its caller was told 504 and retries under the same key.
+    let mut first = f.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM cart_items WHERE client_id = 'ada' AND product_id = 'mug'")
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cart_requests (client_id, request_key, fingerprint, response)
+         VALUES ('ada', 'key:remove-1', '{\"op\":\"remove_item\",\"productID\":\"mug\"}', 'null')",
+    )
+    .execute(&mut *first)
+    .await
+    .unwrap();
+    let key = IdempotencyKey::parse("remove-1").unwrap();
+    let (ada, mug) = (client("ada"), product("mug"));
+    let again = request(Some(&key));
+    let retry = cart::remove_item(&f.pool, &f.known, &again, &ada, &mug);
+    let commit_later = async {
+        // The retry has read no record of the key and waits for the line's row lock by now.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.commit().await.unwrap();
+    };
+    let (answer, ()) = tokio::join!(retry, commit_later);
+    assert!(answer.is_ok(), "the retry answers as the first copy did, not 'not in the cart': {answer:?}");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_retried_add_that_waited_for_its_first_copy_s_commit_answers_as_the_first_not_out_of_stock() {
+    let f = Fixture::new().await;
+    // One unit: the first copy's add takes it, so the retry, if applied again, would find no stock.
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 1)]);
+    let mut first = f.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO cart_items (client_id, product_id, quantity) VALUES ('ada', 'mug', 1)")
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cart_requests (client_id, request_key, fingerprint, response)
+         VALUES ('ada', 'key:add-1', '{\"op\":\"add_item\",\"productID\":\"mug\",\"quantity\":1}',
+                 '{\"quantity_in_cart\": 1}')",
+    )
+    .execute(&mut *first)
+    .await
+    .unwrap();
+    let key = IdempotencyKey::parse("add-1").unwrap();
+    let (ada, mug) = (client("ada"), product("mug"));
+    let again = request(Some(&key));
+    let retry = cart::add_item(&f.pool, &catalogue, &f.known, &again, &ada, &mug, units(1));
+    let commit_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.commit().await.unwrap();
+    };
+    let (answer, ()) = tokio::join!(retry, commit_later);
+    assert_eq!(answer.expect("answered as the first copy").quantity_in_cart, 1);
+    f.done().await;
+}
