@@ -16,7 +16,6 @@ use crate::{Bus, ConsumerSettings, Handler, Publisher, Topology, consumer::reply
 pub struct Worker {
     name: &'static str,
     bus: Bus,
-    metrics: Metrics,
     stop_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -28,9 +27,9 @@ impl Worker {
     pub fn start(name: &'static str, amqp_url: &str, topology: &Topology, metrics_server: MetricsServer) -> Self {
         let (stop_tx, stop) = watch::channel(false);
         let metrics = metrics_server.metrics().clone();
-        let bus = Bus::start(amqp_url.to_owned(), topology.clone(), metrics.clone(), stop.clone());
+        let bus = Bus::start(amqp_url.to_owned(), topology.clone(), metrics, stop.clone());
         let tasks = vec![tokio::spawn(metrics_server.serve(bus.readiness(), stopped(stop.clone())))];
-        Self { name, bus, metrics, stop_tx, stop, tasks }
+        Self { name, bus, stop_tx, stop, tasks }
     }
 
     /// The worker's connection.
@@ -38,9 +37,9 @@ impl Worker {
         &self.bus
     }
 
-    /// The worker's metrics.
+    /// The worker's metrics (its bus counts its messages there too).
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.bus.metrics()
     }
 
     /// Turns `true` when the worker stops: every background task given to [`Worker::spawn`] watches it.
