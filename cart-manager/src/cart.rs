@@ -8,7 +8,7 @@ use ordermesh_messages::{
     money::Money,
     payloads::{self, CartItem, CartView, ItemAdded, OrderLine, PlaceOrder},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -48,26 +48,92 @@ async fn before_deadline(conn: &mut PgConnection, deadline: Option<DateTime<Utc>
     if in_time { Ok(()) } else { Err(CartError::Expired) }
 }
 
-/// The stored answer of an applied request with this key, if any; a different body under the same key is refused.
+/// The stored answer of a request with this key, if any: what it returned when applied, or its refusal (as the
+/// error); a different body under the same key is refused.
 async fn replay<T: DeserializeOwned>(
     conn: &mut PgConnection,
     client: &ClientId,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<T>> {
-    let row: Option<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT fingerprint, response FROM cart_requests WHERE client_id = $1 AND request_key = $2")
-            .bind(client.as_str())
-            .bind(key)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<(String, serde_json::Value, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT fingerprint, response, refusal FROM cart_requests WHERE client_id = $1 AND request_key = $2",
+    )
+    .bind(client.as_str())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
     match row {
         None => Ok(None),
-        Some((stored, _)) if stored != fingerprint => Err(CartError::KeyReused),
-        Some((_, response)) => serde_json::from_value(response)
+        Some((stored, ..)) if stored != fingerprint => Err(CartError::KeyReused),
+        Some((_, _, Some(refusal))) => Err(stored_refusal(refusal)),
+        Some((_, response, None)) => serde_json::from_value(response)
             .map(Some)
             .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
     }
+}
+
+/// A refusal that is its request's answer for good, kept under the request's key like an applied answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "refused", rename_all = "snake_case")]
+enum Refusal {
+    UnknownProduct { product_id: ProductId },
+    NotEnoughStock { product_id: ProductId, in_cart: i64, adding: i64, available: i64 },
+    NotInCart { product_id: ProductId },
+}
+
+impl From<Refusal> for CartError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownProduct { product_id } => Self::UnknownProduct(product_id),
+            Refusal::NotEnoughStock { product_id, in_cart, adding, available } => {
+                Self::NotEnoughStock { product_id, in_cart, adding, available }
+            }
+            Refusal::NotInCart { product_id } => Self::NotInCart(product_id),
+        }
+    }
+}
+
+fn stored_refusal(refusal: serde_json::Value) -> CartError {
+    match serde_json::from_value::<Refusal>(refusal) {
+        Ok(refusal) => refusal.into(),
+        Err(e) => CartError::Internal(anyhow::anyhow!("stored cart refusal: {e}")),
+    }
+}
+
+/// Answers a refusal under the request's key, and records it there: a copy of the request that comes later (a
+/// first copy delayed past its caller's patience, a gateway clock ahead of the database's) answers the refusal and
+/// changes nothing, where it would otherwise apply after its client was told no. The insert waits for a copy
+/// still committing under the key (a lost synchronous standby holds every commit, invisible until it ends): a
+/// refusal is never answered while a copy that applied may yet commit, and if one did, its answer is this one's.
+async fn refuse<T: DeserializeOwned>(
+    pool: &PgPool,
+    client: &ClientId,
+    key: &str,
+    fingerprint: &str,
+    refusal: Refusal,
+) -> Result<T> {
+    let stored = serde_json::to_value(&refusal).map_err(anyhow::Error::from)?;
+    let recorded = sqlx::query(
+        "INSERT INTO cart_requests (client_id, request_key, fingerprint, response, refusal)
+         VALUES ($1, $2, $3, 'null', $4) ON CONFLICT (client_id, request_key) DO NOTHING",
+    )
+    .bind(client.as_str())
+    .bind(key)
+    .bind(fingerprint)
+    .bind(stored)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1;
+    if recorded {
+        return Err(refusal.into());
+    }
+    replay(&mut *pool.acquire().await?, client, key, fingerprint).await?.ok_or_else(|| vanished(key))
+}
+
+fn vanished(key: &str) -> CartError {
+    CartError::Internal(anyhow::anyhow!("request {key} vanished"))
 }
 
 /// Records an applied request with its answer, in the transaction that applied it. Returns false if a
@@ -96,7 +162,8 @@ async fn remember(
 
 /// Adds `quantity` units, keeping the cart's total for the product within what inventory has available.
 ///
-/// Idempotent on the request's key: a repeat with the same body gets the first answer and adds nothing.
+/// Idempotent on the request's key: a repeat with the same body gets the first answer (a refusal included) and
+/// adds nothing.
 /// After the product read (outside any transaction: no lock across a network call) it is one statement: the
 /// replay lookup, the deadline check, the conditional add and the record of the answer commit together or not
 /// at all. A racing copy of the same request fails on the record's key and answers from the first.
@@ -113,13 +180,16 @@ pub async fn add_item(
     let fingerprint = serde_json::json!({"op": "add_item", "productID": product, "quantity": quantity}).to_string();
     let info = match inventory.product(product).await {
         Ok(info) => info,
-        // A replay answers as the first time did, even if the product is gone or inventory is down now.
+        Err(CartError::UnknownProduct(product_id)) => {
+            return refuse(pool, client, &key, &fingerprint, Refusal::UnknownProduct { product_id }).await;
+        }
+        // A replay answers as the first time did, even if inventory is down now.
         Err(e) => return replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await?.ok_or(e),
     };
     let limit = info.available.min(MAX_UNITS_PER_PRODUCT);
     let applied = sqlx::query_as::<_, AddOutcome>(
         "WITH prior AS (
-           SELECT fingerprint, response FROM cart_requests WHERE client_id = $1 AND request_key = $5
+           SELECT fingerprint, response, refusal FROM cart_requests WHERE client_id = $1 AND request_key = $5
          ), in_time AS (
            SELECT $7::timestamptz IS NULL OR clock_timestamp() < $7 AS ok
          ), added AS (
@@ -135,6 +205,7 @@ pub async fn add_item(
          )
          SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint,
                 (SELECT response FROM prior) AS prior_response,
+                (SELECT refusal FROM prior) AS prior_refusal,
                 (SELECT ok FROM in_time) AS in_time,
                 (SELECT quantity FROM added) AS total,
                 (SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2) AS in_cart",
@@ -154,12 +225,13 @@ pub async fn add_item(
         Err(e) if ordermesh_db::violates(&e, &["cart_requests_pkey"]) => {
             return replay(&mut *pool.acquire().await?, client, &key, &fingerprint)
                 .await?
-                .ok_or_else(|| CartError::Internal(anyhow::anyhow!("request {key} vanished")));
+                .ok_or_else(|| vanished(&key));
         }
         Err(e) => return Err(e.into()),
     };
     match outcome {
         AddOutcome { prior_fingerprint: Some(stored), .. } if stored != fingerprint => Err(CartError::KeyReused),
+        AddOutcome { prior_refusal: Some(refusal), .. } => Err(stored_refusal(refusal)),
         AddOutcome { prior_response: Some(response), .. } => serde_json::from_value(response)
             .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
         AddOutcome { in_time: false, .. } => Err(CartError::Expired),
@@ -167,19 +239,19 @@ pub async fn add_item(
             known.added(client, product, total);
             Ok(ItemAdded { quantity_in_cart: total })
         }
-        // Nothing was added. A copy of this request (the client's retry under the same key) may have added and
-        // committed while this statement waited for the line's row, its own lookup too early to see it: its
-        // answer is this one's, read in a statement of its own. Otherwise the stock would be exceeded.
-        AddOutcome { in_cart, .. } => match replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await? {
-            Some(first) => Ok(first),
-            // The snapshot the statement read: what the cart held before this add.
-            None => Err(CartError::NotEnoughStock {
+        // Nothing was added: the stock would be exceeded. Or a copy of this request (the client's retry under the
+        // same key, or its first copy) added and is committing still, its record invisible to the lookup above:
+        // recording the refusal waits for it, and then answers as it did.
+        AddOutcome { in_cart, .. } => {
+            let refusal = Refusal::NotEnoughStock {
                 product_id: product.clone(),
+                // The snapshot the statement read: what the cart held before this add.
                 in_cart: in_cart.unwrap_or_default(),
                 adding: quantity.get(),
                 available: info.available,
-            }),
-        },
+            };
+            refuse(pool, client, &key, &fingerprint, refusal).await
+        }
     }
 }
 
@@ -188,6 +260,7 @@ pub async fn add_item(
 struct AddOutcome {
     prior_fingerprint: Option<String>,
     prior_response: Option<serde_json::Value>,
+    prior_refusal: Option<serde_json::Value>,
     in_time: bool,
     total: Option<i64>,
     in_cart: Option<i64>,
@@ -213,17 +286,16 @@ pub async fn remove_item(
         .execute(&mut *tx)
         .await?;
     if removed.rows_affected() == 0 {
-        // A copy of this request (the client's retry under the same key) may have taken the line out while this
-        // one waited for its row, its commit held up (a lost synchronous standby holds every commit): its answer
-        // is this one's. The lookup above could not see it; this statement, with a snapshot of its own, does.
-        if replay::<()>(&mut tx, client, &key, &fingerprint).await?.is_some() {
-            return Ok(());
-        }
-        return Err(CartError::NotInCart(product.clone()));
+        // Not in the cart, or a copy of this request took the line out and is committing still (its row lock is
+        // what this statement waited for): recording the refusal waits for its record, and answers as it did.
+        tx.rollback().await?;
+        return refuse(pool, client, &key, &fingerprint, Refusal::NotInCart { product_id: product.clone() }).await;
     }
     if !remember(&mut tx, client, &key, &fingerprint, &()).await? {
+        // A copy of this request recorded first, applied or refused: its answer is this one's, and this removal
+        // never happened.
         tx.rollback().await?;
-        return Ok(());
+        return replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await?.ok_or_else(|| vanished(&key));
     }
     before_deadline(&mut tx, request.deadline).await?;
     tx.commit().await?;

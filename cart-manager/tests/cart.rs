@@ -292,3 +292,64 @@ async fn a_retried_add_that_waited_for_its_first_copy_s_commit_answers_as_the_fi
     assert_eq!(answer.expect("answered as the first copy").quantity_in_cart, 1);
     f.done().await;
 }
+
+#[tokio::test]
+async fn a_retry_refused_for_stock_while_its_first_copy_commits_answers_as_the_first() {
+    let f = Fixture::new().await;
+    // The first copy took the last units (other carts' orders hold the rest now), its commit held up as a lost
+    // synchronous standby holds every commit: invisible to the retry, which finds no stock and waits for no row.
+    let catalogue = FakeCatalogue::with(&[("scarce", 900, 0)]);
+    let mut first = f.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO cart_items (client_id, product_id, quantity) VALUES ('ada', 'scarce', 2)")
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cart_requests (client_id, request_key, fingerprint, response)
+         VALUES ('ada', 'key:add-1', '{\"op\":\"add_item\",\"productID\":\"scarce\",\"quantity\":2}',
+                 '{\"quantity_in_cart\": 2}')",
+    )
+    .execute(&mut *first)
+    .await
+    .unwrap();
+    let key = IdempotencyKey::parse("add-1").unwrap();
+    let (ada, scarce) = (client("ada"), product("scarce"));
+    let again = request(Some(&key));
+    let retry = cart::add_item(&f.pool, &catalogue, &f.known, &again, &ada, &scarce, units(2));
+    let commit_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.commit().await.unwrap();
+    };
+    let (answer, ()) = tokio::join!(retry, commit_later);
+    assert_eq!(answer.expect("answered as the first copy, not 'not enough stock'").quantity_in_cart, 2);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_refusal_is_its_key_s_answer_for_a_copy_that_comes_later() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 0), ("tea", 400, 10)]);
+    let (ada, mug, tea) = (client("ada"), product("mug"), product("tea"));
+    // A retry overtook its first copy (delayed past the client's patience, or sent by a gateway whose clock is
+    // ahead) and was refused: the first copy, arriving when it could apply, must not.
+    let add_key = IdempotencyKey::parse("add-1").unwrap();
+    let add =
+        async || cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&add_key)), &ada, &mug, units(1)).await;
+    assert!(matches!(add().await, Err(CartError::NotEnoughStock { available: 0, .. })));
+    catalogue.set("mug", 1250, 5);
+    match add().await {
+        Err(CartError::NotEnoughStock { in_cart: 0, adding: 1, available: 0, .. }) => {}
+        other => panic!("the later copy answers the refusal as it was given: {other:?}"),
+    }
+    // The same for a removal: refused as not in the cart, then the product is added under another key; the
+    // removal's late copy must not take it out.
+    let remove_key = IdempotencyKey::parse("remove-1").unwrap();
+    let remove = async || cart::remove_item(&f.pool, &f.known, &request(Some(&remove_key)), &ada, &tea).await;
+    assert!(matches!(remove().await, Err(CartError::NotInCart(_))));
+    f.add(&catalogue, "ada", "tea", 1).await.unwrap();
+    assert!(matches!(remove().await, Err(CartError::NotInCart(_))), "the late copy answers as the first");
+    let view = cart::view(&f.pool, &catalogue, &ada).await.unwrap();
+    let held: Vec<(&str, i64)> = view.items.iter().map(|i| (i.product_id.as_str(), i.quantity)).collect();
+    assert_eq!(held, vec![("tea", 1)], "neither late copy changed the cart");
+    f.done().await;
+}
