@@ -23,7 +23,7 @@ use crate::{
     config::SagaSettings,
     error::CheckoutError,
     inventory::{Held, InventoryFailure, Stock},
-    orders::{self, Change, Order, Status, Step},
+    orders::{self, Change, Entry, Order, Outcome, Stage, Status, Step},
 };
 
 /// How many orders [`AwaitingPayment`] keeps at most; the oldest go first.
@@ -163,7 +163,7 @@ impl Saga {
         let started = Instant::now();
         let change = self.reserve(&order).await;
         let took = started.elapsed();
-        let (step, outcome) = (change.timeline.0, change.timeline.1);
+        let (stage, outcome) = (change.timeline.stage, change.timeline.outcome);
         let (chain, go_on) = self.chain(&order, change)?;
         let due = chain.last().and_then(|c| c.next_action_in);
         let Some((next, rows)) =
@@ -173,7 +173,7 @@ impl Saga {
         };
         // Kept before the relay has the charge request, so the charge's answer finds it.
         self.awaiting.note(&next);
-        self.metrics.saga_step(step, outcome, took);
+        self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
         if next.status.is_final() {
             Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
         }
@@ -218,9 +218,10 @@ impl Saga {
             amount_cents: order.total_cents,
             attempt,
         };
-        let mut change = Change::from(order, ("payment", "requested", format!("attempt {attempt}")))
-            .then(Status::PaymentPending, Step::AwaitPayment)
-            .send(self.to_provider(kinds::PAYMENT_CHARGE, &request, order.order_id.as_str()));
+        let mut change =
+            Change::from(order, Entry::new(Stage::Payment, Outcome::Requested, format!("attempt {attempt}")))
+                .then(Status::PaymentPending, Step::AwaitPayment)
+                .send(self.to_provider(kinds::PAYMENT_CHARGE, &request, order.order_id.as_str()));
         change.payment_attempts = attempt;
         change.next_action_in = Some(self.settings.payment_timeout);
         Ok(change)
@@ -246,14 +247,16 @@ impl Saga {
         took: Duration,
     ) -> Result<Option<Order>, CheckoutError> {
         let due = chain.last().and_then(|c| c.next_action_in);
-        let (step, outcome) = chain.first().map_or(("", ""), |c| (c.timeline.0, c.timeline.1));
+        let first = chain.first().map(|c| (c.timeline.stage, c.timeline.outcome));
         let written = orders::apply_chain(&self.pool, &self.topology, order, chain).await?;
         let (next, rows) = written.map_or((None, Vec::new()), |(next, rows)| (Some(next), rows));
         if let Some(next) = &next {
             self.awaiting.note(next);
             // Asking for payment is not a step's outcome; its answer is.
-            if outcome != "requested" {
-                self.metrics.saga_step(step, outcome, took);
+            if let Some((stage, outcome)) = first
+                && outcome != Outcome::Requested
+            {
+                self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
             }
             if next.status.is_final() && !order.status.is_final() {
                 Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
@@ -266,17 +269,18 @@ impl Saga {
         Ok(next)
     }
 
-    fn retry(&self, order: &Order, step: &'static str, why: String) -> Change {
+    fn retry(&self, order: &Order, stage: Stage, why: String) -> Change {
         let attempts = order.step_attempts + 1;
-        let mut change = Change::from(order, (step, "retry", why.clone()));
+        let mut change = Change::from(order, Entry::new(stage, Outcome::Retry, why.clone()));
         change.step_attempts = attempts;
         change.reason = why;
         change.next_action_in = Some(self.backoff(attempts));
         change
     }
 
-    fn give_up(&self, order: &Order, step: &'static str, reason: String, refund_due: bool) -> Change {
-        let mut change = Change::from(order, (step, "failed", reason.clone())).then(order.status, Step::RollBack);
+    fn give_up(&self, order: &Order, stage: Stage, reason: String, refund_due: bool) -> Change {
+        let mut change =
+            Change::from(order, Entry::new(stage, Outcome::Failed, reason.clone())).then(order.status, Step::RollBack);
         change.roll_back_to = Some(Status::Failed);
         change.refund_due = order.refund_due || refund_due;
         change.reason = reason;
@@ -285,25 +289,26 @@ impl Saga {
 
     async fn reserve(&self, order: &Order) -> Change {
         match self.inventory.reserve(order.order_id.as_str(), &order.lines, self.settings.reservation_ttl).await {
-            Ok(Held::Held) => {
-                Change::from(order, ("reserve", "ok", String::new())).then(Status::Reserved, Step::RequestPayment)
-            }
+            Ok(Held::Held) => Change::from(order, Entry::new(Stage::Reserve, Outcome::Ok, ""))
+                .then(Status::Reserved, Step::RequestPayment),
             // Only reachable if an earlier run got further than its record says. Payment is idempotent at the
             // provider, so asking again confirms only what was really paid.
-            Ok(Held::Committed) => Change::from(order, ("reserve", "ok", "already committed".into()))
+            Ok(Held::Committed) => Change::from(order, Entry::new(Stage::Reserve, Outcome::Ok, "already committed"))
                 .then(Status::Reserved, Step::RequestPayment),
-            Ok(Held::Released) => {
-                Change::from(order, ("reserve", "failed", "the reservation expired before payment".into()))
-                    .finish(Status::Failed, "the reservation expired before payment")
-            }
+            Ok(Held::Released) => Change::from(
+                order,
+                Entry::new(Stage::Reserve, Outcome::Failed, "the reservation expired before payment"),
+            )
+            .finish(Status::Failed, "the reservation expired before payment"),
             Err(InventoryFailure::Refused(why)) => {
-                Change::from(order, ("reserve", "rejected", why.clone())).finish(Status::Rejected, why)
+                Change::from(order, Entry::new(Stage::Reserve, Outcome::Rejected, why.clone()))
+                    .finish(Status::Rejected, why)
             }
             Err(InventoryFailure::Transient(why)) if order.step_attempts + 1 < self.settings.max_reserve_attempts => {
-                self.retry(order, "reserve", why)
+                self.retry(order, Stage::Reserve, why)
             }
             // Inventory may have taken the hold without our hearing of it: roll back to be sure.
-            Err(e) => self.give_up(order, "reserve", format!("could not reserve stock: {e}"), false),
+            Err(e) => self.give_up(order, Stage::Reserve, format!("could not reserve stock: {e}"), false),
         }
     }
 
@@ -312,26 +317,31 @@ impl Saga {
             // A lost answer may hide a successful charge: refund to be sure (a no-op if nothing was taken).
             return Ok(self.give_up(
                 order,
-                "payment",
+                Stage::Payment,
                 format!("no answer from the payment provider after {} attempts", order.payment_attempts),
                 true,
             ));
         }
-        let retry = Change::from(order, ("payment", "retry", "no answer from the payment provider in time".into()))
-            .then(Status::PaymentPending, Step::RequestPayment);
+        let retry = Change::from(
+            order,
+            Entry::new(Stage::Payment, Outcome::Retry, "no answer from the payment provider in time"),
+        )
+        .then(Status::PaymentPending, Step::RequestPayment);
         Ok(retry)
     }
 
     async fn commit(&self, order: &Order) -> Result<Change, CheckoutError> {
         Ok(match self.inventory.commit(order.order_id.as_str()).await {
-            Ok(Held::Committed) => Change::from(order, ("commit", "ok", String::new())).finish(Status::Confirmed, ""),
+            Ok(Held::Committed) => {
+                Change::from(order, Entry::new(Stage::Commit, Outcome::Ok, "")).finish(Status::Confirmed, "")
+            }
             // Only a commit inventory says it made confirms the order: a hold still held is asked again.
-            Ok(Held::Held) => self.retry(order, "commit", "inventory answered with the stock still held".into()),
-            Err(InventoryFailure::Transient(why)) => self.retry(order, "commit", why),
+            Ok(Held::Held) => self.retry(order, Stage::Commit, "inventory answered with the stock still held".into()),
+            Err(InventoryFailure::Transient(why)) => self.retry(order, Stage::Commit, why),
             // Paid, but the hold is gone (it expired): the stock cannot be promised, so the money goes back.
             Ok(Held::Released) | Err(_) => self.give_up(
                 order,
-                "commit",
+                Stage::Commit,
                 "the stock reservation was lost before commit; payment refunded".into(),
                 true,
             ),
@@ -345,10 +355,10 @@ impl Saga {
         let mut change = match self.inventory.roll_back(order.order_id.as_str()).await {
             Ok(_) | Err(InventoryFailure::NotFound) => {
                 let detail = if order.refund_due { "stock released; payment refund requested" } else { "" };
-                Change::from(order, ("roll_back", "ok", detail.into())).finish(target, reason)
+                Change::from(order, Entry::new(Stage::RollBack, Outcome::Ok, detail)).finish(target, reason)
             }
-            Err(InventoryFailure::Transient(why)) => return Ok(self.retry(order, "roll_back", why)),
-            Err(e) => Change::from(order, ("roll_back", "failed", e.to_string()))
+            Err(InventoryFailure::Transient(why)) => return Ok(self.retry(order, Stage::RollBack, why)),
+            Err(e) => Change::from(order, Entry::new(Stage::RollBack, Outcome::Failed, e.to_string()))
                 .finish(Status::Failed, format!("{reason}; roll back refused: {e}")),
         };
         if order.refund_due {
@@ -400,13 +410,15 @@ impl Saga {
                 return Ok(());
             }
             let change = match &result.outcome {
-                PaymentOutcome::Succeeded => {
-                    Change::from(&order, ("payment", "ok", format!("charged {} cents", order.total_cents)))
-                        .then(Status::PaymentPending, Step::Commit)
-                }
+                PaymentOutcome::Succeeded => Change::from(
+                    &order,
+                    Entry::new(Stage::Payment, Outcome::Ok, format!("charged {} cents", order.total_cents)),
+                )
+                .then(Status::PaymentPending, Step::Commit),
                 PaymentOutcome::Declined { reason } => {
-                    let mut change = Change::from(&order, ("payment", "declined", reason.clone()))
-                        .then(Status::PaymentPending, Step::RollBack);
+                    let mut change =
+                        Change::from(&order, Entry::new(Stage::Payment, Outcome::Declined, reason.clone()))
+                            .then(Status::PaymentPending, Step::RollBack);
                     change.roll_back_to = Some(Status::PaymentDeclined);
                     change.reason = format!("payment declined: {reason}");
                     change
@@ -426,13 +438,13 @@ impl Saga {
                 {
                     self.give_up(
                         &order,
-                        "payment",
+                        Stage::Payment,
                         format!("payment failed after {} attempts: {reason}", order.payment_attempts),
                         false,
                     )
                 }
                 PaymentOutcome::TechnicalFailure { reason } => {
-                    let mut change = Change::from(&order, ("payment", "retry", reason.clone()))
+                    let mut change = Change::from(&order, Entry::new(Stage::Payment, Outcome::Retry, reason.clone()))
                         .then(Status::PaymentPending, Step::RequestPayment);
                     change.next_action_in = Some(self.backoff(order.payment_attempts));
                     change
@@ -454,7 +466,7 @@ impl Saga {
                     _ => None,
                 };
                 if let Some(next) = next {
-                    followed = Some((next.timeline.0, next.timeline.1, started.elapsed()));
+                    followed = Some((next.timeline.stage, next.timeline.outcome, started.elapsed()));
                     chain.push(next);
                 }
             }
@@ -466,8 +478,8 @@ impl Saga {
                 last.next_action_in = Some(self.settings.lease);
             }
             if let Some(next) = self.apply_chain(&order, chain, go_on, took).await? {
-                if let Some((step, outcome, took)) = followed {
-                    self.metrics.saga_step(step, outcome, took);
+                if let Some((stage, outcome, took)) = followed {
+                    self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
                 }
                 if go_on && let Err(e) = self.advance(next).await {
                     // Recorded and leased: the lease runs out and the driver takes the order up.

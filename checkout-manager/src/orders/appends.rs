@@ -8,7 +8,7 @@ use ordermesh_messages::{
     payloads::{OrderEvent, OrderLine, RefundRequest, TimelineEntry},
 };
 
-use super::{Change, Order, Result};
+use super::{Change, Entry, Order, Result};
 
 /// What a write adds beside the order row: timeline entries and outbox messages. They travel as arrays,
 /// so the whole write is one statement: atomic on its own, without BEGIN and COMMIT round trips.
@@ -27,15 +27,16 @@ pub(super) struct Appends {
 }
 
 impl Appends {
-    /// A timeline entry; returns its time (in microseconds, as it is stored, so an event carries exactly
-    /// what a later read shows).
-    pub(super) fn step(&mut self, (step, outcome, detail): (&str, &str, String)) -> DateTime<Utc> {
+    /// A timeline entry; returns it as shown, timed now (in microseconds, as it is stored, so an event carries
+    /// exactly what a later read shows).
+    pub(super) fn step(&mut self, entry: &Entry) -> TimelineEntry {
         let at = Utc::now().trunc_subsecs(6);
+        let (step, outcome) = (entry.stage.as_str(), entry.outcome.as_str());
         self.steps.push(step.to_owned());
         self.outcomes.push(outcome.to_owned());
-        self.details.push(detail);
+        self.details.push(entry.detail.clone());
         self.ats.push(at);
-        at
+        TimelineEntry { step: step.to_owned(), outcome: outcome.to_owned(), detail: entry.detail.clone(), at }
     }
 
     pub(super) fn message(&mut self, exchange: &str, routing_key: &str, envelope: &Envelope) {
@@ -64,9 +65,9 @@ impl Appends {
             for m in &change.messages {
                 self.message(&m.exchange, &m.routing_key, &m.envelope);
             }
-            let (step, outcome, detail) = change.timeline.clone();
-            let at = self.step((step, outcome, detail.clone()));
-            next.timeline.push(TimelineEntry { step: step.into(), outcome: outcome.into(), detail, at });
+            let entry = self.step(&change.timeline);
+            let at = entry.at;
+            next.timeline.push(entry);
             let moved = change.status != next.status;
             next = next.after(change);
             if moved {

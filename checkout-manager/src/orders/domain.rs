@@ -145,6 +145,83 @@ macro_rules! text_column {
 text_column!(Status);
 text_column!(Step);
 
+/// What a timeline entry records the saga doing: a stage of the order's life, not the saga's next [`Step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The order was stored.
+    Created,
+    /// Stock was asked for.
+    Reserve,
+    /// A charge was asked for, or its answer came.
+    Payment,
+    /// The hold was turned into a sale.
+    Commit,
+    /// The hold was released (and a refund asked for, if due).
+    RollBack,
+}
+
+impl Stage {
+    /// The stored and shown name (also the `step` label of the saga's metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Reserve => "reserve",
+            Self::Payment => "payment",
+            Self::Commit => "commit",
+            Self::RollBack => "roll_back",
+        }
+    }
+}
+
+/// What came of a [`Stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Asked for; the answer comes later (a charge). Not an outcome of its own in the step metrics.
+    Requested,
+    /// Not done this time; tried again later.
+    Retry,
+    /// Given up: the order rolls back.
+    Failed,
+    /// Refused by inventory (not enough stock).
+    Rejected,
+    /// Refused by the payment provider.
+    Declined,
+}
+
+impl Outcome {
+    /// The stored and shown name (also the `outcome` label of the saga's metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Requested => "requested",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Declined => "declined",
+        }
+    }
+}
+
+/// The timeline entry a change records: what stage, what came of it, and a sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The stage.
+    pub stage: Stage,
+    /// What came of it.
+    pub outcome: Outcome,
+    /// Free text: an attempt number, a reason, an amount.
+    pub detail: String,
+}
+
+impl Entry {
+    /// An entry for `stage` with `outcome` and `detail`.
+    pub fn new(stage: Stage, outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self { stage, outcome, detail: detail.into() }
+    }
+}
+
 /// One order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -230,8 +307,8 @@ pub struct Change {
     pub reason: String,
     /// When the driver should run the next step; `None` for a final status.
     pub next_action_in: Option<Duration>,
-    /// The timeline entry: step, outcome, detail.
-    pub timeline: (&'static str, &'static str, String),
+    /// The timeline entry.
+    pub timeline: Entry,
     /// Requests to send with the change (a charge, a refund), through the outbox in the same transaction:
     /// a crash can neither lose them nor send them without the change that asked for them.
     pub messages: Vec<Outgoing>,
@@ -239,7 +316,7 @@ pub struct Change {
 
 impl Change {
     /// A change that keeps everything of `order` but what the caller then sets.
-    pub fn from(order: &Order, timeline: (&'static str, &'static str, String)) -> Self {
+    pub fn from(order: &Order, timeline: Entry) -> Self {
         Self {
             status: order.status,
             step: order.step,
@@ -380,7 +457,8 @@ mod tests {
     #[test]
     fn a_change_keeps_what_it_does_not_set_and_finishing_ends_the_saga() {
         let order = pending(&placed());
-        let moved = Change::from(&order, ("reserve", "ok", String::new())).then(Status::Reserved, Step::RequestPayment);
+        let moved = Change::from(&order, Entry::new(Stage::Reserve, Outcome::Ok, ""))
+            .then(Status::Reserved, Step::RequestPayment);
         assert_eq!(
             (moved.status, moved.step, moved.next_action_in),
             (Status::Reserved, Step::RequestPayment, Some(Duration::ZERO))
@@ -390,7 +468,7 @@ mod tests {
         assert_eq!((after.status, after.step, after.version), (Status::Reserved, Step::RequestPayment, order.version));
         assert_eq!(after.lines, order.lines, "the lines are never changed by a step");
 
-        let done = Change::from(&after, ("reserve", "rejected", "out of stock".into()))
+        let done = Change::from(&after, Entry::new(Stage::Reserve, Outcome::Rejected, "out of stock"))
             .finish(Status::Rejected, "out of stock");
         assert_eq!((done.status, done.step, done.next_action_in), (Status::Rejected, Step::Done, None));
         assert_eq!(after.after(done).reason, "out of stock");

@@ -61,8 +61,9 @@ pub async fn place_after(
     let delay_ms: Option<i64> = due_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut placed = pending(order);
     let mut appends = Appends::default();
-    let at = appends.step(("created", "ok", String::new()));
-    placed.timeline.push(TimelineEntry { step: "created".into(), outcome: "ok".into(), detail: String::new(), at });
+    let created = appends.step(&Entry::new(Stage::Created, Outcome::Ok, ""));
+    let at = created.at;
+    placed.timeline.push(created);
     appends.status(topology, &placed, at)?;
     let (mut placed, last_at) = appends.changes(topology, placed, changes, at)?;
     placed.changed_at = last_at;
