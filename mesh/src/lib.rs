@@ -3,9 +3,6 @@
 //! from the environment as its own binary would be (but for `GATEWAY_AUTH` and `INVENTORY_AUTH`, which
 //! default to `off` here).
 
-pub mod audit;
-pub mod probe;
-
 use std::future::Future;
 
 use ordermesh_config::FromEnv;
@@ -38,6 +35,18 @@ pub struct MeshConfig {
 }
 
 impl MeshConfig {
+    /// Where `ordermesh audit` looks: every service's database and the broker, as configured.
+    pub fn audit_targets(&self) -> ordermesh_ops::audit::Targets<'_> {
+        ordermesh_ops::audit::Targets {
+            inventory: &self.inventory.database,
+            cart: &self.cart.database,
+            checkout: &self.checkout.database,
+            payment: &self.payment.database,
+            amqp_url: &self.checkout.shared.amqp_url,
+            topology: &self.checkout.topology,
+        }
+    }
+
     /// Reads every service's variables from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {

@@ -3,8 +3,9 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ordermesh::{MeshConfig, audit, run};
+use ordermesh::{MeshConfig, run};
 use ordermesh_lifecycle::shutdown_signal;
+use ordermesh_ops::{audit, probe};
 use ordermesh_telemetry::init;
 
 // mimalloc: about 10 % more checkouts/s and less CPU than glibc's malloc, for some idle memory (BENCHMARKS.md).
@@ -41,7 +42,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ["--stuck-after-seconds", n] => Duration::from_secs(n.parse().map_err(|_| anyhow::anyhow!("{USAGE}"))?),
                 _ => anyhow::bail!("{USAGE}"),
             };
-            let report = audit::run(&MeshConfig::from_env()?, stuck_after).await?;
+            let config = MeshConfig::from_env()?;
+            let report = audit::run(config.audit_targets(), stuck_after).await?;
             #[allow(clippy::print_stdout)] // the report is the command's output
             {
                 print!("{}", report.render());
@@ -81,7 +83,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ["probe", url] => Ok(match ordermesh::probe::probe(url).await {
+        ["probe", url] => Ok(match probe::probe(url).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("unhealthy: {e:#}");

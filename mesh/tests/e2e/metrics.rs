@@ -106,9 +106,9 @@ async fn each_service_serves_metrics_that_one_checkout_moves() {
 
     // What the containers' health checks run: `ordermesh probe` on gRPC health and on a worker's /healthz.
     let inventory_addr = mesh.inventory_url.trim_start_matches("http://");
-    ordermesh::probe::probe(&format!("grpc://{inventory_addr}")).await.expect("inventory is SERVING");
+    ordermesh_ops::probe::probe(&format!("grpc://{inventory_addr}")).await.expect("inventory is SERVING");
     let cart_health = mesh.metrics.iter().find(|(s, _)| *s == c).unwrap().1.replace("/metrics", "/healthz");
-    ordermesh::probe::probe(&cart_health).await.expect("cart-manager is healthy");
+    ordermesh_ops::probe::probe(&cart_health).await.expect("cart-manager is healthy");
 
     // A NOT_FOUND from inventory is counted under its code.
     let (status, _) = mesh.add("carol", "no-such-product", 1).await;
