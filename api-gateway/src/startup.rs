@@ -66,12 +66,7 @@ impl Application {
             stop_rx.clone(),
         );
         let waiters = Arc::new(Waiters::default());
-        let (sampled, gauge) = (waiters.clone(), metrics.clone());
-        metrics.add_sampler(move || {
-            let open = i64::try_from(sampled.open_orders()).unwrap_or(i64::MAX);
-            gauge.set(&gauge.families().open_orders, open);
-            std::future::ready(())
-        });
+        waiters::watch_open_orders(&metrics, &waiters);
         tokio::spawn(waiters::listen(bus.clone(), config.topology.clone(), waiters.clone(), stop_rx));
         let state = AppState {
             rpc: Arc::new(RpcClient::new(bus.clone())),

@@ -21,6 +21,8 @@ use ordermesh_messages::{
     kinds::events,
     payloads::{OrderEvent, OrderView},
 };
+use ordermesh_telemetry::{Metrics, metrics::ServiceLabels};
+use prometheus_client::metrics::{family::Family, gauge::Gauge};
 use tokio::sync::{Notify, watch};
 
 /// The events after which an order no longer changes.
@@ -265,6 +267,22 @@ pub async fn listen(bus: Bus, topology: Topology, waiters: Arc<Waiters>, mut sto
         waiters.events_lost();
         tracing::warn!("order events subscription ended; subscribing again (open orders no longer counted)");
     }
+}
+
+/// Registers `gateway_open_orders` in `metrics`, sampled from `waiters` at each scrape.
+pub fn watch_open_orders(metrics: &Metrics, waiters: &Arc<Waiters>) {
+    let gauge = Family::<ServiceLabels, Gauge>::default();
+    metrics.register(
+        "gateway_open_orders",
+        "Orders this gateway accepted whose final event it has not seen yet, each for at most 10 s; adds wait \
+         while they reach GATEWAY_MAX_OPEN_ORDERS (sampled when scraped)",
+        gauge.clone(),
+    );
+    let (sampled, m) = (waiters.clone(), metrics.clone());
+    metrics.add_sampler(move || {
+        m.set(&gauge, i64::try_from(sampled.open_orders()).unwrap_or(i64::MAX));
+        std::future::ready(())
+    });
 }
 
 #[cfg(test)]

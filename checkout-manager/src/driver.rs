@@ -74,7 +74,7 @@ async fn drive(saga: &Saga, idle: Duration, stop: &mut watch::Receiver<bool>) {
                     // its log lines carry that trace and the order.
                     let span = tracing::info_span!(
                         "saga",
-                        service = saga.metrics.service(),
+                        service = "checkout-manager",
                         order_id = %order.order_id,
                         trace_id = tracing::field::Empty,
                     );

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handler;
 pub mod inventory;
 pub mod leases;
+pub mod metrics;
 pub mod orders;
 pub mod refunds;
 pub mod saga;

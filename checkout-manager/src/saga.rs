@@ -15,7 +15,6 @@ use ordermesh_messages::{
     Envelope, kinds,
     payloads::{ChargeRequest, PaymentOutcome, PaymentResult, PlaceOrder, RefundRequest},
 };
-use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 
 pub use crate::leases::Leases;
@@ -23,6 +22,7 @@ use crate::{
     config::SagaSettings,
     error::CheckoutError,
     inventory::{Held, InventoryFailure, Stock},
+    metrics::SagaMetrics,
     orders::{self, Change, Entry, Order, Outcome, Stage, Status, Step},
 };
 
@@ -104,7 +104,7 @@ pub struct Saga {
     /// Brings the driver's next wake forward when a step falls due before it.
     pub driver_alarm: Arc<Alarm>,
     /// Where steps and final statuses are counted.
-    pub metrics: Metrics,
+    pub metrics: SagaMetrics,
 }
 
 impl Saga {
@@ -173,9 +173,9 @@ impl Saga {
         };
         // Kept before the relay has the charge request, so the charge's answer finds it.
         self.awaiting.note(&next);
-        self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
+        self.metrics.step(stage, outcome, took);
         if next.status.is_final() {
-            Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
+            self.metrics.ended(next.status);
         }
         self.outbox.hand(rows);
         if go_on {
@@ -256,10 +256,10 @@ impl Saga {
             if let Some((stage, outcome)) = first
                 && outcome != Outcome::Requested
             {
-                self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
+                self.metrics.step(stage, outcome, took);
             }
             if next.status.is_final() && !order.status.is_final() {
-                Metrics::count(&self.metrics.families().orders_final, next.status.as_str(), 1);
+                self.metrics.ended(next.status);
             }
         }
         self.outbox.hand(rows);
@@ -479,7 +479,7 @@ impl Saga {
             }
             if let Some(next) = self.apply_chain(&order, chain, go_on, took).await? {
                 if let Some((stage, outcome, took)) = followed {
-                    self.metrics.saga_step(stage.as_str(), outcome.as_str(), took);
+                    self.metrics.step(stage, outcome, took);
                 }
                 if go_on && let Err(e) = self.advance(next).await {
                     // Recorded and leased: the lease runs out and the driver takes the order up.

@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     driver, handler,
     inventory::Inventory,
+    metrics::SagaMetrics,
     refunds,
     saga::{Leases, Saga},
 };
@@ -65,7 +66,7 @@ impl Application {
             settings: config.saga.clone(),
             outbox: outbox.clone(),
             driver_alarm: Arc::default(),
-            metrics,
+            metrics: SagaMetrics::register(&metrics),
         };
 
         let replies = worker.reply_publisher();

@@ -13,9 +13,9 @@ use crate::domain::{
     ReservationStatus,
 };
 use crate::error::InventoryError;
+use crate::metrics::StockMetrics;
 use crate::tokens::Role;
 use ordermesh_lifecycle::Alarm;
-use ordermesh_telemetry::Metrics;
 
 use crate::store;
 
@@ -38,7 +38,7 @@ pub struct InventoryGrpc {
     /// Told of every hold, so the sweeper wakes in time for it.
     sweeps: Arc<Alarm>,
     /// Where reservation events are counted.
-    metrics: Metrics,
+    metrics: StockMetrics,
     /// Who may call what.
     gate: Arc<Gate>,
 }
@@ -50,7 +50,7 @@ impl InventoryGrpc {
         default_ttl: Duration,
         max_ttl: Duration,
         sweeps: Arc<Alarm>,
-        metrics: Metrics,
+        metrics: StockMetrics,
         gate: Arc<Gate>,
     ) -> Self {
         Self { pool, default_ttl, max_ttl, sweeps, metrics, gate }
@@ -60,7 +60,7 @@ impl InventoryGrpc {
     /// older than the call (the database stamps with its clock, on this host or one kept in time with it).
     fn count_if_new(&self, event: &str, stamp: Option<DateTime<Utc>>, called_at: DateTime<Utc>) {
         if stamp.is_some_and(|t| t >= called_at) {
-            Metrics::count(&self.metrics.families().reservations, event, 1);
+            self.metrics.events(event, 1);
         }
     }
 

@@ -15,7 +15,7 @@ use ordermesh_config::AuthMode;
 use ordermesh_db::connect_and_migrate;
 use ordermesh_lifecycle::stopped;
 use ordermesh_proto::inventory::v1::{FILE_DESCRIPTOR_SET, inventory_service_server::InventoryServiceServer};
-use ordermesh_telemetry::{Metrics, grpc::GrpcMetricsLayer, http::MetricsServer};
+use ordermesh_telemetry::{grpc::GrpcMetricsLayer, http::MetricsServer};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -25,7 +25,7 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{auth::Gate, config::Config, grpc::InventoryGrpc, sweeper};
+use crate::{auth::Gate, config::Config, grpc::InventoryGrpc, metrics::StockMetrics, sweeper};
 
 /// inventory's migrations, embedded at compile time; they run at every start and are append-only.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
@@ -54,7 +54,6 @@ impl Application {
             MetricsServer::for_service("inventory-manager", config.metrics_addr, Config::default().metrics_addr)
                 .await?;
         ordermesh_db::watch_pool(metrics_server.metrics(), "inventory", &pool);
-        watch_held(metrics_server.metrics(), &pool);
         Ok(Self { listener, pool, config, metrics_server })
     }
 
@@ -77,6 +76,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { listener, pool, config, metrics_server } = self;
         let metrics = metrics_server.metrics().clone();
+        let stock_metrics = StockMetrics::register(&metrics, &pool);
         let (health, health_service) = tonic_health::server::health_reporter();
         // Migrations have run and the pool is connected: the service is ready.
         health.set_serving::<InventoryServiceServer<InventoryGrpc>>().await;
@@ -98,12 +98,18 @@ impl Application {
             tracing::warn!("INVENTORY_AUTH=off: anyone who reaches this port may change stock and prices");
         }
         let gate = Arc::new(Gate::new(config.auth, pool.clone()));
-        let inventory =
-            InventoryGrpc::new(pool.clone(), config.default_ttl, config.max_ttl, sweeps.clone(), metrics.clone(), gate);
+        let inventory = InventoryGrpc::new(
+            pool.clone(),
+            config.default_ttl,
+            config.max_ttl,
+            sweeps.clone(),
+            stock_metrics.clone(),
+            gate,
+        );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper =
-            tokio::spawn(sweeper::run(pool.clone(), sweeps, config.sweep_interval, metrics.clone(), stop_rx.clone()));
+            tokio::spawn(sweeper::run(pool.clone(), sweeps, config.sweep_interval, stock_metrics, stop_rx.clone()));
         // Ready when the database answers, as the gRPC health service says.
         let serving = Arc::new(AtomicBool::new(true));
         let ready = {
@@ -155,23 +161,6 @@ impl Application {
         tracing::info!("inventory-manager stopped");
         result.context("gRPC server failed")
     }
-}
-
-/// Samples the reservations held now at each scrape (an index-only count over the held ones).
-fn watch_held(metrics: &Metrics, pool: &PgPool) {
-    let (m, pool) = (metrics.clone(), pool.clone());
-    metrics.add_sampler(move || {
-        let (m, pool) = (m.clone(), pool.clone());
-        async move {
-            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE status = 'held'")
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(held) => m.set(&m.families().reservations_held, held),
-                Err(e) => tracing::warn!(error = %e, "sampling the reservations held failed"),
-            }
-        }
-    });
 }
 
 /// Keeps the health status true to the database: NOT_SERVING while it does not answer.

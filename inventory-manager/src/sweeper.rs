@@ -7,17 +7,22 @@
 use std::{sync::Arc, time::Duration};
 
 use ordermesh_lifecycle::Alarm;
-use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::{error::InventoryError, store};
+use crate::{error::InventoryError, metrics::StockMetrics, store};
 
 /// Most reservations released in one transaction: bounds how long stock rows stay locked.
 const BATCH: u32 = 500;
 
 /// Sweeps until `stop` changes; a failed sweep is logged and tried again after `idle` (at most 1 s).
-pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    pool: PgPool,
+    alarm: Arc<Alarm>,
+    idle: Duration,
+    metrics: StockMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         alarm.looking();
         let pause = match sweep(&pool, &metrics).await {
@@ -35,10 +40,10 @@ pub async fn run(pool: PgPool, alarm: Arc<Alarm>, idle: Duration, metrics: Metri
 }
 
 /// Releases what has expired, in batches, and says how long until the next held reservation expires.
-async fn sweep(pool: &PgPool, metrics: &Metrics) -> Result<Option<Duration>, InventoryError> {
+async fn sweep(pool: &PgPool, metrics: &StockMetrics) -> Result<Option<Duration>, InventoryError> {
     loop {
         let expired = store::expire_due(pool, BATCH).await?;
-        Metrics::count(&metrics.families().reservations, "expired", u64::try_from(expired).unwrap_or(0));
+        metrics.events("expired", u64::try_from(expired).unwrap_or(0));
         if expired < BATCH as usize {
             break;
         }

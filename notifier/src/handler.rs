@@ -8,11 +8,11 @@ use ordermesh_messages::{
     Envelope, ErrorCode, ReplyError, kinds,
     payloads::{GetProfile, OrderEvent, PutProfile},
 };
-use ordermesh_telemetry::Metrics;
 use sqlx::PgPool;
 
 use crate::{
     email::{self, Mailer, SendError},
+    metrics::EmailMetrics,
     store::{self, Claim},
 };
 
@@ -33,7 +33,7 @@ pub struct Notifier {
     /// See [`lease`].
     pub lease: Duration,
     /// Counts emails by outcome.
-    pub metrics: Metrics,
+    pub metrics: EmailMetrics,
 }
 
 impl Notifier {
@@ -99,7 +99,7 @@ impl Notifier {
     }
 
     fn count(&self, outcome: &str) {
-        Metrics::count(&self.metrics.families().emails, outcome, 1);
+        self.metrics.count(outcome);
     }
 
     /// A profile request from the gateway.

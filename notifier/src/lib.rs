@@ -9,6 +9,7 @@
 pub mod config;
 pub mod email;
 pub mod handler;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 

@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     email::Mailer,
     handler::{Notifier, lease},
+    metrics::EmailMetrics,
 };
 
 /// notifier's migrations, embedded at compile time.
@@ -54,7 +55,7 @@ impl Application {
             pool: pool.clone(),
             mailer: Arc::new(Mailer::new(&config.smtp)?),
             lease: lease(config.smtp.timeout),
-            metrics: worker.metrics().clone(),
+            metrics: EmailMetrics::register(worker.metrics()),
         };
         let n = notifier.clone();
         let events = handler_fn(move |m| {

@@ -1,5 +1,6 @@
 //! One Prometheus registry per service instance (tests run several services in one process, so nothing here is
-//! global), the metric families every service may record into, and gauges sampled only when scraped.
+//! global), the plumbing's metric families (HTTP, gRPC, AMQP, outbox, database pool), gauges sampled only when
+//! scraped, and [`Metrics::register`] for the families each service declares for its own domain.
 
 use std::{
     fmt,
@@ -17,7 +18,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 /// `Content-Type` of [`Metrics::render`]'s text.
@@ -56,13 +57,6 @@ pub struct MethodLabels {
 pub struct MessageLabels {
     pub queue: String,
     pub kind: String,
-}
-
-/// A saga step and how it ended (`ok`, `retry`, `failed`).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StepLabels {
-    pub step: &'static str,
-    pub outcome: &'static str,
 }
 
 /// One label naming a state or event.
@@ -114,14 +108,7 @@ pub struct Families {
     pub retried: Family<MessageLabels, Counter>,
     pub dead_lettered: Family<MessageLabels, Counter>,
     pub expired: Family<MessageLabels, Counter>,
-    pub saga_steps: Family<StepLabels, Counter>,
-    pub saga_step_seconds: Family<StepLabels, Histogram, Buckets>,
-    pub orders_final: Family<StateLabels, Counter>,
-    pub reservations: Family<StateLabels, Counter>,
-    pub emails: Family<StateLabels, Counter>,
-    pub reservations_held: Family<ServiceLabels, Gauge>,
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
-    pub open_orders: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_seconds: Family<ServiceLabels, FloatGauge>,
     pub db_pool: Family<PoolLabels, Gauge>,
 }
@@ -141,14 +128,7 @@ impl Default for Families {
             retried: Family::default(),
             dead_lettered: Family::default(),
             expired: Family::default(),
-            saga_steps: Family::default(),
-            saga_step_seconds: Family::new_with_constructor(Buckets),
-            orders_final: Family::default(),
-            reservations: Family::default(),
-            emails: Family::default(),
-            reservations_held: Family::default(),
             outbox_backlog: Family::default(),
-            open_orders: Family::default(),
             outbox_oldest_seconds: Family::default(),
             db_pool: Family::default(),
         }
@@ -157,7 +137,7 @@ impl Default for Families {
 
 struct Inner {
     service: &'static str,
-    registry: Registry,
+    registry: Mutex<Registry>,
     families: Families,
     samplers: Mutex<Vec<Sampler>>,
 }
@@ -225,26 +205,10 @@ impl Metrics {
             "Requests dropped because their sender's deadline had passed",
             f.expired.clone(),
         );
-        r.register("saga_steps", "Saga steps run, by step and outcome (ok, retry, failed)", f.saga_steps.clone());
-        r.register("saga_step_duration_seconds", "Saga step latency, by step and outcome", f.saga_step_seconds.clone());
-        r.register("orders_final", "Orders that reached a final status, by status", f.orders_final.clone());
-        r.register("reservations", "Reservation events: held, committed, rolled_back, expired", f.reservations.clone());
-        r.register(
-            "notifier_emails",
-            "Order events handled by the notifier: sent, skipped (no address), duplicate, rejected, retry",
-            f.emails.clone(),
-        );
-        r.register("reservations_held", "Reservations held now (sampled when scraped)", f.reservations_held.clone());
         r.register(
             "outbox_backlog",
             "Outbox messages not yet published (sampled when scraped)",
             f.outbox_backlog.clone(),
-        );
-        r.register(
-            "gateway_open_orders",
-            "Orders this gateway accepted whose final event it has not seen yet, each for at most 10 s; adds wait \
-             while they reach GATEWAY_MAX_OPEN_ORDERS (sampled when scraped)",
-            f.open_orders.clone(),
         );
         r.register(
             "outbox_oldest_age_seconds",
@@ -256,7 +220,7 @@ impl Metrics {
             "Database pool connections by state: in_use, idle, max (sampled when scraped)",
             f.db_pool.clone(),
         );
-        Self(Arc::new(Inner { service, registry: r, families: f, samplers: Mutex::new(Vec::new()) }))
+        Self(Arc::new(Inner { service, registry: Mutex::new(r), families: f, samplers: Mutex::new(Vec::new()) }))
     }
 
     /// The service these metrics belong to.
@@ -264,9 +228,15 @@ impl Metrics {
         self.0.service
     }
 
-    /// The families, to record into.
+    /// The plumbing's families, to record into.
     pub fn families(&self) -> &Families {
         &self.0.families
+    }
+
+    /// Registers a family a service declares for its own domain (saga steps, reservations, emails), to be
+    /// rendered with the plumbing's. Record into the value kept, not into this registry.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.0.registry.lock().unwrap_or_else(|p| p.into_inner()).register(name, help, metric);
     }
 
     /// Runs `sample` before every scrape (bounded by a second), so a gauge that needs a query costs nothing
@@ -298,7 +268,8 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        let registry = self.0.registry.lock().unwrap_or_else(|p| p.into_inner());
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 
@@ -330,20 +301,12 @@ impl Metrics {
         family.get_or_create(&MessageLabels { queue: queue.to_owned(), kind: kind.to_owned() }).inc();
     }
 
-    /// Counts a saga step and its latency.
-    pub fn saga_step(&self, step: &'static str, outcome: &'static str, elapsed: Duration) {
-        let f = self.families();
-        let labels = StepLabels { step, outcome };
-        f.saga_steps.get_or_create(&labels).inc();
-        f.saga_step_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
-    }
-
-    /// Counts into a family labelled by one state (orders by final status, reservation events).
+    /// Counts into a family labelled by one state (a service's orders by final status, reservation events).
     pub fn count(family: &Family<StateLabels, Counter>, state: &str, by: u64) {
         family.get_or_create(&StateLabels { state: state.to_owned() }).inc_by(by);
     }
 
-    /// Sets a gauge owned by this service.
+    /// Sets a gauge owned by this service (labelled with its name).
     pub fn set(&self, family: &Family<ServiceLabels, Gauge>, value: i64) {
         family.get_or_create(&ServiceLabels { service: self.0.service }).set(value);
     }
@@ -390,7 +353,10 @@ mod tests {
 
         metrics.http("POST", "/addToCart", 200, Duration::from_millis(3));
         metrics.http("POST", "/addToCart", 200, Duration::from_millis(5));
-        Metrics::count(&metrics.families().orders_final, "CONFIRMED", 1);
+        // A service's own family, registered beside the plumbing's.
+        let orders_final = Family::<StateLabels, Counter>::default();
+        metrics.register("orders_final", "Orders by final status", orders_final.clone());
+        Metrics::count(&orders_final, "CONFIRMED", 1);
         let scrapes = Arc::new(AtomicU64::new(0));
         {
             let (m, scrapes) = (metrics.clone(), scrapes.clone());

@@ -107,7 +107,9 @@ async fn fixture(settings: SagaSettings) -> Fixture {
         settings,
         outbox: Arc::default(),
         driver_alarm: Arc::default(),
-        metrics: ordermesh_telemetry::Metrics::new("checkout-manager"),
+        metrics: checkout_manager::metrics::SagaMetrics::register(&ordermesh_telemetry::Metrics::new(
+            "checkout-manager",
+        )),
     };
     Fixture { saga, stock, pool, database }
 }
