@@ -13,24 +13,22 @@ use sqlx::PgPool;
 
 /// A shopper's profile (`email: None` if never set or cleared).
 pub async fn profile(pool: &PgPool, client_id: &ClientId) -> sqlx::Result<Profile> {
-    let row: Option<(Option<String>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT email, updated_at FROM client_profiles WHERE client_id = $1")
-            .bind(client_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    let (email, updated_at) = row.map_or((None, None), |(e, at)| (e, Some(at)));
+    let row = sqlx::query!("SELECT email, updated_at FROM client_profiles WHERE client_id = $1", client_id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    let (email, updated_at) = row.map_or((None, None), |r| (r.email, Some(r.updated_at)));
     Ok(Profile { client_id: client_id.clone(), email: email.and_then(|e| Email::parse(e).ok()), updated_at })
 }
 
 /// Sets (or with `None` clears) a shopper's email address.
 pub async fn put_profile(pool: &PgPool, client_id: &ClientId, email: Option<&Email>) -> sqlx::Result<Profile> {
-    let updated_at: DateTime<Utc> = sqlx::query_scalar(
+    let updated_at: DateTime<Utc> = sqlx::query_scalar!(
         "INSERT INTO client_profiles (client_id, email) VALUES ($1, $2)
          ON CONFLICT (client_id) DO UPDATE SET email = EXCLUDED.email, updated_at = now()
          RETURNING updated_at",
+        client_id.as_str(),
+        email.map(Email::as_str),
     )
-    .bind(client_id.as_str())
-    .bind(email.map(Email::as_str))
     .fetch_one(pool)
     .await?;
     Ok(Profile { client_id: client_id.clone(), email: email.cloned(), updated_at: Some(updated_at) })
@@ -57,8 +55,8 @@ pub async fn claim(
     client_id: &ClientId,
     lease: Duration,
 ) -> sqlx::Result<Claim> {
-    let row: Option<(String, Option<String>, bool, Option<f64>)> = sqlx::query_as(
-        "WITH profile AS (
+    let row = sqlx::query!(
+        r#"WITH profile AS (
            SELECT (SELECT email FROM client_profiles WHERE client_id = $4) AS email
          ), claimed AS (
            INSERT INTO notifications (event_id, order_id, kind, recipient, state, claimed_until)
@@ -70,18 +68,20 @@ pub async fn claim(
              WHERE notifications.state = 'sending' AND notifications.claimed_until <= now()
            RETURNING state, recipient
          )
-         SELECT c.state, c.recipient, true, NULL::float8 FROM claimed c
+         SELECT c.state AS "state!", c.recipient AS "recipient?", true AS "claimed!", NULL::float8 AS "left?"
+         FROM claimed c
          UNION ALL
          SELECT n.state, n.recipient, false, EXTRACT(EPOCH FROM n.claimed_until - now())::float8
-         FROM notifications n WHERE n.event_id = $1 AND NOT EXISTS (SELECT 1 FROM claimed)",
+         FROM notifications n WHERE n.event_id = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"#,
+        event_id,
+        order_id,
+        kind,
+        client_id.as_str(),
+        lease.as_secs_f64(),
     )
-    .bind(event_id)
-    .bind(order_id)
-    .bind(kind)
-    .bind(client_id.as_str())
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
-    .await?;
+    .await?
+    .map(|r| (r.state, r.recipient, r.claimed, r.left));
     Ok(match row {
         Some((state, Some(recipient), true, _)) if state == "sending" => Claim::Send(recipient),
         Some((state, _, false, Some(left))) if state == "sending" => {
@@ -96,20 +96,22 @@ pub async fn claim(
 
 /// Marks the event's email as handed to the SMTP server.
 pub async fn mark_sent(pool: &PgPool, event_id: uuid::Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE notifications SET state = 'sent', sent_at = now(), claimed_until = NULL WHERE event_id = $1")
-        .bind(event_id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE notifications SET state = 'sent', sent_at = now(), claimed_until = NULL WHERE event_id = $1",
+        event_id
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Gives the claim back after a passing failure, so the next delivery sends at once.
 pub async fn release(pool: &PgPool, event_id: uuid::Uuid, detail: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE notifications SET claimed_until = now(), detail = $2 WHERE event_id = $1 AND state = 'sending'",
+        event_id,
+        detail,
     )
-    .bind(event_id)
-    .bind(detail)
     .execute(pool)
     .await?;
     Ok(())
@@ -117,10 +119,12 @@ pub async fn release(pool: &PgPool, event_id: uuid::Uuid, detail: &str) -> sqlx:
 
 /// Records that the server refused the email for good.
 pub async fn mark_rejected(pool: &PgPool, event_id: uuid::Uuid, detail: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE notifications SET state = 'rejected', claimed_until = NULL, detail = $2 WHERE event_id = $1")
-        .bind(event_id)
-        .bind(detail)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE notifications SET state = 'rejected', claimed_until = NULL, detail = $2 WHERE event_id = $1",
+        event_id,
+        detail,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -10,12 +10,12 @@ use sqlx::PgPool;
 
 /// Sets a client's balance (tests and demos).
 pub async fn set_balance(pool: &PgPool, client: &ClientId, balance_cents: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2)
          ON CONFLICT (client_id) DO UPDATE SET balance_cents = EXCLUDED.balance_cents, updated_at = now()",
+        client.as_str(),
+        balance_cents,
     )
-    .bind(client.as_str())
-    .bind(balance_cents)
     .execute(pool)
     .await?;
     Ok(())
@@ -23,8 +23,7 @@ pub async fn set_balance(pool: &PgPool, client: &ClientId, balance_cents: i64) -
 
 /// A client's balance, if it has an account yet.
 pub async fn balance(pool: &PgPool, client: &ClientId) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT balance_cents FROM payment_accounts WHERE client_id = $1")
-        .bind(client.as_str())
+    sqlx::query_scalar!("SELECT balance_cents FROM payment_accounts WHERE client_id = $1", client.as_str())
         .fetch_optional(pool)
         .await
 }
@@ -60,10 +59,11 @@ pub async fn charge(
 /// which undoes its debit with it; a new client whose first charge exceeds the default fails the
 /// balance's CHECK. Both leave nothing behind and are the caller's to take the general path.
 async fn charge_at_once(pool: &PgPool, request: &ChargeRequest, default_balance_cents: i64) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "WITH a AS (
+    sqlx::query_scalar!(
+        r#"WITH a AS (
            INSERT INTO payment_accounts AS a (client_id, balance_cents)
-           SELECT $2, $4 - $3 WHERE NOT EXISTS (SELECT 1 FROM payment_charges WHERE payment_id = $1)
+           SELECT $2::text, $4::bigint - $3::bigint
+           WHERE NOT EXISTS (SELECT 1 FROM payment_charges WHERE payment_id = $1::text)
            ON CONFLICT (client_id) DO UPDATE SET balance_cents = a.balance_cents - $3, updated_at = now()
               WHERE a.balance_cents >= $3
            RETURNING a.client_id
@@ -72,12 +72,12 @@ async fn charge_at_once(pool: &PgPool, request: &ChargeRequest, default_balance_
            SELECT $1, client_id, $3, 'succeeded', '' FROM a
            RETURNING payment_id
          )
-         SELECT EXISTS (SELECT 1 FROM c)",
+         SELECT EXISTS (SELECT 1 FROM c) AS "charged!""#,
+        request.payment_id,
+        request.client_id.as_str(),
+        request.amount_cents,
+        default_balance_cents,
     )
-    .bind(&request.payment_id)
-    .bind(request.client_id.as_str())
-    .bind(request.amount_cents)
-    .bind(default_balance_cents)
     .fetch_one(pool)
     .await
 }
@@ -88,30 +88,33 @@ async fn try_charge(
     default_balance_cents: i64,
 ) -> sqlx::Result<PaymentOutcome> {
     let mut tx = pool.begin().await?;
-    let previous: Option<(String, String)> =
-        sqlx::query_as("SELECT outcome, reason FROM payment_charges WHERE payment_id = $1 FOR UPDATE")
-            .bind(&request.payment_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((outcome, reason)) = previous {
+    let previous = sqlx::query!(
+        "SELECT outcome, reason FROM payment_charges WHERE payment_id = $1 FOR UPDATE",
+        request.payment_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(previous) = previous {
         tx.commit().await?;
-        return Ok(match outcome.as_str() {
+        return Ok(match previous.outcome.as_str() {
             "succeeded" => PaymentOutcome::Succeeded,
             "refunded" => PaymentOutcome::Declined { reason: "the charge was refunded".into() },
-            _ => PaymentOutcome::Declined { reason },
+            _ => PaymentOutcome::Declined { reason: previous.reason },
         });
     }
-    sqlx::query("INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(request.client_id.as_str())
-        .bind(default_balance_cents)
-        .execute(&mut *tx)
-        .await?;
-    let charged = sqlx::query(
+    sqlx::query!(
+        "INSERT INTO payment_accounts (client_id, balance_cents) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        request.client_id.as_str(),
+        default_balance_cents,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let charged = sqlx::query!(
         "UPDATE payment_accounts SET balance_cents = balance_cents - $2, updated_at = now()
          WHERE client_id = $1 AND balance_cents >= $2",
+        request.client_id.as_str(),
+        request.amount_cents,
     )
-    .bind(request.client_id.as_str())
-    .bind(request.amount_cents)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -122,14 +125,14 @@ async fn try_charge(
         let reason = "insufficient funds".to_owned();
         (PaymentOutcome::Declined { reason: reason.clone() }, "declined", reason)
     };
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO payment_charges (payment_id, client_id, amount_cents, outcome, reason) VALUES ($1, $2, $3, $4, $5)",
+        request.payment_id,
+        request.client_id.as_str(),
+        request.amount_cents,
+        stored,
+        reason,
     )
-    .bind(&request.payment_id)
-    .bind(request.client_id.as_str())
-    .bind(request.amount_cents)
-    .bind(stored)
-    .bind(&reason)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -139,19 +142,19 @@ async fn try_charge(
 /// Gives a successful charge back; a payment id never charged (or already refunded) is a no-op.
 pub async fn refund(pool: &PgPool, request: &RefundRequest) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    let refunded: Option<(String, i64)> = sqlx::query_as(
+    let refunded = sqlx::query!(
         "UPDATE payment_charges SET outcome = 'refunded', refunded_at = now()
          WHERE payment_id = $1 AND outcome = 'succeeded' RETURNING client_id, amount_cents",
+        request.payment_id
     )
-    .bind(&request.payment_id)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((client, amount)) = &refunded {
-        sqlx::query(
+    if let Some(charge) = &refunded {
+        sqlx::query!(
             "UPDATE payment_accounts SET balance_cents = balance_cents + $2, updated_at = now() WHERE client_id = $1",
+            charge.client_id,
+            charge.amount_cents,
         )
-        .bind(client)
-        .bind(amount)
         .execute(&mut *tx)
         .await?;
     }
