@@ -31,6 +31,9 @@ const BATCH: i64 = 200;
 /// ([`Handoff`]) alike: how long a claimed row is left to its relay before another may publish it. Above the
 /// publish deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
 pub const HANDED_CLAIM: &str = "now() + interval '8 seconds'";
+/// [`HANDED_CLAIM`]'s length in seconds, for a compile-checked statement to bind:
+/// `now() + make_interval(secs => $n)`.
+pub const HANDED_CLAIM_SECS: f64 = 8.0;
 /// How long published rows wait to be deleted together (one statement for all of them, or folded into the
 /// next claim): far below the claim, so they are never sent twice by waiting.
 const FLUSH_AFTER: Duration = Duration::from_millis(10);
@@ -379,4 +382,12 @@ pub fn watch_backlog(metrics: &ordermesh_telemetry::Metrics, pool: &PgPool) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_claim_as_sql_and_in_seconds_agree() {
+        assert_eq!(super::HANDED_CLAIM, format!("now() + interval '{} seconds'", super::HANDED_CLAIM_SECS));
+    }
 }

@@ -44,7 +44,8 @@ impl Request<'_> {
 /// what commits here is answered before the caller gives up, unless the reply itself is lost.
 async fn before_deadline(conn: &mut PgConnection, deadline: Option<DateTime<Utc>>) -> Result<()> {
     let Some(deadline) = deadline else { return Ok(()) };
-    let in_time: bool = sqlx::query_scalar("SELECT clock_timestamp() < $1").bind(deadline).fetch_one(conn).await?;
+    let in_time =
+        sqlx::query_scalar!(r#"SELECT clock_timestamp() < $1 AS "in_time!""#, deadline).fetch_one(conn).await?;
     if in_time { Ok(()) } else { Err(CartError::Expired) }
 }
 
@@ -56,13 +57,14 @@ async fn replay<T: DeserializeOwned>(
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<T>> {
-    let row: Option<(String, serde_json::Value, Option<serde_json::Value>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT fingerprint, response, refusal FROM cart_requests WHERE client_id = $1 AND request_key = $2",
+        client.as_str(),
+        key,
     )
-    .bind(client.as_str())
-    .bind(key)
     .fetch_optional(conn)
-    .await?;
+    .await?
+    .map(|r| (r.fingerprint, r.response, r.refusal));
     match row {
         None => Ok(None),
         Some((stored, ..)) if stored != fingerprint => Err(CartError::KeyReused),
@@ -114,14 +116,14 @@ async fn refuse<T: DeserializeOwned>(
     refusal: Refusal,
 ) -> Result<T> {
     let stored = serde_json::to_value(&refusal).map_err(anyhow::Error::from)?;
-    let recorded = sqlx::query(
+    let recorded = sqlx::query!(
         "INSERT INTO cart_requests (client_id, request_key, fingerprint, response, refusal)
          VALUES ($1, $2, $3, 'null', $4) ON CONFLICT (client_id, request_key) DO NOTHING",
+        client.as_str(),
+        key,
+        fingerprint,
+        stored,
     )
-    .bind(client.as_str())
-    .bind(key)
-    .bind(fingerprint)
-    .bind(stored)
     .execute(pool)
     .await?
     .rows_affected()
@@ -146,14 +148,14 @@ async fn remember(
     response: &impl Serialize,
 ) -> Result<bool> {
     let response = serde_json::to_value(response).map_err(anyhow::Error::from)?;
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "INSERT INTO cart_requests (client_id, request_key, fingerprint, response) VALUES ($1, $2, $3, $4)
          ON CONFLICT (client_id, request_key) DO NOTHING",
+        client.as_str(),
+        key,
+        fingerprint,
+        response,
     )
-    .bind(client.as_str())
-    .bind(key)
-    .bind(fingerprint)
-    .bind(response)
     .execute(conn)
     .await?
     .rows_affected()
@@ -187,36 +189,38 @@ pub async fn add_item(
         Err(e) => return replay(&mut *pool.acquire().await?, client, &key, &fingerprint).await?.ok_or(e),
     };
     let limit = info.available.min(MAX_UNITS_PER_PRODUCT);
-    let applied = sqlx::query_as::<_, AddOutcome>(
-        "WITH prior AS (
-           SELECT fingerprint, response, refusal FROM cart_requests WHERE client_id = $1 AND request_key = $5
+    let applied = sqlx::query_as!(
+        AddOutcome,
+        r#"WITH prior AS (
+           SELECT fingerprint, response, refusal FROM cart_requests WHERE client_id = $1::text AND request_key = $5::text
          ), in_time AS (
            SELECT $7::timestamptz IS NULL OR clock_timestamp() < $7 AS ok
          ), added AS (
            INSERT INTO cart_items AS c (client_id, product_id, quantity)
-           SELECT $1, $2, $3 WHERE $3 <= $4 AND NOT EXISTS (SELECT 1 FROM prior) AND (SELECT ok FROM in_time)
+           SELECT $1, $2::text, $3::bigint
+           WHERE $3 <= $4::bigint AND NOT EXISTS (SELECT 1 FROM prior) AND (SELECT ok FROM in_time)
            ON CONFLICT (client_id, product_id) DO UPDATE
              SET quantity = c.quantity + EXCLUDED.quantity, updated_at = now()
              WHERE c.quantity + EXCLUDED.quantity <= $4
            RETURNING quantity
          ), recorded AS (
            INSERT INTO cart_requests (client_id, request_key, fingerprint, response)
-           SELECT $1, $5, $6, jsonb_build_object('quantity_in_cart', quantity) FROM added
+           SELECT $1, $5, $6::text, jsonb_build_object('quantity_in_cart', quantity) FROM added
          )
-         SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint,
-                (SELECT response FROM prior) AS prior_response,
-                (SELECT refusal FROM prior) AS prior_refusal,
-                (SELECT ok FROM in_time) AS in_time,
-                (SELECT quantity FROM added) AS total,
-                (SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2) AS in_cart",
+         SELECT (SELECT fingerprint FROM prior) AS "prior_fingerprint?",
+                (SELECT response FROM prior) AS "prior_response?",
+                (SELECT refusal FROM prior) AS "prior_refusal?",
+                (SELECT ok FROM in_time) AS "in_time!",
+                (SELECT quantity FROM added) AS "total?",
+                (SELECT quantity FROM cart_items WHERE client_id = $1 AND product_id = $2) AS "in_cart?""#,
+        client.as_str(),
+        product.as_str(),
+        quantity.get(),
+        limit,
+        key,
+        fingerprint,
+        request.deadline,
     )
-    .bind(client.as_str())
-    .bind(product.as_str())
-    .bind(quantity.get())
-    .bind(limit)
-    .bind(&key)
-    .bind(&fingerprint)
-    .bind(request.deadline)
     .fetch_one(pool)
     .await;
     let outcome = match applied {
@@ -280,11 +284,13 @@ pub async fn remove_item(
     if replay::<()>(&mut tx, client, &key, &fingerprint).await?.is_some() {
         return Ok(());
     }
-    let removed = sqlx::query("DELETE FROM cart_items WHERE client_id = $1 AND product_id = $2")
-        .bind(client.as_str())
-        .bind(product.as_str())
-        .execute(&mut *tx)
-        .await?;
+    let removed = sqlx::query!(
+        "DELETE FROM cart_items WHERE client_id = $1 AND product_id = $2",
+        client.as_str(),
+        product.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
     if removed.rows_affected() == 0 {
         // Not in the cart, or a copy of this request took the line out and is committing still (its row lock is
         // what this statement waited for): recording the refusal waits for its record, and answers as it did.
@@ -305,12 +311,15 @@ pub async fn remove_item(
 
 /// A cart's lines in byte order of product id, the order `checkout` compares them in.
 async fn items(pool: &PgPool, client: &ClientId) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT product_id, quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\"",
+    Ok(sqlx::query!(
+        r#"SELECT product_id, quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C""#,
+        client.as_str()
     )
-    .bind(client.as_str())
     .fetch_all(pool)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|r| (r.product_id, r.quantity))
+    .collect())
 }
 
 /// The total of priced lines, refused when it does not fit in a payment's amount (checked, as checkout-manager
@@ -435,44 +444,47 @@ pub async fn checkout(
         // checkout recorded under its key and `order.place` queued. The cart is emptied only if the record
         // went in, so a racing checkout under the same key that recorded first leaves this cart alone.
         let body = envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent());
-        let (unchanged, in_time, recorded, outbox_id): (bool, bool, bool, Option<i64>) =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "WITH c AS (
+        let written = sqlx::query!(
+            r#"WITH c AS (
                SELECT product_id, quantity FROM cart_items WHERE client_id = $1 FOR UPDATE
              ), same AS (
-               SELECT coalesce(array_agg(product_id ORDER BY product_id COLLATE \"C\"), '{{}}') = $6::text[]
-                      AND coalesce(array_agg(quantity ORDER BY product_id COLLATE \"C\"), '{{}}') = $7::bigint[] AS ok
+               SELECT coalesce(array_agg(product_id ORDER BY product_id COLLATE "C"), '{}') = $6::text[]
+                      AND coalesce(array_agg(quantity ORDER BY product_id COLLATE "C"), '{}') = $7::bigint[] AS ok
                FROM c
              ), go AS (
                SELECT ok, $8::timestamptz IS NULL OR clock_timestamp() < $8 AS in_time FROM same
              ), k AS (
                INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
-               SELECT $1, $2, $3, $4, $5 FROM go WHERE ok AND in_time
+               SELECT $1::text, $2::text, $3::text, $4::bigint, $5::jsonb FROM go WHERE ok AND in_time
                ON CONFLICT (client_id, idempotency_key) DO NOTHING
                RETURNING order_id
              ), d AS (
                DELETE FROM cart_items WHERE client_id = $1 AND EXISTS (SELECT 1 FROM k)
              ), box AS (
                INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
-               SELECT '', $9, $10, $11, {} FROM k
+               SELECT '', $9::text, $10::uuid, $11::bytea, now() + make_interval(secs => $12) FROM k
                RETURNING id
              )
-             SELECT go.ok, go.in_time, EXISTS (SELECT 1 FROM k), (SELECT id FROM box) FROM go",
-                outbox::HANDED_CLAIM
-            )))
-            .bind(client.as_str())
-            .bind(idempotency_key)
-            .bind(order_id.as_str())
-            .bind(total_cents)
-            .bind(&snapshot)
-            .bind(&products)
-            .bind(&quantities)
-            .bind(deadline)
-            .bind(topology.checkout_jobs())
-            .bind(envelope.message_id)
-            .bind(&body)
-            .fetch_one(pool)
-            .await?;
+             SELECT go.ok AS "unchanged!", go.in_time AS "in_time!", EXISTS (SELECT 1 FROM k) AS "recorded!",
+                    (SELECT id FROM box) AS "outbox_id?"
+             FROM go"#,
+            client.as_str(),
+            idempotency_key,
+            order_id.as_str(),
+            total_cents,
+            snapshot,
+            &products as &[&str],
+            &quantities,
+            deadline,
+            topology.checkout_jobs(),
+            envelope.message_id,
+            body,
+            outbox::HANDED_CLAIM_SECS,
+        )
+        .fetch_one(pool)
+        .await?;
+        let (unchanged, in_time, recorded, outbox_id) =
+            (written.unchanged, written.in_time, written.recorded, written.outbox_id);
         if !in_time {
             return Err(CartError::Expired);
         }
@@ -491,15 +503,16 @@ pub async fn checkout(
 /// The order an earlier checkout under `key` made, if any, and the cart as it is (product order): one
 /// statement, so a checkout reads in one round trip what it needs before pricing.
 async fn checkout_state(pool: &PgPool, client: &ClientId, key: &str) -> Result<(Option<OrderId>, Vec<(String, i64)>)> {
-    let (existing, products, quantities): (Option<String>, Vec<String>, Vec<i64>) = sqlx::query_as(
-        "SELECT (SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2),
-                ARRAY(SELECT product_id FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\"),
-                ARRAY(SELECT quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE \"C\")",
+    let state = sqlx::query!(
+        r#"SELECT (SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2) AS "existing?",
+                ARRAY(SELECT product_id FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "products!",
+                ARRAY(SELECT quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "quantities!""#,
+        client.as_str(),
+        key,
     )
-    .bind(client.as_str())
-    .bind(key)
     .fetch_one(pool)
     .await?;
+    let (existing, products, quantities) = (state.existing, state.products, state.quantities);
     let existing = existing
         .map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))
         .transpose()?;
@@ -508,11 +521,9 @@ async fn checkout_state(pool: &PgPool, client: &ClientId, key: &str) -> Result<(
 
 /// The order as it was checked out (what checkout-manager was handed), if this cart-manager made it.
 pub async fn checkout_snapshot(pool: &PgPool, order_id: &OrderId) -> Result<Option<PlaceOrder>> {
-    let snapshot: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT order_snapshot FROM checkouts WHERE order_id = $1")
-            .bind(order_id.as_str())
-            .fetch_optional(pool)
-            .await?;
+    let snapshot = sqlx::query_scalar!("SELECT order_snapshot FROM checkouts WHERE order_id = $1", order_id.as_str())
+        .fetch_optional(pool)
+        .await?;
     snapshot
         .map(|s| {
             serde_json::from_value(s).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order snapshot: {e}")))
@@ -522,7 +533,7 @@ pub async fn checkout_snapshot(pool: &PgPool, order_id: &OrderId) -> Result<Opti
 
 /// Forgets applied requests older than a day: redeliveries and client retries come within minutes, not days.
 pub async fn prune_processed(pool: &PgPool) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM cart_requests WHERE created_at < now() - interval '1 day'")
+    Ok(sqlx::query!("DELETE FROM cart_requests WHERE created_at < now() - interval '1 day'")
         .execute(pool)
         .await?
         .rows_affected())

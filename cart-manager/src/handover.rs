@@ -22,8 +22,8 @@ use tokio::sync::watch;
 /// How long after its checkout an order is first asked about: the default of `checkouts.handover_due_at` in
 /// the migration that made it, which this must match.
 pub const FIRST_CHECK_AFTER: Duration = Duration::from_secs(5);
-/// How long after a question its orders are asked about again if no answer settles them, as SQL.
-const ASK_AGAIN_AFTER: &str = "interval '10 seconds'";
+/// How long after a question its orders are asked about again if no answer settles them.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(10);
 /// How long checkout-manager gets to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// Bounds of the sleep between passes: the shortest gathers a busy second's checkouts into one question;
@@ -45,16 +45,20 @@ pub struct Checked {
 /// Asks checkout-manager about the checkouts whose hand-over is due (claimed first, so two instances never
 /// ask about the same ones together), settles those it holds and sends the others again.
 pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: &Handoff) -> anyhow::Result<Checked> {
-    let due: Vec<(String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE checkouts c SET handover_due_at = now() + {ASK_AGAIN_AFTER}
+    let due: Vec<(String, serde_json::Value)> = sqlx::query!(
+        "UPDATE checkouts c SET handover_due_at = now() + make_interval(secs => $2)
          FROM (SELECT order_id FROM checkouts WHERE handover_due_at <= now()
                ORDER BY handover_due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
          WHERE c.order_id = d.order_id
-         RETURNING c.order_id, c.order_snapshot"
-    )))
-    .bind(i64::try_from(WhichTakenIn::MAX).unwrap_or(i64::MAX))
+         RETURNING c.order_id, c.order_snapshot",
+        i64::try_from(WhichTakenIn::MAX).unwrap_or(i64::MAX),
+        ASK_AGAIN_AFTER.as_secs_f64(),
+    )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.order_id, r.order_snapshot))
+    .collect();
     if due.is_empty() {
         return Ok(Checked::default());
     }
@@ -81,8 +85,7 @@ pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: 
         answer.map_err(|e| anyhow::anyhow!("checkout-manager: {}", e.message))?.order_ids.into_iter().collect();
 
     let settled: Vec<&str> = held.iter().map(OrderId::as_str).collect();
-    sqlx::query("UPDATE checkouts SET handover_due_at = NULL WHERE order_id = ANY($1)")
-        .bind(&settled)
+    sqlx::query!("UPDATE checkouts SET handover_due_at = NULL WHERE order_id = ANY($1)", &settled as &[&str])
         .execute(pool)
         .await?;
     let lost: Vec<&PlaceOrder> = orders.iter().filter(|o| !held.contains(&o.order_id)).collect();
@@ -99,7 +102,7 @@ pub async fn check(pool: &PgPool, rpc: &RpcClient, topology: &Topology, outbox: 
 
 /// How long until the first checkout's hand-over is due, if any is not settled.
 async fn next_due(pool: &PgPool) -> sqlx::Result<Option<Duration>> {
-    let secs: Option<f64> = sqlx::query_scalar(
+    let secs = sqlx::query_scalar!(
         "SELECT EXTRACT(EPOCH FROM min(handover_due_at) - now())::float8 FROM checkouts WHERE handover_due_at IS NOT NULL",
     )
     .fetch_one(pool)
