@@ -30,7 +30,7 @@ impl StockMetrics {
         metrics.add_sampler(move || {
             let (m, pool, held) = (m.clone(), pool.clone(), held.clone());
             async move {
-                match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE status = 'held'")
+                match sqlx::query_scalar!(r#"SELECT count(*) AS "held!" FROM reservations WHERE status = 'held'"#)
                     .fetch_one(&pool)
                     .await
                 {

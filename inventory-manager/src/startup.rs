@@ -178,7 +178,9 @@ async fn probe_database(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let ok = tokio::time::timeout(interval, sqlx::query("SELECT 1").execute(&pool)).await.is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(interval, sqlx::query_scalar!("SELECT 1 AS alive").fetch_one(&pool))
+            .await
+            .is_ok_and(|r| r.is_ok());
         if ok != serving {
             serving = ok;
             serving_flag.store(ok, Ordering::Relaxed);

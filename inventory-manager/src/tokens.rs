@@ -53,7 +53,6 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
 struct TokenRow {
     token_id: String,
     role: String,
@@ -74,9 +73,6 @@ impl TryFrom<TokenRow> for TokenRecord {
         })
     }
 }
-
-/// The columns of a [`TokenRow`].
-const TOKEN_COLUMNS: &str = "token_id, role, note, created_at, revoked_at";
 
 /// The fewest characters a token registered from a file may have: about 128 bits of randomness in hex.
 pub const MIN_REGISTERED_CHARS: usize = 32;
@@ -107,11 +103,13 @@ pub async fn register(pool: &PgPool, token: &Secret, role: Role, note: &str) -> 
     if let Some(record) = insert(pool, &token_id, token, role, note).await? {
         return Ok((record, true));
     }
-    let row: TokenRow =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE digest = $1")))
-            .bind(digest.as_slice())
-            .fetch_one(pool)
-            .await?;
+    let row = sqlx::query_as!(
+        TokenRow,
+        "SELECT token_id, role, note, created_at, revoked_at FROM access_tokens WHERE digest = $1",
+        digest.as_slice()
+    )
+    .fetch_one(pool)
+    .await?;
     let record = TokenRecord::try_from(row)?;
     anyhow::ensure!(
         record.role == role,
@@ -136,14 +134,16 @@ async fn insert(
     note: &str,
 ) -> anyhow::Result<Option<TokenRecord>> {
     anyhow::ensure!(note.chars().count() <= 200, "the note must be at most 200 characters");
-    let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let digest = token.digest();
+    let row = sqlx::query_as!(
+        TokenRow,
         "INSERT INTO access_tokens (token_id, digest, role, note) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (digest) DO NOTHING RETURNING {TOKEN_COLUMNS}"
-    )))
-    .bind(token_id)
-    .bind(token.digest().as_slice())
-    .bind(role.as_str())
-    .bind(note)
+         ON CONFLICT (digest) DO NOTHING RETURNING token_id, role, note, created_at, revoked_at",
+        token_id,
+        digest.as_slice(),
+        role.as_str(),
+        note,
+    )
     .fetch_optional(pool)
     .await?;
     row.map(TokenRecord::try_from).transpose()
@@ -151,9 +151,10 @@ async fn insert(
 
 /// Every token, newest first, revoked ones included.
 pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<TokenRecord>> {
-    let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {TOKEN_COLUMNS} FROM access_tokens ORDER BY created_at DESC"
-    )))
+    let rows = sqlx::query_as!(
+        TokenRow,
+        "SELECT token_id, role, note, created_at, revoked_at FROM access_tokens ORDER BY created_at DESC"
+    )
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
@@ -161,19 +162,22 @@ pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<TokenRecord>> {
 
 /// Revokes a token by its id; returns whether a live token was revoked (false: unknown or already revoked).
 pub async fn revoke(pool: &PgPool, token_id: &str) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE access_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL")
-        .bind(token_id)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query!(
+        "UPDATE access_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL",
+        token_id
+    )
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The live token with this digest, if any.
 pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<TokenRecord>, sqlx::Error> {
-    let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL"
-    )))
-    .bind(digest.as_slice())
+    let row = sqlx::query_as!(
+        TokenRow,
+        "SELECT token_id, role, note, created_at, revoked_at FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL",
+        digest.as_slice()
+    )
     .fetch_optional(pool)
     .await?;
     // A row the schema's checks let in always converts; one that does not is treated as no token.

@@ -17,32 +17,31 @@ pub async fn upsert_product(
     on_hand: OnHand,
 ) -> Result<Product> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO products (product_id, name, price_cents) VALUES ($1, $2, $3)
          ON CONFLICT (product_id) DO UPDATE
            SET name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, updated_at = now()",
+        id.as_str(),
+        name.as_str(),
+        price.get(),
     )
-    .bind(id.as_str())
-    .bind(name.as_str())
-    .bind(price.get())
     .execute(&mut *tx)
     .await?;
     // ON CONFLICT locks the existing row even when the WHERE refuses the update, so the reserved
     // count read below is the one that refused it.
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "INSERT INTO stock (product_id, on_hand, counted_on_hand) VALUES ($1, $2, $2)
          ON CONFLICT (product_id) DO UPDATE
            SET on_hand = EXCLUDED.on_hand, counted_on_hand = EXCLUDED.on_hand, counted_at = clock_timestamp(),
                updated_at = now()
            WHERE stock.reserved <= EXCLUDED.on_hand",
+        id.as_str(),
+        on_hand.get(),
     )
-    .bind(id.as_str())
-    .bind(on_hand.get())
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM stock WHERE product_id = $1")
-            .bind(id.as_str())
+        let reserved = sqlx::query_scalar!("SELECT reserved FROM stock WHERE product_id = $1", id.as_str())
             .fetch_one(&mut *tx)
             .await?;
         return Err(InventoryError::OnHandBelowReserved { product_id: id.clone(), on_hand: on_hand.get(), reserved });
@@ -52,7 +51,6 @@ pub async fn upsert_product(
     Ok(product)
 }
 
-#[derive(sqlx::FromRow)]
 struct ProductRow {
     product_id: String,
     name: String,
@@ -79,11 +77,12 @@ async fn fetch_product<'e>(
     exec: impl sqlx::Executor<'e, Database = Postgres>,
     id: &ProductId,
 ) -> Result<Option<Product>> {
-    let row: Option<ProductRow> = sqlx::query_as(
-        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
-         FROM products p JOIN stock s USING (product_id) WHERE p.product_id = $1",
+    let row = sqlx::query_as!(
+        ProductRow,
+        r#"SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available AS "available!"
+         FROM products p JOIN stock s USING (product_id) WHERE p.product_id = $1"#,
+        id.as_str(),
     )
-    .bind(id.as_str())
     .fetch_optional(exec)
     .await?;
     Ok(row.map(Product::from))
@@ -97,12 +96,13 @@ pub async fn get_product(pool: &PgPool, id: &ProductId) -> Result<Product> {
 /// The known ones of `ids`, with their counters, in product-id order: one statement for a whole cart.
 pub async fn get_products(pool: &PgPool, ids: &[ProductId]) -> Result<Vec<Product>> {
     let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
-    let rows: Vec<ProductRow> = sqlx::query_as(
-        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
+    let rows = sqlx::query_as!(
+        ProductRow,
+        r#"SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available AS "available!"
          FROM products p JOIN stock s USING (product_id) WHERE p.product_id = ANY($1)
-         ORDER BY p.product_id COLLATE \"C\"",
+         ORDER BY p.product_id COLLATE "C""#,
+        &ids as &[&str],
     )
-    .bind(&ids)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Product::from).collect())
@@ -110,13 +110,14 @@ pub async fn get_products(pool: &PgPool, ids: &[ProductId]) -> Result<Vec<Produc
 
 /// A page of the catalogue in product-id order, after `after` (exclusive); the flag says whether more follow.
 pub async fn list_products(pool: &PgPool, after: Option<&str>, page_size: u32) -> Result<(Vec<Product>, bool)> {
-    let rows: Vec<ProductRow> = sqlx::query_as(
-        "SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available
+    let rows = sqlx::query_as!(
+        ProductRow,
+        r#"SELECT p.product_id, p.name, p.price_cents, s.on_hand, s.reserved, s.available AS "available!"
          FROM products p JOIN stock s USING (product_id)
-         WHERE p.product_id > $1 ORDER BY p.product_id LIMIT $2",
+         WHERE p.product_id > $1 ORDER BY p.product_id LIMIT $2"#,
+        after.unwrap_or(""),
+        i64::from(page_size) + 1,
     )
-    .bind(after.unwrap_or(""))
-    .bind(i64::from(page_size) + 1)
     .fetch_all(pool)
     .await?;
     let more = rows.len() > page_size as usize;

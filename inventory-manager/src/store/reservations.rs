@@ -20,7 +20,7 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
     let mut tx = pool.begin().await?;
     // One round trip writes the header and its lines. A concurrent insert of the same id waits here
     // for the other transaction to end, so racing duplicates resolve to one reservation.
-    let created: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let created = sqlx::query!(
         "WITH r AS (
              INSERT INTO reservations (reservation_id, expires_at)
              VALUES ($1, now() + make_interval(secs => $2::float8))
@@ -32,13 +32,14 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
              FROM r CROSS JOIN UNNEST($3::text[], $4::bigint[]) AS x (product_id, quantity)
          )
          SELECT created_at, expires_at FROM r",
+        id.as_str(),
+        ttl.as_secs_f64(),
+        &product_ids[..],
+        &quantities[..],
     )
-    .bind(id.as_str())
-    .bind(ttl.as_secs_f64())
-    .bind(&product_ids)
-    .bind(&quantities)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await?
+    .map(|r| (r.created_at, r.expires_at));
 
     let Some((created_at, expires_at)) = created else {
         tx.rollback().await?;
@@ -52,19 +53,21 @@ pub async fn reserve(pool: &PgPool, id: &ReservationId, lines: &Lines, ttl: Dura
 
     // The stock rows are touched last and in lock order, so the hot locks are held for as short a time as possible.
     for line in lines.iter() {
-        let held = sqlx::query(
+        let held = sqlx::query!(
             "UPDATE stock SET reserved = reserved + $2, updated_at = now()
              WHERE product_id = $1 AND available >= $2",
+            line.product_id.as_str(),
+            line.quantity.get(),
         )
-        .bind(line.product_id.as_str())
-        .bind(line.quantity.get())
         .execute(&mut *tx)
         .await?;
         if held.rows_affected() == 0 {
-            let available: Option<i64> = sqlx::query_scalar("SELECT available FROM stock WHERE product_id = $1")
-                .bind(line.product_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let available = sqlx::query_scalar!(
+                r#"SELECT available AS "available!" FROM stock WHERE product_id = $1"#,
+                line.product_id.as_str()
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
             return Err(match available {
                 None => InventoryError::UnknownProduct(line.product_id.clone()),
                 Some(available) => InventoryError::InsufficientStock {
@@ -108,14 +111,14 @@ async fn reserve_at_once(
     ttl: Duration,
 ) -> Result<Option<Reservation>> {
     let (product_ids, quantities) = lines.columns();
-    let row: sqlx::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> = sqlx::query_as(
-        "WITH want AS (
+    let row = sqlx::query!(
+        r#"WITH want AS (
            SELECT * FROM UNNEST($2::text[], $3::bigint[]) AS w (product_id, quantity)
          ), locked AS (
            SELECT s.product_id, s.available >= w.quantity AS enough
            FROM stock s JOIN want w USING (product_id)
            WHERE NOT EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $1)
-           ORDER BY s.product_id COLLATE \"C\"
+           ORDER BY s.product_id COLLATE "C"
            FOR UPDATE OF s
          ), go AS (
            SELECT count(*) = cardinality($2::text[]) AND coalesce(bool_and(enough), false) AS ok FROM locked
@@ -125,22 +128,22 @@ async fn reserve_at_once(
            WHERE stock.product_id = w.product_id AND (SELECT ok FROM go)
          ), r AS (
            INSERT INTO reservations (reservation_id, expires_at)
-           SELECT $1, now() + make_interval(secs => $4::float8) WHERE (SELECT ok FROM go)
+           SELECT $1::text, now() + make_interval(secs => $4::float8) WHERE (SELECT ok FROM go)
            RETURNING created_at, expires_at
          ), l AS (
            INSERT INTO reservation_lines (reservation_id, product_id, quantity)
            SELECT $1, w.product_id, w.quantity FROM want w WHERE (SELECT ok FROM go)
          )
-         SELECT created_at, expires_at FROM r",
+         SELECT created_at, expires_at FROM r"#,
+        id.as_str(),
+        &product_ids[..],
+        &quantities[..],
+        ttl.as_secs_f64(),
     )
-    .bind(id.as_str())
-    .bind(&product_ids)
-    .bind(&quantities)
-    .bind(ttl.as_secs_f64())
     .fetch_optional(pool)
     .await;
     let (created_at, expires_at) = match row {
-        Ok(Some(row)) => row,
+        Ok(Some(row)) => (row.created_at, row.expires_at),
         Ok(None) => return Ok(None),
         // A racing copy of the same id held first (its key, or a line's, is taken): the general path finds it.
         Err(e) if ordermesh_db::violates(&e, &["reservations_pkey", "reservation_lines_pkey"]) => return Ok(None),
@@ -169,7 +172,6 @@ pub async fn commit(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
 /// lock besides the reservation's, so lock order cannot matter; anything else (several lines, expired,
 /// already settled, unknown) returns `None` and takes the general path.
 async fn commit_single_line(pool: &PgPool, id: &ReservationId) -> Result<Option<Reservation>> {
-    #[derive(sqlx::FromRow)]
     struct Committed {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
@@ -177,8 +179,9 @@ async fn commit_single_line(pool: &PgPool, id: &ReservationId) -> Result<Option<
         product_id: String,
         quantity: i64,
     }
-    let row: Option<Committed> = sqlx::query_as(
-        "WITH r AS (
+    let row = sqlx::query_as!(
+        Committed,
+        r#"WITH r AS (
            UPDATE reservations SET status = 'committed', committed_at = clock_timestamp()
            WHERE reservation_id = $1 AND status = 'held' AND expires_at > now()
              AND (SELECT count(*) FROM reservation_lines WHERE reservation_id = $1) = 1
@@ -189,9 +192,9 @@ async fn commit_single_line(pool: &PgPool, id: &ReservationId) -> Result<Option<
            WHERE stock.product_id = l.product_id
            RETURNING stock.product_id, l.quantity
          )
-         SELECT r.created_at, r.expires_at, r.committed_at, s.product_id, s.quantity FROM r, s",
+         SELECT r.created_at, r.expires_at, r.committed_at AS "committed_at!", s.product_id, s.quantity FROM r, s"#,
+        id.as_str(),
     )
-    .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
     let Some(Committed { created_at, expires_at, committed_at, product_id, quantity }) = row else { return Ok(None) };
@@ -215,11 +218,13 @@ pub async fn roll_back(pool: &PgPool, id: &ReservationId) -> Result<Reservation>
 
 async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Reservation> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, bool)> =
-        sqlx::query_as("SELECT status, expires_at <= now() FROM reservations WHERE reservation_id = $1 FOR UPDATE")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row = sqlx::query!(
+        r#"SELECT status, expires_at <= now() AS "due!" FROM reservations WHERE reservation_id = $1 FOR UPDATE"#,
+        id.as_str()
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| (r.status, r.due));
     let Some((status, due)) = row else {
         return Err(InventoryError::UnknownReservation(id.clone()));
     };
@@ -251,19 +256,21 @@ async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Res
         (ReservationStatus::Held, Settle::Commit) => {
             let lines = lines_of(&mut tx, id).await?;
             for line in lines.iter() {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE stock SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now()
                      WHERE product_id = $1",
+                    line.product_id.as_str(),
+                    line.quantity.get(),
                 )
-                .bind(line.product_id.as_str())
-                .bind(line.quantity.get())
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("UPDATE reservations SET status = 'committed', committed_at = clock_timestamp() WHERE reservation_id = $1")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE reservations SET status = 'committed', committed_at = clock_timestamp() WHERE reservation_id = $1",
+                id.as_str()
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         (ReservationStatus::Held, Settle::RollBack) => {
             release(&mut tx, std::slice::from_ref(id), ReservationStatus::RolledBack).await?;
@@ -274,12 +281,15 @@ async fn settle(pool: &PgPool, id: &ReservationId, action: Settle) -> Result<Res
 }
 
 async fn lines_of(tx: &mut Transaction<'_, Postgres>, id: &ReservationId) -> Result<Lines> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id COLLATE \"C\"",
+    let rows: Vec<(String, i64)> = sqlx::query!(
+        r#"SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id COLLATE "C""#,
+        id.as_str()
     )
-    .bind(id.as_str())
     .fetch_all(&mut **tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.product_id, r.quantity))
+    .collect();
     Ok(Lines::from_stored(rows.into_iter().map(stored_line).collect::<Result<_>>()?))
 }
 
@@ -290,32 +300,34 @@ fn stored_line((product_id, quantity): (String, i64)) -> Result<Line> {
 /// Gives back the stock of held reservations (already locked by the caller) and marks them `to`.
 async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[ReservationId], to: ReservationStatus) -> Result<()> {
     let ids: Vec<&str> = ids.iter().map(ReservationId::as_str).collect();
-    let totals: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, sum(quantity)::bigint FROM reservation_lines
-         WHERE reservation_id = ANY($1) GROUP BY product_id ORDER BY product_id COLLATE \"C\"",
+    let totals = sqlx::query!(
+        r#"SELECT product_id, sum(quantity)::bigint AS "quantity!" FROM reservation_lines
+         WHERE reservation_id = ANY($1) GROUP BY product_id ORDER BY product_id COLLATE "C""#,
+        &ids as &[&str]
     )
-    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    for (product_id, quantity) in totals {
-        sqlx::query("UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1")
-            .bind(&product_id)
-            .bind(quantity)
-            .execute(&mut **tx)
-            .await?;
+    for total in totals {
+        sqlx::query!(
+            "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1",
+            total.product_id,
+            total.quantity,
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     if !matches!(to, ReservationStatus::RolledBack | ReservationStatus::Expired) {
         return Err(anyhow::anyhow!("release cannot end in {to}").into());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE reservations
-         SET status = $2,
+         SET status = $2::text,
              rolled_back_at = CASE WHEN $2 = 'rolled_back' THEN now() END,
              expired_at = CASE WHEN $2 = 'expired' THEN now() END
          WHERE reservation_id = ANY($1) AND status = 'held'",
+        &ids as &[&str],
+        to.as_str(),
     )
-    .bind(&ids)
-    .bind(to.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -327,12 +339,12 @@ async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[ReservationId], to: 
 /// that a commit or roll-back is settling right now.
 pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<usize> {
     let mut tx = pool.begin().await?;
-    let due: Vec<String> = sqlx::query_scalar(
+    let due = sqlx::query_scalar!(
         "SELECT reservation_id FROM reservations
          WHERE status = 'held' AND expires_at <= now()
          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        i64::from(batch)
     )
-    .bind(i64::from(batch))
     .fetch_all(&mut *tx)
     .await?;
     if due.is_empty() {
@@ -347,7 +359,7 @@ pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<usize> {
 
 /// How long until the first held reservation expires, or `None` when none is held.
 pub async fn next_expiry(pool: &PgPool) -> Result<Option<Duration>> {
-    let secs: Option<f64> = sqlx::query_scalar(
+    let secs = sqlx::query_scalar!(
         "SELECT EXTRACT(EPOCH FROM min(expires_at) - now())::float8 FROM reservations WHERE status = 'held'",
     )
     .fetch_one(pool)
@@ -355,7 +367,6 @@ pub async fn next_expiry(pool: &PgPool) -> Result<Option<Duration>> {
     Ok(ordermesh_lifecycle::due_in_secs(secs))
 }
 
-#[derive(sqlx::FromRow)]
 struct ReservationRow {
     reservation_id: String,
     status: String,
@@ -370,15 +381,16 @@ struct ReservationRow {
 
 /// A reservation with its lines.
 pub async fn get_reservation(pool: &PgPool, id: &ReservationId) -> Result<Reservation> {
-    let row: Option<ReservationRow> = sqlx::query_as(
-        "SELECT r.reservation_id, r.status, r.created_at, r.expires_at, r.committed_at, r.rolled_back_at, r.expired_at,
-                array_agg(l.product_id ORDER BY l.product_id COLLATE \"C\") AS product_ids,
-                array_agg(l.quantity ORDER BY l.product_id COLLATE \"C\") AS quantities
+    let row = sqlx::query_as!(
+        ReservationRow,
+        r#"SELECT r.reservation_id, r.status, r.created_at, r.expires_at, r.committed_at, r.rolled_back_at, r.expired_at,
+                array_agg(l.product_id ORDER BY l.product_id COLLATE "C") AS "product_ids!",
+                array_agg(l.quantity ORDER BY l.product_id COLLATE "C") AS "quantities!"
          FROM reservations r JOIN reservation_lines l USING (reservation_id)
          WHERE r.reservation_id = $1
-         GROUP BY r.reservation_id",
+         GROUP BY r.reservation_id"#,
+        id.as_str(),
     )
-    .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
     let row = row.ok_or_else(|| InventoryError::UnknownReservation(id.clone()))?;
