@@ -60,7 +60,6 @@ pub struct KeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     key_id: String,
     role: String,
@@ -86,8 +85,6 @@ impl TryFrom<KeyRow> for KeyRecord {
     }
 }
 
-const KEY_COLUMNS: &str = "key_id, role, channel, rate_per_second, note, created_at, revoked_at";
-
 /// Makes a key ([`ApiKey::generate`]: a public id `om_…` and 128 random bits). Returns the record and the
 /// key, which exists nowhere else from then on.
 pub async fn create(
@@ -101,16 +98,18 @@ pub async fn create(
     let rate = rate_per_second.map(i32::try_from).transpose().map_err(|_| anyhow::anyhow!("rate is too large"))?;
     anyhow::ensure!(rate.is_none_or(|r| r > 0), "rate must be at least 1 request per second");
     let (key_id, key) = ApiKey::generate("om");
-    let row: KeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let digest = key.digest();
+    let row = sqlx::query_as!(
+        KeyRow,
         "INSERT INTO api_keys (key_id, digest, role, channel, rate_per_second, note)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
-    )))
-    .bind(&key_id)
-    .bind(key.digest().as_slice())
-    .bind(role.as_str())
-    .bind(channel.as_str())
-    .bind(rate)
-    .bind(note)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING key_id, role, channel, rate_per_second, note, created_at, revoked_at",
+        key_id,
+        digest.as_slice(),
+        role.as_str(),
+        channel.as_str(),
+        rate,
+        note,
+    )
     .fetch_one(pool)
     .await?;
     Ok((row.try_into()?, key))
@@ -118,17 +117,15 @@ pub async fn create(
 
 /// Every key, newest first, revoked ones included.
 pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<KeyRecord>> {
-    let rows: Vec<KeyRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC")))
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query_as!(KeyRow, "SELECT key_id, role, channel, rate_per_second, note, created_at, revoked_at FROM api_keys ORDER BY created_at DESC")
+        .fetch_all(pool)
+        .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Revokes a key by its id; returns whether a live key was revoked (false: unknown or already revoked).
 pub async fn revoke(pool: &PgPool, key_id: &str) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
-        .bind(key_id)
+    let done = sqlx::query!("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL", key_id)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -136,10 +133,11 @@ pub async fn revoke(pool: &PgPool, key_id: &str) -> anyhow::Result<bool> {
 
 /// The live key with this digest, if any.
 pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<KeyRecord>, sqlx::Error> {
-    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = $1 AND revoked_at IS NULL"
-    )))
-    .bind(digest.as_slice())
+    let row = sqlx::query_as!(
+        KeyRow,
+        "SELECT key_id, role, channel, rate_per_second, note, created_at, revoked_at FROM api_keys WHERE digest = $1 AND revoked_at IS NULL",
+        digest.as_slice()
+    )
     .fetch_optional(pool)
     .await?;
     // A row the schema's checks let in always converts; one that does not is treated as no key.
@@ -149,12 +147,13 @@ pub async fn lookup(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<KeyRecord
 /// The live key behind a live dashboard session with this digest, if any: one statement over the session
 /// and its key, so a key revoked ends its sessions with it.
 pub async fn lookup_by_session(pool: &PgPool, session_digest: &[u8; 32]) -> Result<Option<KeyRecord>, sqlx::Error> {
-    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys
+    let row = sqlx::query_as!(
+        KeyRow,
+        "SELECT key_id, role, channel, rate_per_second, note, created_at, revoked_at FROM api_keys
          WHERE key_id = (SELECT key_id FROM dashboard_sessions WHERE digest = $1 AND expires_at > now())
-           AND revoked_at IS NULL"
-    )))
-    .bind(session_digest.as_slice())
+           AND revoked_at IS NULL",
+        session_digest.as_slice()
+    )
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|r| KeyRecord::try_from(r).ok()))

@@ -13,14 +13,15 @@ pub async fn start(pool: &PgPool, key_id: &str, lifetime: Duration) -> Result<Se
     let (_, session) = Secret::generate("oms");
     let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
-    sqlx::query(
+    sqlx::query!("DELETE FROM dashboard_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
+    let digest = session.digest();
+    sqlx::query!(
         "INSERT INTO dashboard_sessions (digest, key_id, expires_at)
          VALUES ($1, $2, now() + make_interval(secs => $3))",
+        digest.as_slice(),
+        key_id,
+        seconds as f64,
     )
-    .bind(session.digest().as_slice())
-    .bind(key_id)
-    .bind(seconds as f64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -29,6 +30,6 @@ pub async fn start(pool: &PgPool, key_id: &str, lifetime: Duration) -> Result<Se
 
 /// Ends the session with this digest (signing out); ending one that is gone already is no error.
 pub async fn end(pool: &PgPool, digest: &[u8; 32]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM dashboard_sessions WHERE digest = $1").bind(digest.as_slice()).execute(pool).await?;
+    sqlx::query!("DELETE FROM dashboard_sessions WHERE digest = $1", digest.as_slice()).execute(pool).await?;
     Ok(())
 }
