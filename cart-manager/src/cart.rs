@@ -82,6 +82,7 @@ enum Refusal {
     UnknownProduct { product_id: ProductId },
     NotEnoughStock { product_id: ProductId, in_cart: i64, adding: i64, available: i64 },
     NotInCart { product_id: ProductId },
+    EmptyCart,
 }
 
 impl From<Refusal> for CartError {
@@ -92,6 +93,7 @@ impl From<Refusal> for CartError {
                 Self::NotEnoughStock { product_id, in_cart, adding, available }
             }
             Refusal::NotInCart { product_id } => Self::NotInCart(product_id),
+            Refusal::EmptyCart => Self::EmptyCart,
         }
     }
 }
@@ -372,6 +374,8 @@ pub struct Checkout {
 
 /// How often checkout re-reads a cart that changed while it was being priced.
 const CHECKOUT_ATTEMPTS: usize = 5;
+/// A checkout's refusal is kept in `cart_requests` under this fingerprint (its orders are in `checkouts`).
+const CHECKOUT_FINGERPRINT: &str = r#"{"op":"checkout"}"#;
 
 /// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
 /// under its idempotency key and queue `order.place` in the outbox, all in one transaction. Returns the
@@ -402,7 +406,13 @@ pub async fn checkout(
             return Ok(Checkout { order_id, created: false, outbox: Vec::new() });
         }
         if cart.is_empty() {
-            return Err(CartError::EmptyCart);
+            // The key's answer for good, as an add's refusal is ([`refuse`]): a copy of this checkout that comes
+            // later (its first copy, delayed past its client's patience) finds it and orders nothing, whatever
+            // the cart holds by then.
+            refuse::<()>(pool, client, idempotency_key, CHECKOUT_FINGERPRINT, Refusal::EmptyCart).await?;
+            return Err(CartError::Internal(anyhow::anyhow!(
+                "checkout {idempotency_key}: a stored answer, not a refusal"
+            )));
         }
         // Prices are read before the statement, in one call for the whole cart: no row lock is held across
         // a network call.
@@ -455,7 +465,9 @@ pub async fn checkout(
                SELECT ok, $8::timestamptz IS NULL OR clock_timestamp() < $8 AS in_time FROM same
              ), k AS (
                INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
-               SELECT $1::text, $2::text, $3::text, $4::bigint, $5::jsonb FROM go WHERE ok AND in_time
+               SELECT $1::text, $2::text, $3::text, $4::bigint, $5::jsonb FROM go
+               WHERE ok AND in_time AND NOT EXISTS (
+                 SELECT 1 FROM cart_requests WHERE client_id = $1 AND request_key = $2 AND fingerprint = $13::text)
                ON CONFLICT (client_id, idempotency_key) DO NOTHING
                RETURNING order_id
              ), d AS (
@@ -480,6 +492,7 @@ pub async fn checkout(
             envelope.message_id,
             body,
             outbox::HANDED_CLAIM_SECS,
+            CHECKOUT_FINGERPRINT,
         )
         .fetch_one(pool)
         .await?;
@@ -490,7 +503,8 @@ pub async fn checkout(
         }
         if !unchanged || !recorded {
             // The cart changed (or another checkout took it) since it was priced, or a racing retry with the
-            // same key recorded first: start over (the next read finds that order).
+            // same key recorded first, or a copy of this checkout was refused: start over (the next read finds
+            // that order or that refusal).
             continue;
         }
         tracing::info!(%client, %order_id, total_cents, "cart checked out");
@@ -501,17 +515,24 @@ pub async fn checkout(
 }
 
 /// The order an earlier checkout under `key` made, if any, and the cart as it is (product order): one
-/// statement, so a checkout reads in one round trip what it needs before pricing.
+/// statement, so a checkout reads in one round trip what it needs before pricing. A checkout under `key`
+/// that was refused is that refusal, as the error.
 async fn checkout_state(pool: &PgPool, client: &ClientId, key: &str) -> Result<(Option<OrderId>, Vec<(String, i64)>)> {
     let state = sqlx::query!(
         r#"SELECT (SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2) AS "existing?",
+                (SELECT refusal FROM cart_requests
+                 WHERE client_id = $1 AND request_key = $2 AND fingerprint = $3) AS "refused?",
                 ARRAY(SELECT product_id FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "products!",
                 ARRAY(SELECT quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "quantities!""#,
         client.as_str(),
         key,
+        CHECKOUT_FINGERPRINT,
     )
     .fetch_one(pool)
     .await?;
+    if let Some(refusal) = state.refused {
+        return Err(stored_refusal(refusal));
+    }
     let (existing, products, quantities) = (state.existing, state.products, state.quantities);
     let existing = existing
         .map(|id| OrderId::parse(id).map_err(|e| CartError::Internal(anyhow::anyhow!("stored order id: {e}"))))

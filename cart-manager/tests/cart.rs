@@ -353,3 +353,19 @@ async fn a_refusal_is_its_key_s_answer_for_a_copy_that_comes_later() {
     assert_eq!(held, vec![("tea", 1)], "neither late copy changed the cart");
     f.done().await;
 }
+
+#[tokio::test]
+async fn a_checkout_refused_as_empty_is_its_key_s_answer_for_a_copy_that_comes_later() {
+    let f = Fixture::new().await;
+    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10)]);
+    assert!(matches!(f.checkout(&catalogue, "ada", "key:checkout-1").await, Err(CartError::EmptyCart)));
+    // An add fills the cart after the refusal; the checkout's late first copy must not order it.
+    f.add(&catalogue, "ada", "mug", 2).await.unwrap();
+    let late = f.checkout(&catalogue, "ada", "key:checkout-1").await;
+    assert!(matches!(late, Err(CartError::EmptyCart)), "the late copy answers the refusal: {late:?}");
+    let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
+    assert_eq!(view.items.len(), 1, "and leaves the cart as it is");
+    let checkout = f.checkout(&catalogue, "ada", "key:checkout-2").await.expect("a new key checks out");
+    assert!(checkout.created);
+    f.done().await;
+}
