@@ -5,7 +5,7 @@
 //! Its own test binary, so that its load runs alone.
 
 #[allow(dead_code)]
-#[path = "e2e/helpers.rs"]
+#[path = "e2e/helpers/mod.rs"]
 mod helpers;
 
 use std::{path::PathBuf, time::Duration};

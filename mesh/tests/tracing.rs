@@ -3,7 +3,7 @@
 //! `traceparent`. Its own test binary, because the span exporter is process-wide.
 
 // The end-to-end helpers, of which this binary uses a part.
-#[path = "e2e/helpers.rs"]
+#[path = "e2e/helpers/mod.rs"]
 #[allow(dead_code)]
 mod helpers;
 
