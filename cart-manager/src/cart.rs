@@ -374,8 +374,10 @@ pub struct Checkout {
 
 /// How often checkout re-reads a cart that changed while it was being priced.
 const CHECKOUT_ATTEMPTS: usize = 5;
-/// A checkout's refusal is kept in `cart_requests` under this fingerprint (its orders are in `checkouts`).
+/// A checkout's refusal is kept in `cart_requests` (its orders are in `checkouts`) under this fingerprint, and
+/// under its key with this prefix: checkouts and adds keep their keys apart, as they always have.
 const CHECKOUT_FINGERPRINT: &str = r#"{"op":"checkout"}"#;
+const CHECKOUT_REFUSAL_PREFIX: &str = "checkout:";
 
 /// Turns the cart into an order: snapshot with current prices, empty the cart, record the checkout
 /// under its idempotency key and queue `order.place` in the outbox, all in one transaction. Returns the
@@ -389,6 +391,7 @@ pub async fn checkout(
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Checkout> {
     let payloads::Checkout { client_id: client, idempotency_key, channel } = job;
+    let refusal_key = format!("{CHECKOUT_REFUSAL_PREFIX}{idempotency_key}");
     // Prices read by an earlier attempt of this checkout are kept: a cart that changed only in quantities
     // (an add racing the checkout) is priced again without asking inventory again.
     let mut prices = std::collections::HashMap::new();
@@ -400,7 +403,7 @@ pub async fn checkout(
         let guessed = guess.is_some();
         let (existing, cart) = match guess.take() {
             Some(lines) => (None, lines),
-            None => checkout_state(pool, client, idempotency_key).await?,
+            None => checkout_state(pool, client, idempotency_key, &refusal_key).await?,
         };
         if let Some(order_id) = existing {
             return Ok(Checkout { order_id, created: false, outbox: Vec::new() });
@@ -409,7 +412,7 @@ pub async fn checkout(
             // The key's answer for good, as an add's refusal is ([`refuse`]): a copy of this checkout that comes
             // later (its first copy, delayed past its client's patience) finds it and orders nothing, whatever
             // the cart holds by then.
-            refuse::<()>(pool, client, idempotency_key, CHECKOUT_FINGERPRINT, Refusal::EmptyCart).await?;
+            refuse::<()>(pool, client, &refusal_key, CHECKOUT_FINGERPRINT, Refusal::EmptyCart).await?;
             return Err(CartError::Internal(anyhow::anyhow!(
                 "checkout {idempotency_key}: a stored answer, not a refusal"
             )));
@@ -467,7 +470,7 @@ pub async fn checkout(
                INSERT INTO checkouts (client_id, idempotency_key, order_id, total_cents, order_snapshot)
                SELECT $1::text, $2::text, $3::text, $4::bigint, $5::jsonb FROM go
                WHERE ok AND in_time AND NOT EXISTS (
-                 SELECT 1 FROM cart_requests WHERE client_id = $1 AND request_key = $2 AND fingerprint = $13::text)
+                 SELECT 1 FROM cart_requests WHERE client_id = $1 AND request_key = $13::text)
                ON CONFLICT (client_id, idempotency_key) DO NOTHING
                RETURNING order_id
              ), d AS (
@@ -492,7 +495,7 @@ pub async fn checkout(
             envelope.message_id,
             body,
             outbox::HANDED_CLAIM_SECS,
-            CHECKOUT_FINGERPRINT,
+            refusal_key,
         )
         .fetch_one(pool)
         .await?;
@@ -517,16 +520,20 @@ pub async fn checkout(
 /// The order an earlier checkout under `key` made, if any, and the cart as it is (product order): one
 /// statement, so a checkout reads in one round trip what it needs before pricing. A checkout under `key`
 /// that was refused is that refusal, as the error.
-async fn checkout_state(pool: &PgPool, client: &ClientId, key: &str) -> Result<(Option<OrderId>, Vec<(String, i64)>)> {
+async fn checkout_state(
+    pool: &PgPool,
+    client: &ClientId,
+    key: &str,
+    refusal_key: &str,
+) -> Result<(Option<OrderId>, Vec<(String, i64)>)> {
     let state = sqlx::query!(
         r#"SELECT (SELECT order_id FROM checkouts WHERE client_id = $1 AND idempotency_key = $2) AS "existing?",
-                (SELECT refusal FROM cart_requests
-                 WHERE client_id = $1 AND request_key = $2 AND fingerprint = $3) AS "refused?",
+                (SELECT refusal FROM cart_requests WHERE client_id = $1 AND request_key = $3) AS "refused?",
                 ARRAY(SELECT product_id FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "products!",
                 ARRAY(SELECT quantity FROM cart_items WHERE client_id = $1 ORDER BY product_id COLLATE "C") AS "quantities!""#,
         client.as_str(),
         key,
-        CHECKOUT_FINGERPRINT,
+        refusal_key,
     )
     .fetch_one(pool)
     .await?;

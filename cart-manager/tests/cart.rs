@@ -367,5 +367,12 @@ async fn a_checkout_refused_as_empty_is_its_key_s_answer_for_a_copy_that_comes_l
     assert_eq!(view.items.len(), 1, "and leaves the cart as it is");
     let checkout = f.checkout(&catalogue, "ada", "key:checkout-2").await.expect("a new key checks out");
     assert!(checkout.created);
+    // Checkouts and adds keep their keys apart, as they always have: an empty cart under an add's key is 409.
+    let shared = IdempotencyKey::parse("shared").unwrap();
+    let (bo, mug) = (client("bo"), product("mug"));
+    cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&shared)), &bo, &mug, units(1)).await.unwrap();
+    cart::remove_item(&f.pool, &f.known, &request(None), &bo, &mug).await.unwrap();
+    let empty = f.checkout(&catalogue, "bo", "key:shared").await;
+    assert!(matches!(empty, Err(CartError::EmptyCart)), "not 'key reused': {empty:?}");
     f.done().await;
 }
