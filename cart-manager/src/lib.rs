@@ -11,6 +11,7 @@ pub mod handler;
 pub mod handover;
 pub mod inventory;
 pub mod known;
+pub mod requests;
 pub mod startup;
 
 pub use config::Config;
