@@ -27,12 +27,10 @@ use crate::publisher::{Publisher, Stored};
 
 /// Most messages one relay pass publishes.
 const BATCH: i64 = 200;
-/// The end of a claim, as SQL, for a relay's scan and for the rows a writer hands to its own relay
+/// The length of a claim in seconds, for a relay's scan and for the rows a writer hands to its own relay
 /// ([`Handoff`]) alike: how long a claimed row is left to its relay before another may publish it. Above the
 /// publish deadline (5 s), and short, because a relay killed mid-publish leaves its rows claimed this long.
-pub const HANDED_CLAIM: &str = "now() + interval '8 seconds'";
-/// [`HANDED_CLAIM`]'s length in seconds, for a compile-checked statement to bind:
-/// `now() + make_interval(secs => $n)`.
+/// Statements bind it: `claimed_until = now() + make_interval(secs => $n)`.
 pub const HANDED_CLAIM_SECS: f64 = 8.0;
 /// How long published rows wait to be deleted together (one statement for all of them, or folded into the
 /// next claim): far below the claim, so they are never sent twice by waiting.
@@ -45,7 +43,7 @@ const MIN_PAUSE: Duration = Duration::from_millis(20);
 pub type Row = (i64, String, String, Vec<u8>);
 
 /// What a process's writers tell its relay. A writer that knows its rows' ids inserts them already claimed
-/// ([`HANDED_CLAIM`]) and hands them over after its commit: the relay sends them without looking for them
+/// ([`HANDED_CLAIM_SECS`]) and hands them over after its commit: the relay sends them without looking for them
 /// (no claim statement, no scan of the outbox). If this process dies first, the claim runs out and any
 /// relay's next scan sends them. A writer that does not know its ids inserts them unclaimed and asks for a
 /// scan ([`Handoff::wake`]).
@@ -57,7 +55,7 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// Gives the relay rows committed with [`HANDED_CLAIM`]; call after the commit only.
+    /// Gives the relay rows committed with [`HANDED_CLAIM_SECS`]; call after the commit only.
     pub fn hand(&self, rows: Vec<Row>) {
         if rows.is_empty() {
             return;
@@ -88,13 +86,15 @@ pub async fn enqueue(
     routing_key: &str,
     envelope: &Envelope,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($1, $2, $3, $4)")
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(envelope.message_id)
-        .bind(envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent()))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($1, $2, $3, $4)",
+        exchange,
+        routing_key,
+        envelope.message_id,
+        envelope.to_vec_traced(ordermesh_telemetry::trace::traceparent())
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -109,14 +109,14 @@ pub async fn enqueue_all<'e>(
     let message_ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id).collect();
     let bodies: Vec<Vec<u8>> =
         envelopes.iter().map(|e| e.to_vec_traced(ordermesh_telemetry::trace::traceparent())).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (exchange, routing_key, message_id, body)
          SELECT $1, $2, m.message_id, m.body FROM UNNEST($3::uuid[], $4::bytea[]) AS m(message_id, body)",
+        exchange,
+        routing_key,
+        &message_ids,
+        &bodies
     )
-    .bind(exchange)
-    .bind(routing_key)
-    .bind(&message_ids)
-    .bind(&bodies)
     .execute(executor)
     .await?;
     Ok(())
@@ -256,7 +256,7 @@ impl Relay {
     /// How long until the first row waiting to be sent is due (a claim of another relay runs out), or
     /// `None` when none waits.
     pub async fn next_due(&self) -> sqlx::Result<Option<Duration>> {
-        let secs: Option<f64> = sqlx::query_scalar(
+        let secs = sqlx::query_scalar!(
             "SELECT EXTRACT(EPOCH FROM min(coalesce(claimed_until, now())) - now())::float8
              FROM outbox WHERE parked_at IS NULL",
         )
@@ -273,7 +273,7 @@ impl Relay {
     /// Deletes the rows it published.
     pub async fn flush(&mut self) -> sqlx::Result<()> {
         if !self.published.is_empty() {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&self.published).execute(&self.pool).await?;
+            sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &self.published).execute(&self.pool).await?;
             self.published.clear();
         }
         self.published_at = None;
@@ -286,21 +286,22 @@ impl Relay {
         let done = std::mem::take(&mut self.published);
         // SKIP LOCKED lets several relays claim side by side without taking the same row. The rows deleted
         // here are still claimed by this relay, so the claim cannot take them again.
-        let claimed = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let claimed = sqlx::query!(
             "WITH done AS (DELETE FROM outbox WHERE id = ANY($2))
-             UPDATE outbox o SET claimed_until = {HANDED_CLAIM}
+             UPDATE outbox o SET claimed_until = now() + make_interval(secs => $3)
              FROM (SELECT id FROM outbox
                    WHERE parked_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
              WHERE o.id = c.id
-             RETURNING o.id, o.exchange, o.routing_key, o.body"
-        )))
-        .bind(BATCH)
-        .bind(&done)
+             RETURNING o.id, o.exchange, o.routing_key, o.body",
+            BATCH,
+            &done,
+            HANDED_CLAIM_SECS
+        )
         .fetch_all(&self.pool)
         .await;
         let mut rows: Vec<Row> = match claimed {
-            Ok(rows) => rows,
+            Ok(rows) => rows.into_iter().map(|r| (r.id, r.exchange, r.routing_key, r.body)).collect(),
             Err(err) => {
                 self.published = done;
                 return Err(err.into());
@@ -330,17 +331,14 @@ impl Relay {
                 }
                 Err(reason) => {
                     tracing::error!(outbox_id = id, %reason, "outbox row cannot be decoded; parked for the audit");
-                    sqlx::query("UPDATE outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(&reason)
+                    sqlx::query!("UPDATE outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1", id, &reason)
                         .execute(&self.pool)
                         .await?;
                 }
             }
         }
         if let Err(err) = self.publisher.publish_stored(&messages).await {
-            let _ = sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)")
-                .bind(&ids)
+            let _ = sqlx::query!("UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1)", &ids)
                 .execute(&self.pool)
                 .await;
             return Err(err.into());
@@ -368,26 +366,20 @@ pub fn watch_backlog(metrics: &ordermesh_telemetry::Metrics, pool: &PgPool) {
     metrics.clone().add_sampler(move || {
         let (metrics, pool) = (metrics.clone(), pool.clone());
         async move {
-            let row: sqlx::Result<(i64, Option<f64>)> =
-                sqlx::query_as("SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox")
-                    .fetch_one(&pool)
-                    .await;
+            let row = sqlx::query!(
+                r#"SELECT count(*) AS "backlog!", EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest
+                   FROM outbox"#
+            )
+            .fetch_one(&pool)
+            .await;
             match row {
-                Ok((backlog, oldest)) => {
+                Ok(row) => {
                     let f = metrics.families();
-                    metrics.set(&f.outbox_backlog, backlog);
-                    metrics.set_f64(&f.outbox_oldest_seconds, oldest.unwrap_or(0.0));
+                    metrics.set(&f.outbox_backlog, row.backlog);
+                    metrics.set_f64(&f.outbox_oldest_seconds, row.oldest.unwrap_or(0.0));
                 }
                 Err(e) => tracing::warn!(error = %e, "sampling the outbox backlog failed"),
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_claim_as_sql_and_in_seconds_agree() {
-        assert_eq!(super::HANDED_CLAIM, format!("now() + interval '{} seconds'", super::HANDED_CLAIM_SECS));
-    }
 }

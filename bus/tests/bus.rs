@@ -292,14 +292,14 @@ async fn an_undecodable_outbox_row_is_parked_and_the_rows_behind_it_are_publishe
 async fn claimed_row(pool: &sqlx::PgPool, queue: &str) -> (outbox::Row, chrono::DateTime<chrono::Utc>) {
     let envelope = Envelope::new("order.place", &serde_json::json!({"n": 1}));
     let body = envelope.to_vec_traced(None);
-    let (id, until): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let (id, until): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
         "INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
-         VALUES ('', $1, $2, $3, {}) RETURNING id, claimed_until",
-        outbox::HANDED_CLAIM
-    )))
+         VALUES ('', $1, $2, $3, now() + make_interval(secs => $4)) RETURNING id, claimed_until",
+    )
     .bind(queue)
     .bind(envelope.message_id)
     .bind(&body)
+    .bind(outbox::HANDED_CLAIM_SECS)
     .fetch_one(pool)
     .await
     .unwrap();

@@ -19,9 +19,8 @@ const SHOWN: i64 = 10;
 /// How many of the orders created in the window are searched for the slowest.
 const SLOW_SAMPLE: i64 = 5_000;
 
-const SUMMARY_COLUMNS: &str = "order_id, client_id, status, step, total_cents, created_at, updated_at, channel";
-
-#[derive(sqlx::FromRow)]
+/// An order as the lists show it. Statements that read one through a subquery or a `UNION` name its columns
+/// `"name!"`: the checker cannot see through them that no column is null.
 struct SummaryRow {
     order_id: String,
     client_id: String,
@@ -48,7 +47,6 @@ impl From<SummaryRow> for OrderSummary {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct StepRow {
     step: String,
     ok: i64,
@@ -59,7 +57,7 @@ struct StepRow {
     p99_ms: Option<f64>,
 }
 
-fn counts(rows: Vec<(String, i64)>) -> Vec<Count> {
+fn counts(rows: impl IntoIterator<Item = (String, i64)>) -> Vec<Count> {
     rows.into_iter().map(|(key, count)| Count { key, count }).collect()
 }
 
@@ -69,23 +67,44 @@ pub async fn orders(pool: &PgPool, request: &OrdersRequest) -> Result<OrdersPage
     let channel = request.channel.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let rows: Vec<SummaryRow> = match (request.search.as_deref().map(str::trim).filter(|s| !s.is_empty()), channel) {
         (None, None) => {
-            let sql = format!("SELECT {SUMMARY_COLUMNS} FROM orders ORDER BY created_at DESC LIMIT $1");
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await?
+            sqlx::query_as!(
+                SummaryRow,
+                "SELECT order_id, client_id, status, step, total_cents, created_at, updated_at, channel
+                 FROM orders ORDER BY created_at DESC LIMIT $1",
+                limit
+            )
+            .fetch_all(pool)
+            .await?
         }
         (None, Some(channel)) => {
-            let sql =
-                format!("SELECT {SUMMARY_COLUMNS} FROM orders WHERE channel = $2 ORDER BY created_at DESC LIMIT $1");
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(channel).fetch_all(pool).await?
+            sqlx::query_as!(
+                SummaryRow,
+                "SELECT order_id, client_id, status, step, total_cents, created_at, updated_at, channel
+                 FROM orders WHERE channel = $2 ORDER BY created_at DESC LIMIT $1",
+                limit,
+                channel
+            )
+            .fetch_all(pool)
+            .await?
         }
         (Some(search), channel) => {
-            let sql = format!(
-                "(SELECT {SUMMARY_COLUMNS} FROM orders WHERE order_id = $1 AND ($3::text IS NULL OR channel = $3))
-                 UNION
-                 (SELECT {SUMMARY_COLUMNS} FROM orders WHERE client_id = $1 AND ($3::text IS NULL OR channel = $3)
-                  ORDER BY created_at DESC LIMIT $2)
-                 ORDER BY created_at DESC LIMIT $2"
-            );
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(search).bind(limit).bind(channel).fetch_all(pool).await?
+            sqlx::query_as!(
+                SummaryRow,
+                r#"(SELECT order_id AS "order_id!", client_id AS "client_id!", status AS "status!", step AS "step!",
+                           total_cents AS "total_cents!", created_at AS "created_at!", updated_at AS "updated_at!",
+                           channel AS "channel!"
+                    FROM orders WHERE order_id = $1 AND ($3::text IS NULL OR channel = $3))
+                   UNION
+                   (SELECT order_id, client_id, status, step, total_cents, created_at, updated_at, channel
+                    FROM orders WHERE client_id = $1 AND ($3::text IS NULL OR channel = $3)
+                    ORDER BY created_at DESC LIMIT $2)
+                   ORDER BY 6 DESC LIMIT $2"#,
+                search,
+                limit,
+                channel
+            )
+            .fetch_all(pool)
+            .await?
         }
     };
     Ok(OrdersPage { orders: rows.into_iter().map(Into::into).collect() })
@@ -97,54 +116,57 @@ pub async fn overview(pool: &PgPool, request: &OverviewRequest) -> Result<Overvi
     let stuck_after = f64::from(request.stuck_after_seconds.max(1));
 
     // Unfinished orders are the ones with a next action: the partial index `orders_due` holds just them.
-    let in_flight: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM orders WHERE next_action_at IS NOT NULL GROUP BY status ORDER BY status",
+    let in_flight = sqlx::query!(
+        r#"SELECT status, count(*) AS "count!" FROM orders WHERE next_action_at IS NOT NULL
+           GROUP BY status ORDER BY status"#,
     )
     .fetch_all(pool)
     .await?;
-    let waiting_on: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT step, count(*) FROM orders WHERE next_action_at IS NOT NULL GROUP BY step ORDER BY step",
+    let waiting_on = sqlx::query!(
+        r#"SELECT step, count(*) AS "count!" FROM orders WHERE next_action_at IS NOT NULL GROUP BY step ORDER BY step"#,
     )
     .fetch_all(pool)
     .await?;
-    let per_minute: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
-        "SELECT date_trunc('minute', created_at), status, count(*) FROM orders
-         WHERE created_at > now() - make_interval(mins => $1)
-         GROUP BY 1, 2 ORDER BY 1, 2",
+    let per_minute = sqlx::query_as!(
+        MinuteCount,
+        r#"SELECT date_trunc('minute', created_at) AS "minute!", status, count(*) AS "count!" FROM orders
+           WHERE created_at > now() - make_interval(mins => $1)
+           GROUP BY 1, 2 ORDER BY 1, 2"#,
+        window
     )
-    .bind(window)
     .fetch_all(pool)
     .await?;
     let mut recent: HashMap<String, i64> = HashMap::new();
-    for (_, status, n) in &per_minute {
-        *recent.entry(status.clone()).or_default() += n;
+    for m in &per_minute {
+        *recent.entry(m.status.clone()).or_default() += m.count;
     }
     let mut recent_by_status: Vec<Count> = recent.into_iter().map(|(key, count)| Count { key, count }).collect();
     recent_by_status.sort_by(|a, b| a.key.cmp(&b.key));
 
     // A step's latency is the time since the entry before it in the same order's timeline.
-    let steps: Vec<StepRow> = sqlx::query_as(
-        "WITH latest AS (
+    let steps = sqlx::query_as!(
+        StepRow,
+        r#"WITH latest AS (
            SELECT id, order_id, step, outcome, at FROM order_steps ORDER BY id DESC LIMIT $2
          ), timed AS (
            SELECT step, outcome, at,
                   EXTRACT(EPOCH FROM at - lag(at) OVER (PARTITION BY order_id ORDER BY id)) * 1000 AS ms
            FROM latest
          )
-         SELECT step,
-                count(*) FILTER (WHERE outcome = 'ok') AS ok,
-                count(*) FILTER (WHERE outcome = 'retry') AS retry,
-                count(*) FILTER (WHERE outcome = 'failed') AS failed,
-                count(*) FILTER (WHERE outcome IN ('rejected', 'declined')) AS refused,
+         SELECT step AS "step!",
+                count(*) FILTER (WHERE outcome = 'ok') AS "ok!",
+                count(*) FILTER (WHERE outcome = 'retry') AS "retry!",
+                count(*) FILTER (WHERE outcome = 'failed') AS "failed!",
+                count(*) FILTER (WHERE outcome IN ('rejected', 'declined')) AS "refused!",
                 (percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::float8 AS p50_ms,
                 (percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::float8 AS p99_ms
          FROM timed
          WHERE step IN ('reserve', 'payment', 'commit', 'roll_back') AND outcome <> 'requested'
            AND at > now() - make_interval(mins => $1)
-         GROUP BY step",
+         GROUP BY step"#,
+        window,
+        STEP_SAMPLE
     )
-    .bind(window)
-    .bind(STEP_SAMPLE)
     .fetch_all(pool)
     .await?;
     let order = ["reserve", "payment", "commit", "roll_back"];
@@ -162,37 +184,47 @@ pub async fn overview(pool: &PgPool, request: &OverviewRequest) -> Result<Overvi
         .collect();
     steps.sort_by_key(|s| order.iter().position(|o| *o == s.step));
 
-    let slowest: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY_COLUMNS} FROM (
-           SELECT * FROM orders WHERE created_at > now() - make_interval(mins => $1)
-           ORDER BY created_at DESC LIMIT $2
-         ) recent WHERE step = 'done' ORDER BY updated_at - created_at DESC LIMIT $3"
-    )))
-    .bind(window)
-    .bind(SLOW_SAMPLE)
-    .bind(SHOWN)
+    let slowest = sqlx::query_as!(
+        SummaryRow,
+        r#"SELECT order_id AS "order_id!", client_id AS "client_id!", status AS "status!", step AS "step!",
+                  total_cents AS "total_cents!", created_at AS "created_at!", updated_at AS "updated_at!",
+                  channel AS "channel!"
+           FROM (
+             SELECT * FROM orders WHERE created_at > now() - make_interval(mins => $1)
+             ORDER BY created_at DESC LIMIT $2
+           ) recent WHERE step = 'done' ORDER BY updated_at - created_at DESC LIMIT $3"#,
+        window,
+        SLOW_SAMPLE,
+        SHOWN
+    )
     .fetch_all(pool)
     .await?;
-    let stuck: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY_COLUMNS} FROM orders
+    let stuck = sqlx::query_as!(
+        SummaryRow,
+        "SELECT order_id, client_id, status, step, total_cents, created_at, updated_at, channel FROM orders
          WHERE next_action_at IS NOT NULL AND created_at < now() - make_interval(secs => $1)
-         ORDER BY created_at LIMIT $2"
-    )))
-    .bind(stuck_after)
-    .bind(SHOWN)
+         ORDER BY created_at LIMIT $2",
+        stuck_after,
+        SHOWN
+    )
     .fetch_all(pool)
     .await?;
 
     let ids: Vec<&str> = slowest.iter().chain(&stuck).map(|o| o.order_id.as_str()).collect();
-    let entries: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+    let entries = sqlx::query!(
         "SELECT order_id, step, outcome, detail, at FROM order_steps WHERE order_id = ANY($1) ORDER BY order_id, id",
+        &ids as &[&str]
     )
-    .bind(&ids)
     .fetch_all(pool)
     .await?;
     let mut timelines: HashMap<String, Vec<Entry>> = HashMap::new();
-    for (order_id, step, outcome, detail, at) in entries {
-        timelines.entry(order_id).or_default().push(Entry { step, outcome, detail, at });
+    for e in entries {
+        timelines.entry(e.order_id).or_default().push(Entry {
+            step: e.step,
+            outcome: e.outcome,
+            detail: e.detail,
+            at: e.at,
+        });
     }
     let now = Utc::now();
     let detail = |row: SummaryRow, finished: bool| {
@@ -205,13 +237,10 @@ pub async fn overview(pool: &PgPool, request: &OverviewRequest) -> Result<Overvi
     Ok(Overview {
         generated_at: now,
         window_minutes: u32::try_from(window).unwrap_or(15),
-        in_flight: counts(in_flight),
-        waiting_on: counts(waiting_on),
+        in_flight: counts(in_flight.into_iter().map(|r| (r.status, r.count))),
+        waiting_on: counts(waiting_on.into_iter().map(|r| (r.step, r.count))),
         recent_by_status,
-        per_minute: per_minute
-            .into_iter()
-            .map(|(minute, status, count)| MinuteCount { minute, status, count })
-            .collect(),
+        per_minute,
         steps,
         slowest: slowest.into_iter().map(|r| detail(r, true)).collect(),
         stuck: stuck.into_iter().map(|r| detail(r, false)).collect(),

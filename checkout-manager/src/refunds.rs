@@ -19,9 +19,9 @@ use tokio::sync::watch;
 
 use crate::error::CheckoutError;
 
-/// How long an asked refund waits for its acknowledgement before it is asked again, as SQL; each further
-/// ask waits one more step, up to six.
-pub const ASK_AGAIN_AFTER: &str = "interval '10 seconds'";
+/// How long an asked refund waits for its acknowledgement before it is asked again; each further ask waits
+/// one more step, up to six.
+pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(10);
 /// Most refunds asked again in one pass.
 const BATCH: i64 = 100;
 /// Bounds of the sleep between passes: the shortest keeps a burst in few statements, the longest is what an
@@ -31,31 +31,33 @@ const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// Forgets a refund the provider acknowledged.
 pub async fn acknowledged(pool: &PgPool, done: &RefundDone) -> Result<(), CheckoutError> {
-    sqlx::query("DELETE FROM refunds_owed WHERE payment_id = $1").bind(&done.payment_id).execute(pool).await?;
+    sqlx::query!("DELETE FROM refunds_owed WHERE payment_id = $1", &done.payment_id).execute(pool).await?;
     Ok(())
 }
 
 /// Asks again, through the outbox, for every refund whose acknowledgement is overdue (claimed first, so
 /// two instances never ask for the same one together); returns how many.
 pub async fn ask_again(pool: &PgPool, topology: &Topology) -> Result<usize, CheckoutError> {
-    let due: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE refunds_owed r SET asked = r.asked + 1, due_at = now() + {ASK_AGAIN_AFTER} * least(r.asked + 1, 6)
+    let due = sqlx::query!(
+        "UPDATE refunds_owed r SET asked = r.asked + 1,
+                due_at = now() + make_interval(secs => $2::float8 * least(r.asked + 1, 6))
          FROM (SELECT payment_id FROM refunds_owed WHERE due_at <= now()
                ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
          WHERE r.payment_id = d.payment_id
-         RETURNING r.payment_id, r.order_id"
-    )))
-    .bind(BATCH)
+         RETURNING r.payment_id, r.order_id",
+        BATCH,
+        ASK_AGAIN_AFTER.as_secs_f64()
+    )
     .fetch_all(pool)
     .await?;
     if due.is_empty() {
         return Ok(0);
     }
     let mut envelopes = Vec::with_capacity(due.len());
-    for (payment_id, order_id) in &due {
-        let order_id = ordermesh_messages::OrderId::parse(order_id)
+    for row in &due {
+        let order_id = ordermesh_messages::OrderId::parse(&row.order_id)
             .map_err(|e| CheckoutError::Internal(anyhow::anyhow!("stored order id: {e}")))?;
-        let request = RefundRequest { payment_id: payment_id.clone(), order_id };
+        let request = RefundRequest { payment_id: row.payment_id.clone(), order_id };
         envelopes.push(Envelope::new(kinds::PAYMENT_REFUND, &request).correlated(request.order_id.as_str()));
     }
     outbox::enqueue_all(pool, "", &topology.payment_requests(), &envelopes).await?;
@@ -65,10 +67,9 @@ pub async fn ask_again(pool: &PgPool, topology: &Topology) -> Result<usize, Chec
 
 /// How long until the first owed refund is due, if any is owed.
 async fn next_due(pool: &PgPool) -> Result<Option<Duration>, CheckoutError> {
-    let secs: Option<f64> =
-        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM min(due_at) - now())::float8 FROM refunds_owed")
-            .fetch_one(pool)
-            .await?;
+    let secs = sqlx::query_scalar!("SELECT EXTRACT(EPOCH FROM min(due_at) - now())::float8 FROM refunds_owed")
+        .fetch_one(pool)
+        .await?;
     Ok(ordermesh_lifecycle::due_in_secs(secs))
 }
 

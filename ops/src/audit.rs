@@ -112,17 +112,20 @@ pub async fn run(targets: Targets<'_>, stuck_after: Duration) -> anyhow::Result<
 }
 
 async fn stock(pool: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT s.product_id, s.on_hand, s.reserved, s.counted_on_hand,
-                COALESCE((SELECT sum(l.quantity) FROM reservation_lines l JOIN reservations r USING (reservation_id)
-                          WHERE l.product_id = s.product_id AND r.status = 'committed'
-                            AND r.committed_at >= s.counted_at), 0)::bigint,
-                COALESCE((SELECT sum(l.quantity) FROM reservation_lines l JOIN reservations r USING (reservation_id)
-                          WHERE l.product_id = s.product_id AND r.status = 'held'), 0)::bigint
-         FROM stock s ORDER BY s.product_id",
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query!(
+        r#"SELECT s.product_id, s.on_hand, s.reserved, s.counted_on_hand,
+                  COALESCE((SELECT sum(l.quantity) FROM reservation_lines l JOIN reservations r USING (reservation_id)
+                            WHERE l.product_id = s.product_id AND r.status = 'committed'
+                              AND r.committed_at >= s.counted_at), 0)::bigint AS "committed!",
+                  COALESCE((SELECT sum(l.quantity) FROM reservation_lines l JOIN reservations r USING (reservation_id)
+                            WHERE l.product_id = s.product_id AND r.status = 'held'), 0)::bigint AS "held!"
+           FROM stock s ORDER BY s.product_id"#,
     )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.product_id, r.on_hand, r.reserved, r.counted_on_hand, r.committed, r.held))
+    .collect();
     for (product, on_hand, reserved, counted, committed, held) in &rows {
         if counted - committed != *on_hand {
             report.violation(
@@ -152,19 +155,23 @@ struct OrderRow {
 }
 
 async fn load_orders(checkout: &PgPool) -> anyhow::Result<HashMap<String, OrderRow>> {
-    let rows: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT order_id, client_id, status, total_cents FROM orders").fetch_all(checkout).await?;
+    let rows = sqlx::query!("SELECT order_id, client_id, status, total_cents FROM orders").fetch_all(checkout).await?;
     Ok(rows
         .into_iter()
-        .map(|(id, client_id, status, total_cents)| (id, OrderRow { client_id, status, total_cents }))
+        .map(|r| (r.order_id, OrderRow { client_id: r.client_id, status: r.status, total_cents: r.total_cents }))
         .collect())
 }
 
 async fn orders(cart: &PgPool, orders: &HashMap<String, OrderRow>, report: &mut Report) -> anyhow::Result<()> {
-    let checkouts: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT order_id, client_id, total_cents FROM checkouts").fetch_all(cart).await?;
-    let in_cart_outbox: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NULL").fetch_one(cart).await?;
+    let checkouts: Vec<(String, String, i64)> = sqlx::query!("SELECT order_id, client_id, total_cents FROM checkouts")
+        .fetch_all(cart)
+        .await?
+        .into_iter()
+        .map(|r| (r.order_id, r.client_id, r.total_cents))
+        .collect();
+    let in_cart_outbox = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox WHERE parked_at IS NULL"#)
+        .fetch_one(cart)
+        .await?;
     let mut missing = 0;
     for (id, client, total) in &checkouts {
         match orders.get(id).map(|o| (&o.client_id, &o.total_cents)) {
@@ -193,7 +200,12 @@ async fn orders(cart: &PgPool, orders: &HashMap<String, OrderRow>, report: &mut 
 
 async fn payments(orders: &HashMap<String, OrderRow>, payment: &PgPool, report: &mut Report) -> anyhow::Result<()> {
     let charges: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT payment_id, outcome, amount_cents FROM payment_charges").fetch_all(payment).await?;
+        sqlx::query!("SELECT payment_id, outcome, amount_cents FROM payment_charges")
+            .fetch_all(payment)
+            .await?
+            .into_iter()
+            .map(|r| (r.payment_id, r.outcome, r.amount_cents))
+            .collect();
     let mut by_order: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
     for (id, outcome, amount) in &charges {
         by_order.entry(id.as_str()).or_default().push((outcome.as_str(), *amount));
@@ -220,32 +232,37 @@ async fn payments(orders: &HashMap<String, OrderRow>, payment: &PgPool, report: 
 
 /// A refund asked for longer ago than the bound and still not acknowledged by the provider.
 async fn refunds_owed(checkout: &PgPool, stuck_secs: f64, report: &mut Report) -> anyhow::Result<()> {
-    let owed: Vec<(String, i32)> = sqlx::query_as(
+    let owed = sqlx::query!(
         "SELECT payment_id, asked FROM refunds_owed
          WHERE asked_at < now() - make_interval(secs => $1) ORDER BY asked_at",
+        stuck_secs
     )
-    .bind(stuck_secs)
     .fetch_all(checkout)
     .await?;
-    for (payment_id, asked) in owed {
+    for r in owed {
+        let (payment_id, asked) = (r.payment_id, r.asked);
         report.violation("refunds", format!("refund of {payment_id} asked {asked} time(s), never acknowledged"));
     }
     Ok(())
 }
 
 async fn reservations(checkout: &PgPool, inventory: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let lines: Vec<(String, String, String, i64)> = sqlx::query_as(
+    let lines: Vec<(String, String, String, i64)> = sqlx::query!(
         "SELECT o.order_id, o.status, l.product_id, l.quantity FROM orders o JOIN order_lines l USING (order_id)",
     )
     .fetch_all(checkout)
-    .await?;
-    let held: HashMap<(String, String), (String, i64)> = sqlx::query_as::<_, (String, String, String, i64)>(
-        "SELECT r.reservation_id, l.product_id, r.status, l.quantity FROM reservations r JOIN reservation_lines l USING (reservation_id)",
+    .await?
+    .into_iter()
+    .map(|r| (r.order_id, r.status, r.product_id, r.quantity))
+    .collect();
+    let held: HashMap<(String, String), (String, i64)> = sqlx::query!(
+        "SELECT r.reservation_id, l.product_id, r.status, l.quantity
+         FROM reservations r JOIN reservation_lines l USING (reservation_id)",
     )
     .fetch_all(inventory)
     .await?
     .into_iter()
-    .map(|(id, product, status, quantity)| ((id, product), (status, quantity)))
+    .map(|r| ((r.reservation_id, r.product_id), (r.status, r.quantity)))
     .collect();
     for (order, status, product, quantity) in &lines {
         let reservation = held.get(&(order.clone(), product.clone()));
@@ -270,36 +287,40 @@ async fn reservations(checkout: &PgPool, inventory: &PgPool, report: &mut Report
 }
 
 async fn stuck(checkout: &PgPool, stuck_secs: f64, report: &mut Report) -> anyhow::Result<()> {
-    let stuck: Vec<(String, String, String, f64)> = sqlx::query_as(
-        "SELECT order_id, status, step, extract(epoch FROM now() - updated_at)::float8 FROM orders
-         WHERE step <> 'done' AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT 50",
+    let stuck = sqlx::query!(
+        r#"SELECT order_id, status, step, extract(epoch FROM now() - updated_at)::float8 AS "age!" FROM orders
+           WHERE step <> 'done' AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT 50"#,
+        stuck_secs
     )
-    .bind(stuck_secs)
     .fetch_all(checkout)
     .await?;
-    for (id, status, step, age) in stuck {
+    for r in stuck {
+        let (id, status, step, age) = (r.order_id, r.status, r.step, r.age);
         report.violation("stuck", format!("{id} has been {status} (next step {step}) for {age:.0} s"));
     }
     let open: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+        sqlx::query!(r#"SELECT status, count(*) AS "count!" FROM orders GROUP BY status ORDER BY status"#)
             .fetch_all(checkout)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|r| (r.status, r.count))
+            .collect();
     report.note(format!("orders by status: {open:?}"));
     Ok(())
 }
 
 async fn outbox(service: &str, pool: &PgPool, stuck_secs: f64, report: &mut Report) -> anyhow::Result<()> {
-    let parked: Vec<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, parked_reason FROM outbox WHERE parked_at IS NOT NULL ORDER BY id LIMIT 20")
-            .fetch_all(pool)
-            .await?;
-    for (id, reason) in parked {
-        report.violation("outbox", format!("{service} row {id} parked: {}", reason.unwrap_or_default()));
+    let parked = sqlx::query!("SELECT id, parked_reason FROM outbox WHERE parked_at IS NOT NULL ORDER BY id LIMIT 20")
+        .fetch_all(pool)
+        .await?;
+    for r in parked {
+        report.violation("outbox", format!("{service} row {} parked: {}", r.id, r.parked_reason.unwrap_or_default()));
     }
-    let stale: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE parked_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+    let stale = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM outbox
+           WHERE parked_at IS NULL AND created_at < now() - make_interval(secs => $1)"#,
+        stuck_secs
     )
-    .bind(stuck_secs)
     .fetch_one(pool)
     .await?;
     if stale > 0 {

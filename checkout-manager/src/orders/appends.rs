@@ -14,16 +14,16 @@ use super::{Change, Entry, Order, Result};
 /// so the whole write is one statement: atomic on its own, without BEGIN and COMMIT round trips.
 #[derive(Debug, Default)]
 pub(super) struct Appends {
-    steps: Vec<String>,
-    outcomes: Vec<String>,
-    details: Vec<String>,
-    ats: Vec<DateTime<Utc>>,
-    exchanges: Vec<String>,
-    routing_keys: Vec<String>,
-    message_ids: Vec<uuid::Uuid>,
-    bodies: Vec<Vec<u8>>,
+    pub(super) steps: Vec<String>,
+    pub(super) outcomes: Vec<String>,
+    pub(super) details: Vec<String>,
+    pub(super) ats: Vec<DateTime<Utc>>,
+    pub(super) exchanges: Vec<String>,
+    pub(super) routing_keys: Vec<String>,
+    pub(super) message_ids: Vec<uuid::Uuid>,
+    pub(super) bodies: Vec<Vec<u8>>,
     /// The payment ids of the refunds asked for: owed until the provider acknowledges them.
-    refunds: Vec<String>,
+    pub(super) refunds: Vec<String>,
 }
 
 impl Appends {
@@ -107,24 +107,7 @@ impl Appends {
         Ok(())
     }
 
-    /// Binds the arrays as the parameters [`appends_sql`] names.
-    pub(super) fn bind<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.steps)
-            .bind(&self.outcomes)
-            .bind(&self.details)
-            .bind(&self.ats)
-            .bind(&self.exchanges)
-            .bind(&self.routing_keys)
-            .bind(&self.message_ids)
-            .bind(&self.bodies)
-            .bind(&self.refunds)
-    }
-
-    /// The outbox rows as the relay sends them, given the ids the statement returned ([`HANDED_IDS`]).
+    /// The outbox rows as the relay sends them, given the ids [`write_order!`] returned.
     pub(super) fn handed(self, ids: Vec<i64>, message_ids: Vec<uuid::Uuid>) -> Vec<outbox::Row> {
         let by_message: std::collections::HashMap<uuid::Uuid, i64> = message_ids.into_iter().zip(ids).collect();
         let mut rows: Vec<outbox::Row> = self
@@ -140,43 +123,57 @@ impl Appends {
     }
 }
 
-/// The statement's tail that writes the appends of the order row(s) `o` wrote: `$base`..`$base+8`. Its
-/// outbox rows are claimed for this instance's relay, to be handed to it after the commit ([`HANDED_IDS`]
-/// gives their ids); the refunds it asks for are recorded as owed ([`refunds`](crate::refunds)).
-pub(super) fn appends_sql(base: usize) -> String {
-    let p = |i: usize| format!("${}", base + i);
-    format!(
-        "steps AS (
+/// What [`write_order!`] returns for the order row it wrote: its version, and the ids of the outbox rows it
+/// claimed for this instance's relay with their message ids.
+pub(super) struct Written {
+    pub(super) version: i64,
+    pub(super) box_ids: Vec<i64>,
+    pub(super) box_messages: Vec<uuid::Uuid>,
+}
+
+/// A compile-checked write of an order: `WITH` the caller's CTE `o` (which writes the order row and returns
+/// its `order_id` and `version`; its parameters start at `$12`), then the [`Appends`] of the order `o` wrote
+/// (`$1`..`$9`, bound from `$appends`). Its outbox rows are claimed for this instance's relay (for
+/// [`HANDED_CLAIM_SECS`](outbox::HANDED_CLAIM_SECS), `$10`), to be handed to it after the commit; the refunds
+/// it asks for are recorded as owed ([`refunds`](crate::refunds), `$11`). Returns a [`Written`] when `o`
+/// wrote a row, none when it did not. A macro, because checked SQL must be literal text.
+macro_rules! write_order {
+    ($appends:ident, $o:tt, $($args:tt)*) => {
+        sqlx::query_as!(
+            Written,
+            "WITH "
+                + $o
+                + r#", steps AS (
            INSERT INTO order_steps (order_id, step, outcome, detail, at)
            SELECT o.order_id, s.step, s.outcome, s.detail, s.at
-           FROM o, UNNEST({}::text[], {}::text[], {}::text[], {}::timestamptz[]) WITH ORDINALITY AS s(step, outcome, detail, at, n)
+           FROM o, UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS s(step, outcome, detail, at, n)
            ORDER BY s.n
          ), box AS (
            INSERT INTO outbox (exchange, routing_key, message_id, body, claimed_until)
-           SELECT m.exchange, m.routing_key, m.message_id, m.body, {}
-           FROM o, UNNEST({}::text[], {}::text[], {}::uuid[], {}::bytea[]) WITH ORDINALITY AS m(exchange, routing_key, message_id, body, n)
+           SELECT m.exchange, m.routing_key, m.message_id, m.body, now() + make_interval(secs => $10)
+           FROM o, UNNEST($5::text[], $6::text[], $7::uuid[], $8::bytea[]) WITH ORDINALITY AS m(exchange, routing_key, message_id, body, n)
            ORDER BY m.n
            RETURNING id, message_id
          ), owed AS (
            INSERT INTO refunds_owed (payment_id, order_id, due_at)
-           SELECT r.payment_id, o.order_id, now() + {}
-           FROM o, UNNEST({}::text[]) AS r(payment_id)
+           SELECT r.payment_id, o.order_id, now() + make_interval(secs => $11)
+           FROM o, UNNEST($9::text[]) AS r(payment_id)
            ON CONFLICT (payment_id) DO UPDATE SET asked = refunds_owed.asked + 1, due_at = EXCLUDED.due_at
-         )",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        outbox::HANDED_CLAIM,
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        crate::refunds::ASK_AGAIN_AFTER,
-        p(8)
-    )
+         )
+         SELECT version, ARRAY(SELECT id FROM box) AS "box_ids!", ARRAY(SELECT message_id FROM box) AS "box_messages!"
+         FROM o"#,
+            &$appends.steps,
+            &$appends.outcomes,
+            &$appends.details,
+            &$appends.ats,
+            &$appends.exchanges,
+            &$appends.routing_keys,
+            &$appends.message_ids,
+            &$appends.bodies,
+            &$appends.refunds,
+            ordermesh_bus::outbox::HANDED_CLAIM_SECS,
+            crate::refunds::ASK_AGAIN_AFTER.as_secs_f64(),
+            $($args)*
+        )
+    };
 }
-
-/// The outbox ids and message ids [`appends_sql`] wrote, as two columns of the statement's result.
-pub(super) const HANDED_IDS: &str =
-    "ARRAY(SELECT id FROM box) AS box_ids, ARRAY(SELECT message_id FROM box) AS box_messages";

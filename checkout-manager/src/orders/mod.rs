@@ -17,11 +17,12 @@ use sqlx::PgPool;
 
 use crate::error::CheckoutError;
 
+#[macro_use]
 mod appends;
 mod domain;
 mod reads;
 
-use appends::{Appends, HANDED_IDS, appends_sql};
+use appends::{Appends, Written};
 
 pub use domain::*;
 pub use reads::{taken_in, view};
@@ -67,50 +68,50 @@ pub async fn place_after(
     appends.status(topology, &placed, at)?;
     let (mut placed, last_at) = appends.changes(topology, placed, changes, at)?;
     placed.changed_at = last_at;
-    let sql = format!(
-        "WITH o AS (
+    // One statement: the order, its lines, its timeline and its events are stored together or not at all.
+    let written = write_order!(
+        appends,
+        "o AS (
            INSERT INTO orders (order_id, client_id, status, step, total_cents, next_action_at, created_at, updated_at,
                                channel, roll_back_to, refund_due, payment_attempts, step_attempts, reason)
-           VALUES ($1, $2, $10, $11, $3,
-                   CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::bigint / 1000.0) END,
-                   $4, $16, $9, $12, $13, $14, $15, $17)
+           VALUES ($12, $13, $14, $15, $16,
+                   CASE WHEN $17::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $17::bigint / 1000.0) END,
+                   $18, $19, $20, $21, $22, $23, $24, $25)
            ON CONFLICT (order_id) DO NOTHING
            RETURNING order_id, version
          ), lines AS (
            INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents)
-           SELECT o.order_id, l.* FROM o, UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS l
-         ), {}
-         SELECT version, {HANDED_IDS} FROM o",
-        appends_sql(18)
-    );
-    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(order.order_id.as_str())
-        .bind(order.client_id.as_str())
-        .bind(order.total_cents)
-        .bind(placed.created_at)
-        .bind(delay_ms)
-        .bind(&products)
-        .bind(&quantities)
-        .bind(&prices)
-        .bind(order.channel.as_str())
-        .bind(placed.status)
-        .bind(placed.step)
-        .bind(placed.roll_back_to)
-        .bind(placed.refund_due)
-        .bind(placed.payment_attempts)
-        .bind(placed.step_attempts)
-        .bind(last_at)
-        .bind(&placed.reason);
-    // One statement: the order, its lines, its timeline and its events are stored together or not at all.
-    let Some((version, ids, message_ids)) = appends.bind(query).fetch_optional(pool).await? else {
+           SELECT o.order_id, l.* FROM o, UNNEST($26::text[], $27::bigint[], $28::bigint[]) AS l
+         )",
+        order.order_id.as_str(),
+        order.client_id.as_str(),
+        placed.status.as_str(),
+        placed.step.as_str(),
+        order.total_cents,
+        delay_ms,
+        placed.created_at,
+        last_at,
+        order.channel.as_str(),
+        placed.roll_back_to.map(Status::as_str),
+        placed.refund_due,
+        placed.payment_attempts,
+        placed.step_attempts,
+        &placed.reason,
+        &products as &[&str],
+        &quantities,
+        &prices,
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(Written { version, box_ids, box_messages }) = written else {
         return Ok(None);
     };
     placed.version = version;
-    Ok(Some((placed, appends.handed(ids, message_ids))))
+    Ok(Some((placed, appends.handed(box_ids, box_messages))))
 }
 
-#[derive(sqlx::FromRow)]
-struct OrderRow {
+/// An order row with its lines and timeline, as [`order_query!`] reads it.
+struct OrderWithLines {
     order_id: String,
     client_id: String,
     status: Status,
@@ -125,31 +126,6 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
     channel: String,
     created_at: DateTime<Utc>,
-}
-
-/// An order's lines as three arrays, in the byte order of product ids (the order `place` keeps them in),
-/// for any statement over `orders o`: read with the order in one statement, never in a second one.
-const LINE_ARRAYS: &str = "
-    ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS products,
-    ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS quantities,
-    ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE \"C\") AS prices";
-
-/// The saga's columns of `orders o`.
-const ORDER_COLUMNS: &str = "o.order_id, o.client_id, o.status, o.step, o.roll_back_to, o.refund_due, o.total_cents,
-    o.payment_attempts, o.step_attempts, o.reason, o.version, o.updated_at, o.channel, o.created_at";
-
-/// An order's timeline as four arrays, oldest first, for any statement over `orders o`.
-const TIMELINE_ARRAYS: &str = "
-    ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS steps,
-    ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS outcomes,
-    ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS details,
-    ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS ats";
-
-/// An order row with its lines ([`LINE_ARRAYS`]) and timeline ([`TIMELINE_ARRAYS`]).
-#[derive(sqlx::FromRow)]
-struct OrderWithLines {
-    #[sqlx(flatten)]
-    order: OrderRow,
     products: Vec<String>,
     quantities: Vec<i64>,
     prices: Vec<i64>,
@@ -157,6 +133,32 @@ struct OrderWithLines {
     outcomes: Vec<String>,
     details: Vec<String>,
     ats: Vec<DateTime<Utc>>,
+}
+
+/// A compile-checked statement that reads orders whole into [`OrderWithLines`]: `$head` up to its select
+/// list, then the saga's columns of `orders o`, its lines as three arrays in the byte order of product ids
+/// (the order `place` keeps them in) and its timeline as four arrays, oldest first, then `$tail`. One
+/// statement reads an order with its lines and timeline, never a second one. A macro, because checked SQL
+/// must be literal text.
+macro_rules! order_query {
+    ($head:tt, $tail:tt $(, $($args:tt)*)?) => {
+        sqlx::query_as!(
+            OrderWithLines,
+            $head
+                + r#" o.order_id, o.client_id, o.status AS "status: Status", o.step AS "step: Step",
+                      o.roll_back_to AS "roll_back_to: Status", o.refund_due, o.total_cents, o.payment_attempts,
+                      o.step_attempts, o.reason, o.version, o.updated_at, o.channel, o.created_at,
+    ARRAY(SELECT product_id FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE "C") AS "products!",
+    ARRAY(SELECT quantity FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE "C") AS "quantities!",
+    ARRAY(SELECT unit_price_cents FROM order_lines l WHERE l.order_id = o.order_id ORDER BY product_id COLLATE "C") AS "prices!",
+    ARRAY(SELECT step FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS "steps!",
+    ARRAY(SELECT outcome FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS "outcomes!",
+    ARRAY(SELECT detail FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS "details!",
+    ARRAY(SELECT at FROM order_steps s WHERE s.order_id = o.order_id ORDER BY id) AS "ats!" "#
+                + $tail
+            $(, $($args)*)?
+        )
+    };
 }
 
 impl OrderWithLines {
@@ -170,28 +172,14 @@ impl OrderWithLines {
                 Ok(Line { product_id: stored(ProductId::parse(product_id))?, quantity, unit_price_cents })
             })
             .collect::<Result<_>>()?;
-        let timeline = timeline(self.steps, self.outcomes, self.details, self.ats);
-        self.order.into_order(lines, timeline)
-    }
-}
-
-fn timeline(
-    steps: Vec<String>,
-    outcomes: Vec<String>,
-    details: Vec<String>,
-    ats: Vec<DateTime<Utc>>,
-) -> Vec<TimelineEntry> {
-    steps
-        .into_iter()
-        .zip(outcomes)
-        .zip(details)
-        .zip(ats)
-        .map(|(((step, outcome), detail), at)| TimelineEntry { step, outcome, detail, at })
-        .collect()
-}
-
-impl OrderRow {
-    fn into_order(self, lines: Vec<Line>, timeline: Vec<TimelineEntry>) -> Result<Order> {
+        let timeline = self
+            .steps
+            .into_iter()
+            .zip(self.outcomes)
+            .zip(self.details)
+            .zip(self.ats)
+            .map(|(((step, outcome), detail), at)| TimelineEntry { step, outcome, detail, at })
+            .collect();
         Ok(Order {
             lines,
             status: self.status,
@@ -221,22 +209,25 @@ fn stored<T>(parsed: std::result::Result<T, ordermesh_messages::IdError>) -> Res
 /// Takes up to `limit` orders whose next step is due, leasing them for `lease` so no other driver
 /// takes them meanwhile; if this instance dies, the lease runs out and another picks them up.
 pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<Order>> {
-    let sql = format!(
+    let rows = order_query!(
         "UPDATE orders o SET next_action_at = now() + make_interval(secs => $2), version = o.version + 1
          FROM (SELECT order_id FROM orders WHERE next_action_at <= now()
                ORDER BY next_action_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
          WHERE o.order_id = due.order_id
-         RETURNING {ORDER_COLUMNS}, {LINE_ARRAYS}, {TIMELINE_ARRAYS}"
-    );
-    let rows: Vec<OrderWithLines> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(lease.as_secs_f64()).fetch_all(pool).await?;
+         RETURNING",
+        "",
+        limit,
+        lease.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await?;
     rows.into_iter().map(OrderWithLines::into_order).collect()
 }
 
 /// How long until the first order's next step falls due (a retry's backoff, a payment timeout, a lease
 /// of a driver that died), or `None` when every order is final.
 pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
-    let secs: Option<f64> = sqlx::query_scalar(
+    let secs = sqlx::query_scalar!(
         "SELECT EXTRACT(EPOCH FROM min(next_action_at) - now())::float8 FROM orders WHERE next_action_at IS NOT NULL",
     )
     .fetch_one(pool)
@@ -246,9 +237,7 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<Duration>> {
 
 /// One order by id, with its lines, in one statement (read on every payment result).
 pub async fn load(pool: &PgPool, order_id: &str) -> Result<Option<Order>> {
-    let sql = format!("SELECT {ORDER_COLUMNS}, {LINE_ARRAYS}, {TIMELINE_ARRAYS} FROM orders o WHERE o.order_id = $1");
-    let row: Option<OrderWithLines> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(pool).await?;
+    let row = order_query!("SELECT", "FROM orders o WHERE o.order_id = $1", order_id).fetch_optional(pool).await?;
     row.map(OrderWithLines::into_order).transpose()
 }
 
@@ -280,64 +269,65 @@ pub async fn apply_chain(
 
     let mut appends = Appends::default();
     let (mut next, last_at) = appends.changes(topology, order.clone(), changes, Utc::now().trunc_subsecs(6))?;
-    let sql = format!(
-        "WITH o AS (
-           UPDATE orders SET status = $3, step = $4, roll_back_to = $5, refund_due = $6, payment_attempts = $7,
-                  step_attempts = $8, reason = $9,
-                  next_action_at = CASE WHEN $10::bigint IS NULL THEN NULL
-                                        ELSE now() + make_interval(secs => $10::bigint / 1000.0) END,
-                  version = version + 1, updated_at = $11
-           WHERE order_id = $1 AND version = $2
-           RETURNING order_id
-         ), {}
-         SELECT (SELECT count(*) FROM o), {HANDED_IDS}",
-        appends_sql(12)
-    );
-    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(order.order_id.as_str())
-        .bind(order.version)
-        .bind(status)
-        .bind(step)
-        .bind(roll_back_to)
-        .bind(refund_due)
-        .bind(payment_attempts)
-        .bind(step_attempts)
-        .bind(&reason)
-        .bind(delay_ms)
-        // The time of the last timeline entry, which a final event also carries as the order's `updated_at`.
-        .bind(last_at);
     // One statement: the order's new state, its timeline entries, its events and its messages, or nothing.
-    let (updated, ids, message_ids): (i64, Vec<i64>, Vec<uuid::Uuid>) = appends.bind(query).fetch_one(pool).await?;
-    if updated == 0 {
+    let written = write_order!(
+        appends,
+        "o AS (
+           UPDATE orders SET status = $14, step = $15, roll_back_to = $16, refund_due = $17, payment_attempts = $18,
+                  step_attempts = $19, reason = $20,
+                  next_action_at = CASE WHEN $21::bigint IS NULL THEN NULL
+                                        ELSE now() + make_interval(secs => $21::bigint / 1000.0) END,
+                  version = version + 1, updated_at = $22
+           WHERE order_id = $12 AND version = $13
+           RETURNING order_id, version
+         )",
+        order.order_id.as_str(),
+        order.version,
+        status.as_str(),
+        step.as_str(),
+        roll_back_to.map(Status::as_str),
+        refund_due,
+        payment_attempts,
+        step_attempts,
+        &reason,
+        delay_ms,
+        // The time of the last timeline entry, which a final event also carries as the order's `updated_at`.
+        last_at,
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(Written { version, box_ids, box_messages }) = written else {
         tracing::debug!(order_id = %order.order_id, "order changed meanwhile; result dropped");
         return Ok(None);
-    }
-    next.version = order.version + 1;
+    };
+    next.version = version;
     next.changed_at = last_at;
     if next.status.is_final() {
         tracing::info!(order_id = %order.order_id, status = next.status.as_str(), reason = %next.reason, "order final");
     }
-    Ok(Some((next, appends.handed(ids, message_ids))))
+    Ok(Some((next, appends.handed(box_ids, box_messages))))
 }
 
 /// Records a refund asked for outside a step (a charge that succeeded after the saga gave up) and
 /// queues its request, in one transaction.
 pub async fn record_refund(pool: &PgPool, order_id: &str, detail: String, message: &Outgoing) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, 'refund', 'requested', $2)")
-        .bind(order_id)
-        .bind(&detail)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO order_steps (order_id, step, outcome, detail) VALUES ($1, 'refund', 'requested', $2)",
+        order_id,
+        &detail
+    )
+    .execute(&mut *tx)
+    .await?;
     outbox::enqueue(&mut tx, &message.exchange, &message.routing_key, &message.envelope).await?;
     let refund: RefundRequest = message.envelope.payload().map_err(|e| anyhow::anyhow!("refund request: {e}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO refunds_owed (payment_id, order_id, due_at) VALUES ($1, $2, now() + {})
+    sqlx::query!(
+        "INSERT INTO refunds_owed (payment_id, order_id, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))
          ON CONFLICT (payment_id) DO UPDATE SET asked = refunds_owed.asked + 1, due_at = EXCLUDED.due_at",
-        crate::refunds::ASK_AGAIN_AFTER
-    )))
-    .bind(&refund.payment_id)
-    .bind(order_id)
+        &refund.payment_id,
+        order_id,
+        crate::refunds::ASK_AGAIN_AFTER.as_secs_f64()
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -351,14 +341,14 @@ pub async fn renew_leases(pool: &PgPool, held: &[(String, i64)], lease: Duration
         return Ok(0);
     }
     let (ids, versions): (Vec<&str>, Vec<i64>) = held.iter().map(|(id, v)| (id.as_str(), *v)).unzip();
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "UPDATE orders o SET next_action_at = now() + make_interval(secs => $3)
          FROM UNNEST($1::text[], $2::bigint[]) AS h(order_id, version)
          WHERE o.order_id = h.order_id AND o.version = h.version AND o.next_action_at IS NOT NULL",
+        &ids as &[&str],
+        &versions,
+        lease.as_secs_f64()
     )
-    .bind(&ids)
-    .bind(&versions)
-    .bind(lease.as_secs_f64())
     .execute(pool)
     .await?
     .rows_affected())
