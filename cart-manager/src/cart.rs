@@ -14,7 +14,6 @@ use uuid::Uuid;
 use crate::{
     error::CartError,
     inventory::Catalogue,
-    known::KnownCarts,
     requests::{Refusal, before_deadline, refuse, remember, replay, stored_refusal, vanished},
 };
 
@@ -53,7 +52,6 @@ impl Request<'_> {
 pub async fn add_item(
     pool: &PgPool,
     inventory: &impl Catalogue,
-    known: &KnownCarts,
     request: &Request<'_>,
     client: &ClientId,
     product: &ProductId,
@@ -120,10 +118,7 @@ pub async fn add_item(
         AddOutcome { prior_response: Some(response), .. } => serde_json::from_value(response)
             .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
         AddOutcome { in_time: false, .. } => Err(CartError::Expired),
-        AddOutcome { total: Some(total), .. } => {
-            known.added(client, product, total);
-            Ok(ItemAdded { quantity_in_cart: total })
-        }
+        AddOutcome { total: Some(total), .. } => Ok(ItemAdded { quantity_in_cart: total }),
         // Nothing was added: the stock would be exceeded. Or a copy of this request (the client's retry under the
         // same key, or its first copy) added and is committing still, its record invisible to the lookup above:
         // recording the refusal waits for it, and then answers as it did.
@@ -152,13 +147,7 @@ struct AddOutcome {
 }
 
 /// Takes a product out of the cart entirely; idempotent on the request's key like [`add_item`].
-pub async fn remove_item(
-    pool: &PgPool,
-    known: &KnownCarts,
-    request: &Request<'_>,
-    client: &ClientId,
-    product: &ProductId,
-) -> Result<()> {
+pub async fn remove_item(pool: &PgPool, request: &Request<'_>, client: &ClientId, product: &ProductId) -> Result<()> {
     let key = request.key();
     let fingerprint = serde_json::json!({"op": "remove_item", "productID": product}).to_string();
     let mut tx = pool.begin().await?;
@@ -186,7 +175,6 @@ pub async fn remove_item(
     }
     before_deadline(&mut tx, request.deadline).await?;
     tx.commit().await?;
-    known.removed(client, product);
     Ok(())
 }
 
@@ -264,7 +252,6 @@ const CHECKOUT_REFUSAL_PREFIX: &str = "checkout:";
 pub async fn checkout(
     pool: &PgPool,
     inventory: &impl Catalogue,
-    known: &KnownCarts,
     topology: &Topology,
     job: &payloads::Checkout,
     deadline: Option<DateTime<Utc>>,
@@ -274,16 +261,8 @@ pub async fn checkout(
     // Prices read by an earlier attempt of this checkout are kept: a cart that changed only in quantities
     // (an add racing the checkout) is priced again without asking inventory again.
     let mut prices = std::collections::HashMap::new();
-    // What this instance's adds left in the cart stands in for the first read: the write below compares it
-    // with the locked cart, and any difference (or an earlier checkout under the key) leads to a read.
-    let mut guess = known.take(client);
-    let attempts = CHECKOUT_ATTEMPTS + usize::from(guess.is_some());
-    for _ in 0..attempts {
-        let guessed = guess.is_some();
-        let (existing, cart) = match guess.take() {
-            Some(lines) => (None, lines),
-            None => checkout_state(pool, client, idempotency_key, &refusal_key).await?,
-        };
+    for _ in 0..CHECKOUT_ATTEMPTS {
+        let (existing, cart) = checkout_state(pool, client, idempotency_key, &refusal_key).await?;
         if let Some(order_id) = existing {
             return Ok(Checkout { order_id, created: false, outbox: Vec::new() });
         }
@@ -311,12 +290,7 @@ pub async fn checkout(
                 None => Err(CartError::UnknownProduct(product_id)),
             })
             .collect::<Result<Vec<_>>>();
-        let lines = match lines {
-            Ok(lines) => lines,
-            // A guessed line may be one the cart no longer holds: only a product in the cart as read is unknown.
-            Err(CartError::UnknownProduct(_)) if guessed => continue,
-            Err(e) => return Err(e),
-        };
+        let lines = lines?;
         let total_cents = total(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))?;
 
         let order_id = OrderId::generate();

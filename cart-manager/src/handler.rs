@@ -12,7 +12,7 @@ use ordermesh_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{cart, error::CartError, handover, inventory::Inventory, known::KnownCarts};
+use crate::{cart, error::CartError, handover, inventory::Inventory};
 
 /// What a job handler needs.
 #[derive(Debug, Clone)]
@@ -23,8 +23,6 @@ pub struct CartContext {
     pub inventory: Inventory,
     /// Queue names (checkout's queue for the outbox).
     pub topology: Topology,
-    /// What this instance's adds left in each cart, so a checkout usually need not read it first.
-    pub known: Arc<KnownCarts>,
     /// The outbox relay, given the row a checkout queued once it commits.
     pub outbox: Arc<outbox::Handoff>,
     /// Wakes the hand-over check when a new checkout's first question falls due.
@@ -42,23 +40,12 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Handled {
         kinds::CART_ADD_ITEM => {
             let r = incoming.decode::<AddItem>()?;
             let request = request(r.idempotency_key.as_ref());
-            respond(
-                cart::add_item(
-                    &ctx.pool,
-                    &ctx.inventory,
-                    &ctx.known,
-                    &request,
-                    &r.client_id,
-                    &r.product_id,
-                    r.quantity,
-                )
-                .await,
-            )
+            respond(cart::add_item(&ctx.pool, &ctx.inventory, &request, &r.client_id, &r.product_id, r.quantity).await)
         }
         kinds::CART_REMOVE_ITEM => {
             let r = incoming.decode::<RemoveItem>()?;
             let request = request(r.idempotency_key.as_ref());
-            respond(cart::remove_item(&ctx.pool, &ctx.known, &request, &r.client_id, &r.product_id).await)
+            respond(cart::remove_item(&ctx.pool, &request, &r.client_id, &r.product_id).await)
         }
         kinds::CART_GET => {
             let r = incoming.decode::<GetCart>()?;
@@ -66,9 +53,8 @@ pub async fn handle(ctx: &CartContext, incoming: Incoming) -> Handled {
         }
         kinds::CART_CHECKOUT => {
             let r = incoming.decode::<Checkout>()?;
-            let result = cart::checkout(&ctx.pool, &ctx.inventory, &ctx.known, &ctx.topology, &r, envelope.deadline)
-                .await
-                .map(|done| {
+            let result =
+                cart::checkout(&ctx.pool, &ctx.inventory, &ctx.topology, &r, envelope.deadline).await.map(|done| {
                     if done.created {
                         ctx.handovers.due_in(handover::FIRST_CHECK_AFTER);
                     }

@@ -66,7 +66,6 @@ impl Application {
             topology: config.topology.clone(),
             outbox: handoff.clone(),
             handovers: handover_alarm.clone(),
-            known: Arc::default(),
             metrics: worker.metrics().clone(),
         };
         let handler = handler_fn(move |incoming| {

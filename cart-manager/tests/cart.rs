@@ -8,7 +8,6 @@ use cart_manager::{
     cart::{self, Request},
     error::CartError,
     inventory::{Catalogue, ProductInfo},
-    known::KnownCarts,
     startup::MIGRATOR,
 };
 use chrono::Utc;
@@ -70,7 +69,6 @@ fn request(key: Option<&IdempotencyKey>) -> Request<'_> {
 struct Fixture {
     pool: PgPool,
     database: String,
-    known: KnownCarts,
     topology: Topology,
 }
 
@@ -82,11 +80,11 @@ impl Fixture {
             format!("test-cart-{}", &Uuid::new_v4().simple().to_string()[..12]),
             std::time::Duration::from_secs(60),
         );
-        Self { pool, database, known: KnownCarts::default(), topology }
+        Self { pool, database, topology }
     }
 
     async fn add(&self, catalogue: &FakeCatalogue, who: &str, what: &str, n: i64) -> Result<i64, CartError> {
-        cart::add_item(&self.pool, catalogue, &self.known, &request(None), &client(who), &product(what), units(n))
+        cart::add_item(&self.pool, catalogue, &request(None), &client(who), &product(what), units(n))
             .await
             .map(|added| added.quantity_in_cart)
     }
@@ -97,7 +95,7 @@ impl Fixture {
             idempotency_key: key.into(),
             channel: ordermesh_messages::Channel::parse("web").unwrap(),
         };
-        cart::checkout(&self.pool, catalogue, &self.known, &self.topology, &job, None).await
+        cart::checkout(&self.pool, catalogue, &self.topology, &job, None).await
     }
 
     async fn done(self) {
@@ -130,8 +128,7 @@ async fn a_repeated_key_answers_as_the_first_time_and_adds_nothing_more() {
     let add = |n| {
         let (f, catalogue, key) = (&f, &catalogue, &key);
         async move {
-            cart::add_item(&f.pool, catalogue, &f.known, &request(Some(key)), &client("ada"), &product("mug"), units(n))
-                .await
+            cart::add_item(&f.pool, catalogue, &request(Some(key)), &client("ada"), &product("mug"), units(n)).await
         }
     };
     assert_eq!(add(2).await.unwrap().quantity_in_cart, 2);
@@ -151,10 +148,10 @@ async fn a_removal_takes_the_product_out_once_and_its_retry_is_answered_the_same
     f.add(&catalogue, "ada", "tea", 1).await.unwrap();
     let key = IdempotencyKey::parse("remove-1").unwrap();
     let (ada, mug) = (client("ada"), product("mug"));
-    let remove = async || cart::remove_item(&f.pool, &f.known, &request(Some(&key)), &ada, &mug).await;
+    let remove = async || cart::remove_item(&f.pool, &request(Some(&key)), &ada, &mug).await;
     remove().await.unwrap();
     remove().await.expect("a retried removal is answered as the first, not 'not in the cart'");
-    let other = cart::remove_item(&f.pool, &f.known, &request(None), &client("ada"), &product("mug")).await;
+    let other = cart::remove_item(&f.pool, &request(None), &client("ada"), &product("mug")).await;
     assert!(matches!(other, Err(CartError::NotInCart(_))), "a new removal of what is gone: {other:?}");
     let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
     let left: Vec<&str> = view.items.iter().map(|i| i.product_id.as_str()).collect();
@@ -167,7 +164,7 @@ async fn a_request_past_its_deadline_changes_nothing() {
     let f = Fixture::new().await;
     let catalogue = FakeCatalogue::with(&[("mug", 1250, 10)]);
     let late = Request { message_id: Uuid::now_v7(), idempotency_key: None, deadline: Some(Utc::now()) };
-    let added = cart::add_item(&f.pool, &catalogue, &f.known, &late, &client("ada"), &product("mug"), units(1)).await;
+    let added = cart::add_item(&f.pool, &catalogue, &late, &client("ada"), &product("mug"), units(1)).await;
     assert!(matches!(added, Err(CartError::Expired)), "{added:?}");
     let view = cart::view(&f.pool, &catalogue, &client("ada")).await.unwrap();
     assert!(view.items.is_empty(), "nothing was added for a caller that stopped waiting");
@@ -197,31 +194,13 @@ async fn a_checkout_empties_the_cart_into_one_order_at_the_prices_of_the_moment_
 }
 
 #[tokio::test]
-async fn a_checkout_priced_from_a_stale_guess_reads_the_cart_and_orders_what_it_holds() {
-    let f = Fixture::new().await;
-    let catalogue = FakeCatalogue::with(&[("mug", 1250, 10), ("tea", 400, 10)]);
-    f.add(&catalogue, "ada", "mug", 2).await.unwrap();
-    // Another instance changed the cart: this one's remembered guess no longer matches it.
-    let other = KnownCarts::default();
-    cart::add_item(&f.pool, &catalogue, &other, &request(None), &client("ada"), &product("tea"), units(3))
-        .await
-        .unwrap();
-    let done = f.checkout(&catalogue, "ada", "key:c1").await.unwrap();
-    let order = cart::checkout_snapshot(&f.pool, &done.order_id).await.unwrap().unwrap();
-    let lines: Vec<(&str, i64)> = order.lines.iter().map(|l| (l.product_id.as_str(), l.quantity)).collect();
-    assert_eq!(lines, [("mug", 2), ("tea", 3)], "the order is the cart as stored, not the guess");
-    f.done().await;
-}
-
-#[tokio::test]
 async fn racing_copies_of_one_add_add_once_and_answer_alike() {
     let f = Fixture::new().await;
     let catalogue = FakeCatalogue::with(&[("mug", 1250, 100)]);
     let (ada, mug) = (client("ada"), product("mug"));
     for round in 0..10 {
         let key = IdempotencyKey::parse(format!("race-{round}")).unwrap();
-        let add =
-            async || cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&key)), &ada, &mug, units(1)).await;
+        let add = async || cart::add_item(&f.pool, &catalogue, &request(Some(&key)), &ada, &mug, units(1)).await;
         let (a, b) = tokio::join!(add(), add());
         let (a, b) = (a.unwrap().quantity_in_cart, b.unwrap().quantity_in_cart);
         assert_eq!((a, b), (round + 1, round + 1), "round {round}: both copies answer the one add");
@@ -251,7 +230,7 @@ async fn a_retried_removal_that_waited_for_its_first_copy_s_commit_answers_as_th
     let key = IdempotencyKey::parse("remove-1").unwrap();
     let (ada, mug) = (client("ada"), product("mug"));
     let again = request(Some(&key));
-    let retry = cart::remove_item(&f.pool, &f.known, &again, &ada, &mug);
+    let retry = cart::remove_item(&f.pool, &again, &ada, &mug);
     let commit_later = async {
         // The retry has read no record of the key and waits for the line's row lock by now.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -283,7 +262,7 @@ async fn a_retried_add_that_waited_for_its_first_copy_s_commit_answers_as_the_fi
     let key = IdempotencyKey::parse("add-1").unwrap();
     let (ada, mug) = (client("ada"), product("mug"));
     let again = request(Some(&key));
-    let retry = cart::add_item(&f.pool, &catalogue, &f.known, &again, &ada, &mug, units(1));
+    let retry = cart::add_item(&f.pool, &catalogue, &again, &ada, &mug, units(1));
     let commit_later = async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         first.commit().await.unwrap();
@@ -315,7 +294,7 @@ async fn a_retry_refused_for_stock_while_its_first_copy_commits_answers_as_the_f
     let key = IdempotencyKey::parse("add-1").unwrap();
     let (ada, scarce) = (client("ada"), product("scarce"));
     let again = request(Some(&key));
-    let retry = cart::add_item(&f.pool, &catalogue, &f.known, &again, &ada, &scarce, units(2));
+    let retry = cart::add_item(&f.pool, &catalogue, &again, &ada, &scarce, units(2));
     let commit_later = async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         first.commit().await.unwrap();
@@ -333,8 +312,7 @@ async fn a_refusal_is_its_key_s_answer_for_a_copy_that_comes_later() {
     // A retry overtook its first copy (delayed past the client's patience, or sent by a gateway whose clock is
     // ahead) and was refused: the first copy, arriving when it could apply, must not.
     let add_key = IdempotencyKey::parse("add-1").unwrap();
-    let add =
-        async || cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&add_key)), &ada, &mug, units(1)).await;
+    let add = async || cart::add_item(&f.pool, &catalogue, &request(Some(&add_key)), &ada, &mug, units(1)).await;
     assert!(matches!(add().await, Err(CartError::NotEnoughStock { available: 0, .. })));
     catalogue.set("mug", 1250, 5);
     match add().await {
@@ -344,7 +322,7 @@ async fn a_refusal_is_its_key_s_answer_for_a_copy_that_comes_later() {
     // The same for a removal: refused as not in the cart, then the product is added under another key; the
     // removal's late copy must not take it out.
     let remove_key = IdempotencyKey::parse("remove-1").unwrap();
-    let remove = async || cart::remove_item(&f.pool, &f.known, &request(Some(&remove_key)), &ada, &tea).await;
+    let remove = async || cart::remove_item(&f.pool, &request(Some(&remove_key)), &ada, &tea).await;
     assert!(matches!(remove().await, Err(CartError::NotInCart(_))));
     f.add(&catalogue, "ada", "tea", 1).await.unwrap();
     assert!(matches!(remove().await, Err(CartError::NotInCart(_))), "the late copy answers as the first");
@@ -370,8 +348,8 @@ async fn a_checkout_refused_as_empty_is_its_key_s_answer_for_a_copy_that_comes_l
     // Checkouts and adds keep their keys apart, as they always have: an empty cart under an add's key is 409.
     let shared = IdempotencyKey::parse("shared").unwrap();
     let (bo, mug) = (client("bo"), product("mug"));
-    cart::add_item(&f.pool, &catalogue, &f.known, &request(Some(&shared)), &bo, &mug, units(1)).await.unwrap();
-    cart::remove_item(&f.pool, &f.known, &request(None), &bo, &mug).await.unwrap();
+    cart::add_item(&f.pool, &catalogue, &request(Some(&shared)), &bo, &mug, units(1)).await.unwrap();
+    cart::remove_item(&f.pool, &request(None), &bo, &mug).await.unwrap();
     let empty = f.checkout(&catalogue, "bo", "key:shared").await;
     assert!(matches!(empty, Err(CartError::EmptyCart)), "not 'key reused': {empty:?}");
     f.done().await;
