@@ -96,6 +96,7 @@ pub async fn orders(State(state): State<AppState>, query: RawQuery) -> Result<Js
 
 /// One dead-letter queue.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct DeadLetterQueue {
     /// The work queue whose failures it holds.
     pub queue: String,
@@ -109,6 +110,7 @@ pub struct DeadLetterQueue {
 
 /// `GET /admin/dead-letters` body.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct DeadLettersBody {
     /// One entry per work queue.
     pub queues: Vec<DeadLetterQueue>,
@@ -144,6 +146,7 @@ pub async fn dead_letters(State(state): State<AppState>) -> Result<Json<DeadLett
 
 /// One part of the mesh and whether it can work now.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ServiceState {
     /// The service.
     pub name: String,
@@ -155,6 +158,7 @@ pub struct ServiceState {
 
 /// `GET /admin/services` body.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ServicesBody {
     /// The gateway, RabbitMQ, inventory and each worker.
     pub services: Vec<ServiceState>,

@@ -146,7 +146,7 @@ async fn keys_roles_channels_and_revocation() {
     }
     // The dashboard filters by channel.
     let (_, _, web_orders) = call(&mesh, Method::GET, "/admin/orders?channel=web", Some(&operator), None).await;
-    assert_eq!(web_orders["orders"][0]["order_id"], order_id.as_str());
+    assert_eq!(web_orders["orders"][0]["orderID"], order_id.as_str());
     assert_eq!(web_orders["orders"][0]["channel"], "web");
     let (_, _, phone_orders) = call(&mesh, Method::GET, "/admin/orders?channel=phone", Some(&operator), None).await;
     assert_eq!(phone_orders["orders"], json!([]));

@@ -137,14 +137,14 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
     let (status, page) = mesh.get("/admin/orders").await;
     assert_eq!(status, 200, "{page}");
     for (id, status) in expected {
-        let row = page["orders"].as_array().unwrap().iter().find(|o| o["order_id"] == id.as_str());
+        let row = page["orders"].as_array().unwrap().iter().find(|o| o["orderID"] == id.as_str());
         assert_eq!(row.map(|o| &o["status"]), Some(&json!(status)), "{id} in {page}");
     }
     let (_, found) = mesh.get("/admin/orders?search=dash-ben").await;
     assert_eq!(found["orders"].as_array().unwrap().len(), 1, "search by client: {found}");
-    assert_eq!(found["orders"][0]["order_id"], rejected.as_str());
+    assert_eq!(found["orders"][0]["orderID"], rejected.as_str());
     let (_, found) = mesh.get(&format!("/admin/orders?search={declined}")).await;
-    assert_eq!(found["orders"][0]["client_id"], "dash-cat", "search by order id: {found}");
+    assert_eq!(found["orders"][0]["clientID"], "dash-cat", "search by order id: {found}");
     for bad in [
         "/admin/orders?limit=0",
         "/admin/orders?limit=-1",
@@ -165,22 +165,22 @@ async fn the_dashboard_shows_orders_by_final_status_and_dead_letters_in_a_real_b
     let (status, overview) = mesh.get("/admin/overview").await;
     assert_eq!(status, 200, "{overview}");
     for (_, status) in expected {
-        let count = overview["recent_by_status"].as_array().unwrap().iter().find(|c| c["key"] == status);
+        let count = overview["recentByStatus"].as_array().unwrap().iter().find(|c| c["key"] == status);
         assert_eq!(count.map(|c| &c["count"]), Some(&json!(1)), "{status} in {overview}");
     }
     let step = |name: &str| overview["steps"].as_array().unwrap().iter().find(|s| s["step"] == name).cloned().unwrap();
     assert_eq!(step("reserve")["ok"], 2, "{overview}");
     assert_eq!(step("reserve")["refused"], 1, "the rejection: {overview}");
     assert_eq!(step("payment")["refused"], 1, "the decline: {overview}");
-    assert!(step("payment")["p99_ms"].as_f64().is_some(), "{overview}");
-    assert_eq!(overview["in_flight"], json!([]), "nothing unfinished: {overview}");
+    assert!(step("payment")["p99Ms"].as_f64().is_some(), "{overview}");
+    assert_eq!(overview["inFlight"], json!([]), "nothing unfinished: {overview}");
     assert_eq!(overview["slowest"].as_array().unwrap().len(), 3, "{overview}");
     assert!(!overview["slowest"][0]["timeline"].as_array().unwrap().is_empty());
 
     let (_, dead) = mesh.get("/admin/dead-letters").await;
     let cart = dead["queues"].as_array().unwrap().iter().find(|q| q["queue"] == mesh.topology.cart_jobs()).unwrap();
     assert_eq!(cart["depth"], 1, "{dead}");
-    assert!(cart["latest_reasons"][0].as_str().unwrap().contains("not a valid envelope"), "{dead}");
+    assert!(cart["latestReasons"][0].as_str().unwrap().contains("not a valid envelope"), "{dead}");
     assert_eq!(mesh.ready(&dlq).await, 1, "looking did not take the message");
     let (_, services) = mesh.get("/admin/services").await;
     for s in services["services"].as_array().unwrap() {
