@@ -18,6 +18,6 @@ pub use consumer::{ConsumerSettings, Handled, Handler, Incoming, Outcome, handle
 pub use publisher::Publisher;
 pub use rpc::{Requests, RpcClient, RpcError};
 pub use topology::{MIGRATE_COMMAND, NOTIFIED_EVENTS, QueueType, Topology};
-pub use worker::Worker;
+pub use worker::{Built, Worker, WorkerSettings};
 
 pub use ordermesh_config::DEFAULT_AMQP_URL;

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_bus::{ConsumerSettings, Topology, WorkerSettings};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 
 /// Everything cart-manager needs to start. `Debug` is safe to log: URLs print redacted.
@@ -43,17 +43,17 @@ impl FromEnv for Config {
     /// Reads `CART_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
-        let shared = SharedSettings::from_env(env)?;
+        let WorkerSettings { database, shared, topology, prefetch, shutdown_grace, metrics_addr } =
+            WorkerSettings::load(env, "CART", d.database, d.prefetch, d.shutdown_grace, d.metrics_addr)?;
         let config = Self {
-            database: DatabaseSettings::from_env(env, "CART", d.database)?,
-            topology: Topology::from_settings(&shared),
+            database,
+            topology,
             shared,
-            prefetch: env.or("CART_PREFETCH", d.prefetch)?,
+            prefetch,
             outbox_poll: env.millis("CART_OUTBOX_POLL_MS", d.outbox_poll)?,
-            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
-            metrics_addr: env.or("CART_METRICS_ADDR", d.metrics_addr)?,
+            shutdown_grace,
+            metrics_addr,
         };
-        anyhow::ensure!(config.prefetch > 0, "CART_PREFETCH must be at least 1");
         Ok(config)
     }
 }

@@ -3,11 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context;
-use ordermesh_bus::{Publisher, RpcClient, Worker, handler_fn, outbox};
-use ordermesh_db::connect_and_migrate;
+use ordermesh_bus::{Built, Publisher, RpcClient, handler_fn, outbox};
 use ordermesh_lifecycle::Alarm;
-use ordermesh_telemetry::http::MetricsServer;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::sync::watch;
 
@@ -26,36 +23,38 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/cart");
 #[derive(Debug)]
 pub struct Application {
     config: Config,
-    pool: PgPool,
-    metrics_server: MetricsServer,
+    built: Built,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the cart database")?;
-        let metrics_server =
-            MetricsServer::for_service("cart-manager", config.metrics_addr, Config::default().metrics_addr).await?;
-        ordermesh_db::watch_pool(metrics_server.metrics(), "cart", &pool);
-        outbox::watch_backlog(metrics_server.metrics(), &pool);
-        Ok(Self { config, pool, metrics_server })
+        let built = Built::new(
+            "cart-manager",
+            &config.database,
+            &MIGRATOR,
+            config.metrics_addr,
+            Config::default().metrics_addr,
+        )
+        .await?
+        .with_outbox();
+        Ok(Self { config, built })
     }
 
     /// Where `/metrics` and `/healthz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.built.metrics_addr()
     }
 
     /// The database pool, for tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.built.pool()
     }
 
     /// Consumes cart jobs, relays the outbox and makes sure of hand-overs until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics_server } = self;
-        let mut worker =
-            Worker::start("cart-manager", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let Self { config, built } = self;
+        let (mut worker, pool) = built.start(config.shared.amqp_url.expose(), &config.topology);
         let bus = worker.bus().clone();
         let publisher = Arc::new(Publisher::new(bus.clone()));
         let handoff = Arc::new(outbox::Handoff::default());

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_bus::{ConsumerSettings, Topology, WorkerSettings};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 
 /// How the saga paces and bounds its steps.
@@ -89,10 +89,11 @@ impl FromEnv for Config {
     /// Reads `CHECKOUT_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
-        let shared = SharedSettings::from_env(env)?;
+        let WorkerSettings { database, shared, topology, prefetch, shutdown_grace, metrics_addr } =
+            WorkerSettings::load(env, "CHECKOUT", d.database, d.prefetch, d.shutdown_grace, d.metrics_addr)?;
         let config = Self {
-            database: DatabaseSettings::from_env(env, "CHECKOUT", d.database)?,
-            topology: Topology::from_settings(&shared),
+            database,
+            topology,
             saga: SagaSettings {
                 max_payment_attempts: env.or("CHECKOUT_MAX_PAYMENT_ATTEMPTS", d.saga.max_payment_attempts)?,
                 payment_timeout: env.millis("CHECKOUT_PAYMENT_TIMEOUT_MS", d.saga.payment_timeout)?,
@@ -106,10 +107,10 @@ impl FromEnv for Config {
                 step_timeout: env.millis("CHECKOUT_STEP_TIMEOUT_MS", d.saga.step_timeout)?,
             },
             shared,
-            prefetch: env.or("CHECKOUT_PREFETCH", d.prefetch)?,
+            prefetch,
             poll: env.millis("CHECKOUT_POLL_MS", d.poll)?,
-            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
-            metrics_addr: env.or("CHECKOUT_METRICS_ADDR", d.metrics_addr)?,
+            shutdown_grace,
+            metrics_addr,
         };
         anyhow::ensure!(config.saga.max_payment_attempts >= 1, "CHECKOUT_MAX_PAYMENT_ATTEMPTS must be at least 1");
         anyhow::ensure!(config.saga.max_reserve_attempts >= 1, "CHECKOUT_MAX_RESERVE_ATTEMPTS must be at least 1");
@@ -119,7 +120,6 @@ impl FromEnv for Config {
             config.saga.step_timeout >= config.saga.lease,
             "CHECKOUT_STEP_TIMEOUT_MS must be at least CHECKOUT_LEASE_MS"
         );
-        anyhow::ensure!(config.prefetch >= 1, "CHECKOUT_PREFETCH must be at least 1");
         Ok(config)
     }
 }

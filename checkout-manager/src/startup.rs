@@ -2,10 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::Context;
-use ordermesh_bus::{Publisher, Worker, handler_fn, outbox};
-use ordermesh_db::connect_and_migrate;
-use ordermesh_telemetry::http::MetricsServer;
+use ordermesh_bus::{Built, Publisher, handler_fn, outbox};
 use sqlx::{PgPool, migrate::Migrator};
 
 use crate::{
@@ -24,36 +21,39 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/checkout");
 #[derive(Debug)]
 pub struct Application {
     config: Config,
-    pool: PgPool,
-    metrics_server: MetricsServer,
+    built: Built,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the checkout database")?;
-        let metrics_server =
-            MetricsServer::for_service("checkout-manager", config.metrics_addr, Config::default().metrics_addr).await?;
-        ordermesh_db::watch_pool(metrics_server.metrics(), "checkout", &pool);
-        outbox::watch_backlog(metrics_server.metrics(), &pool);
-        Ok(Self { config, pool, metrics_server })
+        let built = Built::new(
+            "checkout-manager",
+            &config.database,
+            &MIGRATOR,
+            config.metrics_addr,
+            Config::default().metrics_addr,
+        )
+        .await?
+        .with_outbox();
+        Ok(Self { config, built })
     }
 
     /// Where `/metrics` and `/healthz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.built.metrics_addr()
     }
 
     /// The database pool, for tests (balances, stored orders).
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.built.pool()
     }
 
     /// Runs the saga until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics_server } = self;
+        let Self { config, built } = self;
         let topology = config.topology.clone();
-        let mut worker = Worker::start("checkout-manager", config.shared.amqp_url.expose(), &topology, metrics_server);
+        let (mut worker, pool) = built.start(config.shared.amqp_url.expose(), &topology);
         let publisher = Arc::new(Publisher::new(worker.bus().clone()));
         let outbox = Arc::new(outbox::Handoff::default());
         let metrics = worker.metrics().clone();

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_bus::{ConsumerSettings, Topology, WorkerSettings};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SecretUrl, SharedSettings};
 
 /// Where and how email is sent.
@@ -58,21 +58,21 @@ impl FromEnv for Config {
     /// Reads `NOTIFIER_*`, `SMTP_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
-        let shared = SharedSettings::from_env(env)?;
+        let WorkerSettings { database, shared, topology, prefetch, shutdown_grace, metrics_addr } =
+            WorkerSettings::load(env, "NOTIFIER", d.database, d.prefetch, d.shutdown_grace, d.metrics_addr)?;
         let config = Self {
-            database: DatabaseSettings::from_env(env, "NOTIFIER", d.database)?,
-            topology: Topology::from_settings(&shared),
+            database,
+            topology,
             shared,
             smtp: SmtpSettings {
                 url: env.secret("SMTP_URL", &d.smtp.url)?,
                 from: env.string("SMTP_FROM", &d.smtp.from),
                 timeout: env.millis("SMTP_TIMEOUT_MS", d.smtp.timeout)?,
             },
-            prefetch: env.or("NOTIFIER_PREFETCH", d.prefetch)?,
-            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
-            metrics_addr: env.or("NOTIFIER_METRICS_ADDR", d.metrics_addr)?,
+            prefetch,
+            shutdown_grace,
+            metrics_addr,
         };
-        anyhow::ensure!(config.prefetch >= 1, "NOTIFIER_PREFETCH must be at least 1");
         anyhow::ensure!(config.smtp.timeout >= Duration::from_millis(100), "SMTP_TIMEOUT_MS must be at least 100");
         crate::email::Mailer::check(&config.smtp).map_err(|e| anyhow::anyhow!("SMTP_URL / SMTP_FROM: {e}"))?;
         Ok(config)

@@ -2,10 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::Context;
-use ordermesh_bus::{Worker, handler_fn};
-use ordermesh_db::connect_and_migrate;
-use ordermesh_telemetry::http::MetricsServer;
+use ordermesh_bus::{Built, handler_fn};
 use sqlx::{PgPool, migrate::Migrator};
 
 use crate::{
@@ -22,34 +19,32 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/notifier");
 #[derive(Debug)]
 pub struct Application {
     config: Config,
-    pool: PgPool,
-    metrics_server: MetricsServer,
+    built: Built,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ and the SMTP server are connected when needed.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the notifier database")?;
-        let metrics_server =
-            MetricsServer::for_service("notifier", config.metrics_addr, Config::default().metrics_addr).await?;
-        ordermesh_db::watch_pool(metrics_server.metrics(), "notifier", &pool);
-        Ok(Self { config, pool, metrics_server })
+        let built =
+            Built::new("notifier", &config.database, &MIGRATOR, config.metrics_addr, Config::default().metrics_addr)
+                .await?;
+        Ok(Self { config, built })
     }
 
     /// Where `/metrics` and `/healthz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.built.metrics_addr()
     }
 
     /// Profiles and sent emails, for tests and tools.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.built.pool()
     }
 
     /// Emails shoppers and answers profile requests until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics_server } = self;
-        let mut worker = Worker::start("notifier", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let Self { config, built } = self;
+        let (mut worker, pool) = built.start(config.shared.amqp_url.expose(), &config.topology);
         let publisher = worker.reply_publisher();
         let notifier = Notifier {
             pool: pool.clone(),

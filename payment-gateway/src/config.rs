@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ordermesh_bus::{ConsumerSettings, Topology};
+use ordermesh_bus::{ConsumerSettings, Topology, WorkerSettings};
 use ordermesh_config::{DatabaseSettings, Env, FromEnv, SharedSettings};
 
 /// How the simulated provider behaves.
@@ -60,10 +60,11 @@ impl FromEnv for Config {
     /// Reads `PAYMENT_*` and the shared variables.
     fn load(env: &Env<'_>) -> anyhow::Result<Self> {
         let d = Self::default();
-        let shared = SharedSettings::from_env(env)?;
+        let WorkerSettings { database, shared, topology, prefetch, shutdown_grace, metrics_addr } =
+            WorkerSettings::load(env, "PAYMENT", d.database, d.prefetch, d.shutdown_grace, d.metrics_addr)?;
         let config = Self {
-            database: DatabaseSettings::from_env(env, "PAYMENT", d.database)?,
-            topology: Topology::from_settings(&shared),
+            database,
+            topology,
             shared,
             simulator: SimulatorSettings {
                 default_balance_cents: env.or("PAYMENT_DEFAULT_BALANCE_CENTS", d.simulator.default_balance_cents)?,
@@ -71,9 +72,9 @@ impl FromEnv for Config {
                 failure_rate: env.or("PAYMENT_FAILURE_RATE", d.simulator.failure_rate)?,
                 fail_first_attempts: env.or("PAYMENT_FAIL_FIRST_ATTEMPTS", d.simulator.fail_first_attempts)?,
             },
-            prefetch: env.or("PAYMENT_PREFETCH", d.prefetch)?,
-            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
-            metrics_addr: env.or("PAYMENT_METRICS_ADDR", d.metrics_addr)?,
+            prefetch,
+            shutdown_grace,
+            metrics_addr,
         };
         anyhow::ensure!(
             (0.0..=1.0).contains(&config.simulator.failure_rate),
@@ -83,7 +84,6 @@ impl FromEnv for Config {
             config.simulator.default_balance_cents >= 0,
             "PAYMENT_DEFAULT_BALANCE_CENTS must not be negative"
         );
-        anyhow::ensure!(config.prefetch >= 1, "PAYMENT_PREFETCH must be at least 1");
         Ok(config)
     }
 }

@@ -2,10 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::Context;
-use ordermesh_bus::{Publisher, Worker, handler_fn};
-use ordermesh_db::connect_and_migrate;
-use ordermesh_telemetry::http::MetricsServer;
+use ordermesh_bus::{Built, Publisher, handler_fn};
 use sqlx::{PgPool, migrate::Migrator};
 
 use crate::{config::Config, provider::Provider};
@@ -17,35 +14,37 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/payment");
 #[derive(Debug)]
 pub struct Application {
     config: Config,
-    pool: PgPool,
-    metrics_server: MetricsServer,
+    built: Built,
 }
 
 impl Application {
     /// Prepares the database; RabbitMQ is connected in the background by `run_until_stopped`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database, &MIGRATOR).await.context("preparing the payment database")?;
-        let metrics_server =
-            MetricsServer::for_service("payment-gateway", config.metrics_addr, Config::default().metrics_addr).await?;
-        ordermesh_db::watch_pool(metrics_server.metrics(), "payment", &pool);
-        Ok(Self { config, pool, metrics_server })
+        let built = Built::new(
+            "payment-gateway",
+            &config.database,
+            &MIGRATOR,
+            config.metrics_addr,
+            Config::default().metrics_addr,
+        )
+        .await?;
+        Ok(Self { config, built })
     }
 
     /// Where `/metrics` and `/healthz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.built.metrics_addr()
     }
 
     /// The provider's books, for tests and tools.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.built.pool()
     }
 
     /// Answers payment requests until `shutdown` resolves.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { config, pool, metrics_server } = self;
-        let mut worker =
-            Worker::start("payment-gateway", config.shared.amqp_url.expose(), &config.topology, metrics_server);
+        let Self { config, built } = self;
+        let (mut worker, pool) = built.start(config.shared.amqp_url.expose(), &config.topology);
         let publisher = Arc::new(Publisher::new(worker.bus().clone()));
         let provider = Provider {
             pool: pool.clone(),
