@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     error::CartError,
     inventory::Catalogue,
-    requests::{Refusal, before_deadline, refuse, remember, replay, stored_refusal, vanished},
+    requests::{Refusal, answer, before_deadline, refuse, remember, replay, stored_refusal, vanished},
 };
 
 type Result<T> = std::result::Result<T, CartError>;
@@ -113,10 +113,10 @@ pub async fn add_item(
         Err(e) => return Err(e.into()),
     };
     match outcome {
-        AddOutcome { prior_fingerprint: Some(stored), .. } if stored != fingerprint => Err(CartError::KeyReused),
-        AddOutcome { prior_refusal: Some(refusal), .. } => Err(stored_refusal(refusal)),
-        AddOutcome { prior_response: Some(response), .. } => serde_json::from_value(response)
-            .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
+        // An earlier copy's record: its answer, judged as a replay judges it.
+        AddOutcome { prior_fingerprint: Some(stored), prior_response, prior_refusal, .. } => {
+            answer(&stored, prior_response.unwrap_or_default(), prior_refusal, &fingerprint)
+        }
         AddOutcome { in_time: false, .. } => Err(CartError::Expired),
         AddOutcome { total: Some(total), .. } => Ok(ItemAdded { quantity_in_cart: total }),
         // Nothing was added: the stock would be exceeded. Or a copy of this request (the client's retry under the

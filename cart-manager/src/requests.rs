@@ -35,14 +35,22 @@ pub(crate) async fn replay<T: DeserializeOwned>(
         key,
     )
     .fetch_optional(conn)
-    .await?
-    .map(|r| (r.fingerprint, r.response, r.refusal));
-    match row {
-        None => Ok(None),
-        Some((stored, ..)) if stored != fingerprint => Err(CartError::KeyReused),
-        Some((_, _, Some(refusal))) => Err(stored_refusal(refusal)),
-        Some((_, response, None)) => serde_json::from_value(response)
-            .map(Some)
+    .await?;
+    row.map(|r| answer(&r.fingerprint, r.response, r.refusal, fingerprint)).transpose()
+}
+
+/// A stored record of a key judged for a request with `fingerprint`: a different body under the same key is
+/// refused, a stored refusal is the answer as the error, and an applied answer is decoded.
+pub(crate) fn answer<T: DeserializeOwned>(
+    stored_fingerprint: &str,
+    response: serde_json::Value,
+    refusal: Option<serde_json::Value>,
+    fingerprint: &str,
+) -> Result<T> {
+    match refusal {
+        _ if stored_fingerprint != fingerprint => Err(CartError::KeyReused),
+        Some(refusal) => Err(stored_refusal(refusal)),
+        None => serde_json::from_value(response)
             .map_err(|e| CartError::Internal(anyhow::anyhow!("stored cart response: {e}"))),
     }
 }
